@@ -1,0 +1,46 @@
+"""Celery's settings, derived from the trainer's Settings (never read from the environment here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eduranker.settings import Settings
+
+TASK_NAME = "eduranker.train_reranker"
+TRAINING_QUEUE = "training"
+
+
+def from_settings(settings: Settings) -> dict[str, Any]:
+    hard_limit = settings.task_time_limit
+    return {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        # JSON only: a pickle payload from anyone who can reach the broker would run code on the GPU box.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Ack after the job ends, so a worker killed mid-training leaves the message to be redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One job at a time per worker; never hold a second job hostage behind an hour of training.
+        "worker_prefetch_multiplier": 1,
+        # Redis redelivers unacked messages after the visibility timeout: it must outlast the longest job,
+        # or a healthy job would be handed to a second worker while still running.
+        "broker_transport_options": {"visibility_timeout": hard_limit + 600},
+        "task_time_limit": hard_limit,
+        # The soft limit raises inside the task first, so the job is recorded as failed before the kill.
+        "task_soft_time_limit": max(hard_limit - 60, 1),
+        # A fresh child per job returns all model and GPU memory to the system between jobs.
+        "worker_max_tasks_per_child": 1,
+        # STARTED and PROGRESS states, task events and extended results are what Flower shows live.
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_extended": True,
+        "result_expires": 7 * 24 * 3600,
+        "task_routes": {TASK_NAME: {"queue": TRAINING_QUEUE}},
+        # Keep trying the broker at start-up instead of exiting while redis is still booting.
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }

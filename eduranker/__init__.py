@@ -1,0 +1,1 @@
+"""EduRanker Trainer: turns search feedback into better cross-encoder rerankers."""

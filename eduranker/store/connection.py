@@ -1,0 +1,57 @@
+"""MongoDB connection, collection names and the indexes the trainer relies on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+
+from eduranker.errors import RetryableError
+from eduranker.settings import Settings
+
+INFERENCES = "inferences"
+USER_QUERIES = "user_queries"
+RESOURCES = "resources"
+TRAINING_JOBS = "training_jobs"
+MODEL_VERSIONS = "model_versions"
+COUNTERS = "counters"
+PRODUCER_STATE = "producer_state"
+
+
+def connect(settings: Settings, *, timeout_ms: int = 10_000) -> Database:
+    """Open a client lazily (pymongo connects on first use) and return the configured database."""
+    client: MongoClient = MongoClient(
+        settings.mongodb_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        appname="eduranker-trainer",
+    )
+    return client[settings.mongodb_db]
+
+
+def ensure_indexes(db: Database) -> None:
+    """Create the indexes the trainer's guarantees rest on. Idempotent."""
+    jobs = db[TRAINING_JOBS]
+    jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created")
+    versions = db[MODEL_VERSIONS]
+    versions.create_index("version", unique=True, name="unique_version")
+    # The database itself refuses a second champion, whatever the code does.
+    versions.create_index(
+        "status",
+        unique=True,
+        partialFilterExpression={"status": "champion"},
+        name="one_champion",
+    )
+    db[INFERENCES].create_index("feedback_at", name="feedback_at")
+
+
+@contextlib.contextmanager
+def retryable_on_mongo_errors() -> Iterator[None]:
+    """Turn pymongo's connection failures into RetryableError, so callers need not know pymongo."""
+    try:
+        yield
+    except (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError) as exc:
+        raise RetryableError(f"MongoDB unreachable: {exc}") from exc

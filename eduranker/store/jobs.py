@@ -1,0 +1,118 @@
+"""`training_jobs`: one document per requested training run, the outbox and the job's history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from eduranker.store.connection import TRAINING_JOBS
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED = "queued", "running", "succeeded", "failed", "rejected"
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (SUCCEEDED, FAILED, REJECTED)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_job(
+    db: Database,
+    job_id: str,
+    *,
+    trigger: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    sent: bool = False,
+) -> bool:
+    """Insert a queued job; False if that id already exists (the unique _id makes enqueue idempotent)."""
+    at = now()
+    doc = {
+        "_id": job_id,
+        "status": QUEUED,
+        "trigger": trigger,
+        "overrides": overrides or {},
+        "created_at": at,
+        "sent_at": at if sent else None,
+        "attempts": 0,
+    }
+    try:
+        db[TRAINING_JOBS].insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def get_job(db: Database, job_id: str) -> dict[str, Any] | None:
+    return db[TRAINING_JOBS].find_one({"_id": job_id})
+
+
+def mark_sent(db: Database, job_id: str) -> None:
+    db[TRAINING_JOBS].update_one({"_id": job_id, "sent_at": None}, {"$set": {"sent_at": now()}})
+
+
+def unsent_jobs(db: Database) -> list[dict[str, Any]]:
+    return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
+
+
+# A running job whose heartbeat is this old lost its worker; a redelivered message may take it over.
+STALE_AFTER_S = 300
+
+
+def claim_job(db: Database, job_id: str, *, worker: str) -> dict[str, Any] | None:
+    """Move a queued job (or a running one whose worker went silent) to running; None otherwise."""
+    at = now()
+    stale = at - timedelta(seconds=STALE_AFTER_S)
+    return db[TRAINING_JOBS].find_one_and_update(
+        {
+            "_id": job_id,
+            "$or": [{"status": QUEUED}, {"status": RUNNING, "heartbeat_at": {"$lt": stale}}],
+        },
+        {
+            "$set": {"status": RUNNING, "started_at": at, "heartbeat_at": at, "worker": worker},
+            "$inc": {"attempts": 1},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def update_job(db: Database, job_id: str, **fields: Any) -> None:
+    fields.setdefault("heartbeat_at", now())
+    db[TRAINING_JOBS].update_one({"_id": job_id}, {"$set": fields})
+
+
+def finish_job(db: Database, job_id: str, status: str, **fields: Any) -> None:
+    if status not in TERMINAL:
+        raise ValueError(f"not a terminal status: {status}")
+    fields.update(status=status, finished_at=now())
+    db[TRAINING_JOBS].update_one({"_id": job_id}, {"$set": fields})
+
+
+def active_jobs(db: Database) -> list[dict[str, Any]]:
+    return list(db[TRAINING_JOBS].find({"status": {"$in": list(ACTIVE)}}).sort("created_at", 1))
+
+
+def latest_job(db: Database) -> dict[str, Any] | None:
+    return db[TRAINING_JOBS].find_one({}, sort=[("created_at", -1)])
+
+
+def reap_dead_jobs(db: Database, *, time_limit_s: float, at: datetime | None = None) -> list[str]:
+    """Mark running jobs whose heartbeat is older than the task time limit as failed."""
+    at = at or now()
+    cutoff = at - timedelta(seconds=time_limit_s)
+    dead = [d["_id"] for d in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})]
+    for job_id in dead:
+        db[TRAINING_JOBS].update_one(
+            {"_id": job_id, "status": RUNNING},
+            {
+                "$set": {
+                    "status": FAILED,
+                    "finished_at": at,
+                    "reason": f"worker silent for more than {time_limit_s:.0f} s; marked dead",
+                }
+            },
+        )
+    return dead

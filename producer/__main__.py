@@ -1,0 +1,25 @@
+"""`python -m producer` / `eduranker-producer`: run the feedback watcher until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from eduranker.queue import make_celery
+from eduranker.settings import Settings
+from eduranker.store import connect
+from producer.watcher import Producer
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s producer: %(message)s")
+    settings = Settings.from_env()
+    producer = Producer(settings, connect(settings), make_celery(settings, "eduranker-producer"))
+    # SIGTERM (docker stop, Ctrl-C) ends the loop after the current evaluation; state is already saved.
+    signal.signal(signal.SIGTERM, lambda *_: producer.stop())
+    signal.signal(signal.SIGINT, lambda *_: producer.stop())
+    producer.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Should we train now? A pure function of counts, the last job, the thresholds and the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_feedback: int = 50
+    min_minority: float = 0.2
+    new_feedback: int = 100
+    cooldown_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class FeedbackCounts:
+    likes: int
+    dislikes: int
+    new_since_watermark: int  # equals the total while no job has a watermark
+
+    @property
+    def total(self) -> int:
+        return self.likes + self.dislikes
+
+    @property
+    def minority_share(self) -> float:
+        return min(self.likes, self.dislikes) / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class LastJob:
+    job_id: str
+    status: str
+    created_at: datetime
+    watermark: datetime | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    train: bool
+    reason: str
+
+
+def decide(counts: FeedbackCounts, last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> Decision:
+    if last_job is not None and last_job.status in ("queued", "running"):
+        return Decision(False, f"not yet: job {last_job.job_id} is {last_job.status}")
+    if last_job is not None:
+        waited = (now - last_job.created_at).total_seconds()
+        if waited < thresholds.cooldown_seconds:
+            left = thresholds.cooldown_seconds - waited
+            return Decision(False, f"not yet: cooldown, {left:.0f} s left after job {last_job.job_id}")
+
+    first_model = last_job is None or last_job.watermark is None
+    if first_model:
+        progress = f"{counts.total}/{thresholds.min_feedback} feedbacks, minority {counts.minority_share:.2f}"
+        if counts.total < thresholds.min_feedback:
+            return Decision(False, f"not yet: {progress}")
+        if counts.likes == 0 or counts.dislikes == 0:
+            return Decision(False, f"not yet: only one class ({progress})")
+        if counts.minority_share < thresholds.min_minority:
+            return Decision(False, f"not yet: {progress} < {thresholds.min_minority}")
+        return Decision(True, f"first model: {progress}")
+
+    progress = f"{counts.new_since_watermark}/{thresholds.new_feedback} new feedbacks since last job"
+    if counts.new_since_watermark < thresholds.new_feedback:
+        return Decision(False, f"not yet: {progress}")
+    return Decision(True, f"retrain: {progress}")

@@ -1,0 +1,70 @@
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from eduranker.errors import UnknownVersion
+from worker.artifacts import champion_target, point_champion, staged_version_dir, version_dir
+
+
+def test_a_version_folder_appears_only_when_complete(tmp_path):
+    seen_during_write = []
+    with staged_version_dir(tmp_path, "v0001") as folder:
+        (folder / "weights").write_text("w")
+        seen_during_write.append(version_dir(tmp_path, "v0001").exists())
+    assert seen_during_write == [False]
+    assert (version_dir(tmp_path, "v0001") / "weights").read_text() == "w"
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_a_failed_write_leaves_no_version_folder(tmp_path):
+    with pytest.raises(RuntimeError), staged_version_dir(tmp_path, "v0002") as folder:
+        (folder / "half").write_text("x")
+        raise RuntimeError("disk full")
+    assert not version_dir(tmp_path, "v0002").exists()
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../etc", "v0001/../../x", "/abs", "v1", "champion", "v0001 "])
+def test_version_names_cannot_escape_the_models_dir(tmp_path, name):
+    with pytest.raises(UnknownVersion):
+        version_dir(tmp_path, name)
+
+
+def test_champion_pointer_switches_and_never_disappears(tmp_path):
+    for v in ("v0001", "v0002"):
+        with staged_version_dir(tmp_path, v) as folder:
+            (folder / "name").write_text(v)
+    point_champion(tmp_path, "v0001")
+    link = tmp_path / "champion"
+    missing = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if not os.path.exists(link / "name"):
+                missing.append(1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for i in range(300):
+        point_champion(tmp_path, "v0002" if i % 2 == 0 else "v0001")
+    stop.set()
+    watcher.join()
+    assert missing == []
+    assert champion_target(tmp_path) == "v0001"
+    assert (link / "name").read_text() == "v0001"
+
+
+def test_champion_pointer_refuses_a_version_without_artifacts(tmp_path):
+    with pytest.raises(UnknownVersion):
+        point_champion(tmp_path, "v0009")
+
+
+def test_worker_package_import_does_not_load_torch():
+    """The Celery parent imports worker and its tasks; torch (and CUDA) must wait for a job."""
+    code = "import sys, worker, worker.tasks; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

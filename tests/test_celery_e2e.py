@@ -1,0 +1,61 @@
+"""A job enqueued through Celery on real redis, run by a real worker process, ends with a version."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from eduranker import demo
+from eduranker.store import versions
+from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def celery_settings(settings, redis_url):
+    return replace(
+        settings,
+        celery_broker_url=f"{redis_url}/0",
+        celery_result_backend=f"{redis_url}/1",
+        num_epochs=2,
+    )
+
+
+def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(db, celery_settings, tmp_path):
+    demo.seed_feedback(db, seed=2)
+    worker = start_worker(celery_settings, tmp_path / "worker.log")
+    try:
+        # Exactly what the README tells an operator to type.
+        shell = (
+            "import json; from worker.tasks import train_reranker;"
+            "r = train_reranker.delay(num_epochs=2, reason='from a shell');"
+            "print(json.dumps(r.get(timeout=600)))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", shell], cwd=ROOT, env=settings_env(celery_settings),
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        stop_worker(worker)
+
+    assert result["status"] == "succeeded"
+    job = db.training_jobs.find_one({"_id": result["job_id"]})
+    assert job["trigger"] == {"reason": "from a shell", "source": "task"}
+    assert job["overrides"]["num_epochs"] == 2
+    assert job["worker"].startswith("test@")
+    doc = versions.get_version(db, result["version"])
+    assert doc["status"] == "champion"
+    assert doc["metrics"]["after"]["roc_auc"] is not None and doc["metrics"]["before"]["roc_auc"] is not None
+
+    code = (
+        "import sys; from sentence_transformers import CrossEncoder as C; print(C(sys.argv[1]).predict([('a', 'b')]))"  # noqa: E501
+    )
+    champion = Path(celery_settings.models_dir) / "champion"
+    loaded = subprocess.run([sys.executable, "-c", code, str(champion)], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]

@@ -1,0 +1,22 @@
+import pytest
+
+from worker.gate import decide_promotion
+
+
+@pytest.mark.parametrize(
+    "before,after,min_improvement,promote",
+    [
+        (0.70, 0.80, 0.005, True),
+        (0.70, 0.704, 0.005, False),  # better, but not by enough
+        (0.70, 0.705, 0.005, True),  # exactly the margin
+        (0.80, 0.70, 0.005, False),  # worse
+        (0.80, 0.80, 0.0, False),  # equal is not better, even with no margin
+        (0.80, 0.8001, 0.0, True),
+        (None, 0.60, 0.005, True),  # champion undefined on these pairs
+        (0.60, None, 0.005, False),  # candidate undefined: never promote
+    ],
+)
+def test_gate_table(before, after, min_improvement, promote):
+    decision = decide_promotion({"roc_auc": before}, {"roc_auc": after}, min_improvement)
+    assert decision.promote is promote
+    assert "roc_auc" in decision.reason

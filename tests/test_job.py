@@ -1,0 +1,129 @@
+"""Training jobs end to end without Celery: real MongoDB protocol server, real tiny model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bson import ObjectId
+
+from eduranker import demo
+from eduranker.errors import JobRefused, PermanentError
+from eduranker.store import jobs, versions
+from worker.job import run_training_job
+
+pytestmark = pytest.mark.slow
+
+
+def _seed_pairs(db, n_queries, labels):
+    """`n_queries` queries, each judged on every label in `labels` against its own resource."""
+    for q in range(n_queries):
+        qid = db.user_queries.insert_one({"query_text": f"question number {q}"}).inserted_id
+        for i, label in enumerate(labels):
+            rid = db.resources.insert_one({"title": f"resource {q}-{i}"}).inserted_id
+            db.inferences.insert_one({"query_id": qid, "resource_id": rid, "feedback": label})
+
+
+@pytest.mark.parametrize(
+    "n_queries,labels,message",
+    [
+        (3, ["like", "dislike"], "not enough feedback: 6 usable pairs, need 10"),
+        (6, ["like", "like"], "only one class: all 12 usable pairs are 'like'"),
+        (1, ["like", "dislike"] * 6, "cannot hold out likes and dislikes without splitting a query"),
+    ],
+)
+def test_impossible_jobs_fail_with_a_reason_and_register_nothing(db, settings, n_queries, labels, message):
+    _seed_pairs(db, n_queries, labels)
+    db.inferences.insert_one({"query_id": ObjectId(), "resource_id": ObjectId(), "feedback": "like"})
+    jobs.create_job(db, "refuse", trigger={"reason": "test"})
+    with pytest.raises(JobRefused):
+        run_training_job(settings, "refuse")
+    job = jobs.get_job(db, "refuse")
+    assert job["status"] == "failed"
+    assert message in job["reason"]
+    assert job["snapshot"]["skipped"] == {"missing_query": 1}
+    assert db.model_versions.count_documents({}) == 0
+    assert not (Path(settings.models_dir) / "versions").exists()
+
+
+def test_unknown_overrides_fail_the_job(db, settings):
+    jobs.create_job(db, "bad", trigger={}, overrides={"num_epochs": 0})
+    with pytest.raises(PermanentError, match="num_epochs must be a positive integer"):
+        run_training_job(settings, "bad")
+    assert jobs.get_job(db, "bad")["status"] == "failed"
+
+
+@pytest.fixture()
+def trained(db, settings):
+    demo.seed_feedback(db, seed=1)
+    jobs.create_job(db, "job-1", trigger={"reason": "test"})
+    stages = []
+    outcome = run_training_job(settings, "job-1", report=lambda stage, **d: stages.append((stage, d)))
+    return outcome, stages
+
+
+def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, settings, trained):
+    outcome, stages = trained
+    assert outcome["status"] == "succeeded" and outcome["promoted"]
+    version = versions.get_version(db, outcome["version"])
+    assert version["status"] == "champion"
+    for side in ("before", "after"):
+        assert set(version["metrics"][side]) >= {
+            "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ndcg@10", "mrr"
+        }  # fmt: skip
+    assert version["metrics"]["after"]["roc_auc"] > version["metrics"]["before"]["roc_auc"]
+    assert version["snapshot"]["pairs"] == 288
+
+    folder = Path(settings.models_dir) / version["artifact_path"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "training_metadata.json", "training_report.txt"} <= names
+    assert {"roc_curve.png", "confusion_matrix.png", "label_distribution.png"} <= names
+    assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in names)
+    meta = json.loads((folder / "training_metadata.json").read_text())
+    assert meta["metrics"]["after"]["roc_auc"] == pytest.approx(version["metrics"]["after"]["roc_auc"])
+    assert meta["metrics"]["after"]["confusion_matrix"] == version["metrics"]["after"]["confusion_matrix"]
+    assert "roc_auc" in (folder / "training_report.txt").read_text()
+    assert (Path(settings.models_dir) / "champion").resolve() == folder.resolve()
+
+    names = [s for s, _ in stages]
+    assert names[:3] == ["snapshot", "evaluate_before", "train"] and names[-1] == "write_artifacts"
+    last_train = [d for s, d in stages if s == "train"][-1]
+    assert last_train["step"] == last_train["total_steps"] > 0
+
+    job = jobs.get_job(db, "job-1")
+    assert job["status"] == "succeeded" and job["version"] == outcome["version"]
+    assert job["device"].startswith("cpu") and job["attempts"] == 1
+    assert job["snapshot"]["content_hash"] and job["snapshot"]["watermark"]
+
+
+def test_the_champion_path_loads_in_a_fresh_process(settings, trained):
+    code = (
+        "import sys; from sentence_transformers import CrossEncoder;"
+        "m = CrossEncoder(sys.argv[1]);"
+        "s = m.predict([('how do plants make food', 'Photosynthesis explained'),"
+        " ('how do plants make food', 'Steam engines and factories')]);"
+        "print(float(s[0]), float(s[1]))"
+    )
+    champion = str(Path(settings.models_dir) / "champion")
+    out = subprocess.run([sys.executable, "-c", code, champion], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    relevant, irrelevant = map(float, out.stdout.split())
+    assert 0.0 <= irrelevant < relevant <= 1.0
+
+
+def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_rerun(db, settings, trained):
+    first, _ = trained
+    assert run_training_job(settings, "job-1")["version"] == first["version"]  # redelivery: no rerun
+    jobs.create_job(db, "job-2", trigger={"reason": "test"}, overrides={"num_epochs": 1})
+    second = run_training_job(settings, "job-2")
+    doc = versions.get_version(db, second["version"])
+    assert doc["parent_version"] == first["version"]
+    assert second["version"] > first["version"]
+    # Whatever the gate decided, exactly one champion exists and the pointer names it.
+    champion = versions.get_champion(db)
+    assert db.model_versions.count_documents({"status": "champion"}) == 1
+    assert (Path(settings.models_dir) / "champion").resolve().name == champion["version"]
+    expected = "champion" if second["promoted"] else "rejected"
+    assert doc["status"] == expected
+    assert jobs.get_job(db, "job-2")["status"] == ("succeeded" if second["promoted"] else "rejected")

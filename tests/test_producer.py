@@ -1,0 +1,184 @@
+"""The producer against real SecantusDB and redis-server processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from eduranker import demo
+from eduranker.localservers import redis_server
+from eduranker.queue import make_celery
+from eduranker.store import connect, jobs
+from producer.state import load_state, save_state
+from producer.watcher import Producer
+from tests.celery_worker import ROOT, settings_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def psettings(settings, redis_url):
+    queue_db = int(settings.mongodb_db[-6:], 16) % 14 + 2  # a redis db of its own per test
+    return replace(
+        settings,
+        celery_broker_url=f"{redis_url}/{queue_db}",
+        train_min_feedback=20,
+        train_min_minority=0.2,
+        train_new_feedback=30,
+        train_cooldown_seconds=0,
+    )
+
+
+@pytest.fixture()
+def queue(psettings):
+    client = redis.Redis.from_url(psettings.celery_broker_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture()
+def served(db):
+    rng = demo.random.Random(5)
+    corpus = demo.insert_corpus(db, rng)
+    return list(demo.feedback_updates(demo.serve_results(db, corpus, rng), rng, noise=0.1))
+
+
+def wait_for(predicate, timeout=30.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+class ThreadedProducer:
+    def __init__(self, settings):
+        self.producer = Producer(settings, connect(settings), make_celery(settings), idle_eval_s=0.5)
+        self.thread = threading.Thread(target=self.producer.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.producer.watching.wait(30), "producer never opened its change stream"
+        return self.producer
+
+    def __exit__(self, *exc):
+        self.producer.stop()
+        self.thread.join(20)
+
+
+def give(db, served_items, start=0):
+    base = datetime.now(UTC)
+    for i, (inference_id, value) in enumerate(served_items):
+        demo.give_feedback(db, inference_id, value, base + timedelta(milliseconds=start + i))
+
+
+def test_feedback_written_like_the_api_triggers_one_job_at_the_threshold(db, psettings, queue, served):
+    with ThreadedProducer(psettings) as producer:
+        give(db, served[:19])
+        assert wait_for(lambda: producer.events_seen >= 19)
+        time.sleep(1.0)
+        assert db.training_jobs.count_documents({}) == 0
+        assert "19/20" in load_state(db)["last_decision"]
+        give(db, served[19:21], start=19)
+        assert wait_for(lambda: db.training_jobs.count_documents({}) == 1)
+        time.sleep(1.0)  # no second job while the first is queued
+    job = db.training_jobs.find_one()
+    assert job["_id"].startswith("auto-") and job["sent_at"] is not None
+    assert job["trigger"]["reason"].startswith("first model")
+    assert queue.llen("training") == 1
+    assert db.training_jobs.count_documents({}) == 1
+
+
+def test_flipped_and_removed_feedback_is_counted(db, psettings, queue, served):
+    with ThreadedProducer(psettings.with_overrides(train_min_feedback=1000)):
+        give(db, served[:10])
+        assert wait_for(lambda: sum(load_state(db).get("counts", {}).values()) == 10)
+        likes = [i for i, v in served[:10] if v == "like"]
+        demo.give_feedback(db, likes[0], "dislike")
+        demo.give_feedback(db, likes[1], None)
+        expected = {"like": len(likes) - 2, "dislike": 10 - len(likes) + 1}
+        assert wait_for(lambda: load_state(db).get("counts") == expected)
+
+
+def test_lost_history_drops_the_token_and_recounts(db, psettings, queue, served):
+    give(db, served[:25])
+    save_state(db, resume_token={"_data": "00deadbeef"})
+    with ThreadedProducer(psettings):
+        assert wait_for(lambda: db.training_jobs.count_documents({}) == 1)
+        assert wait_for(lambda: load_state(db).get("resume_token", {"_data": "00deadbeef"}) != {"_data": "00deadbeef"})
+    assert load_state(db)["counts"] == {
+        "like": sum(v == "like" for _, v in served[:25]),
+        "dislike": sum(v == "dislike" for _, v in served[:25]),
+    }
+
+
+def test_a_job_crossing_while_the_broker_is_down_is_sent_when_it_is_back(db, settings, tmp_path, served):
+    broker = redis_server(tmp_path / "redis").start()
+    s = replace(settings, celery_broker_url=f"redis://127.0.0.1:{broker.port}/0", train_min_feedback=20,
+                train_cooldown_seconds=0)  # fmt: skip
+    broker.stop()
+    try:
+        with ThreadedProducer(s):
+            give(db, served[:25])
+            assert wait_for(lambda: db.training_jobs.count_documents({}) == 1)
+            time.sleep(1.5)
+            assert db.training_jobs.find_one()["sent_at"] is None  # recorded, not yet sent
+            broker.start()
+            assert wait_for(lambda: db.training_jobs.find_one()["sent_at"] is not None, timeout=60)
+        assert redis.Redis(port=broker.port).llen("training") == 1
+    finally:
+        broker.stop()
+
+
+def _spawn_producer(settings, log):
+    env = settings_env(settings)
+    return subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+def test_kill_9_and_restart_misses_nothing_and_enqueues_nothing_twice(db, psettings, queue, served, tmp_path):
+    """Phases of feedback, each crossing the threshold once; the producer is killed inside every phase."""
+    log = open(tmp_path / "producer.log", "ab")  # noqa: SIM115
+    proc = _spawn_producer(psettings, log)
+    phases = [served[:22], served[22:55], served[55:88], served[88:121]]
+    offset = 0
+    try:
+        for n, phase in enumerate(phases, start=1):
+            half = len(phase) // 2
+            give(db, phase[:half], start=offset)
+            time.sleep(0.3)
+            os.kill(proc.pid, signal.SIGKILL)  # mid-stream, unsaved state and all
+            proc.wait()
+            give(db, phase[half:], start=offset + half)  # written while no producer runs
+            offset += len(phase)
+            proc = _spawn_producer(psettings, log)
+            assert wait_for(lambda n=n: db.training_jobs.count_documents({}) == n, timeout=60), n
+            # Stand in for the worker: the job finishes with the watermark of what it trained on.
+            job = jobs.latest_job(db)
+            jobs.finish_job(db, job["_id"], jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+        time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0  # SIGTERM: saves and exits cleanly
+    assert db.training_jobs.count_documents({}) == len(phases)
+    assert queue.llen("training") == len(phases)  # one message per job, none sent twice
+
+
+def test_producer_never_imports_torch_and_starts_fast():
+    code = (
+        "import time, sys; t = time.perf_counter();"
+        "import producer, producer.watcher, producer.__main__;"
+        "print(time.perf_counter() - t, any(m in sys.modules for m in ('torch', 'sentence_transformers', 'pandas')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    seconds, heavy = out.stdout.split()
+    assert heavy == "False"
+    assert float(seconds) < 2.0

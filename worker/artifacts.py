@@ -1,0 +1,81 @@
+"""The models volume: one folder per version written aside and renamed in, and the champion pointer.
+
+Layout under MODELS_DIR:
+    versions/<version>/      complete artifacts (appear only once whole)
+    .staging/<version>-<id>/ work in progress (removed on failure)
+    champion -> versions/<version>   symlink switched atomically
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from eduranker.errors import UnknownVersion
+
+VERSION_PATTERN = re.compile(r"^v\d{4,}$")
+
+
+def checked_version(version: str) -> str:
+    """A version name that cannot escape MODELS_DIR (no separators, no dots, no absolute paths)."""
+    if not VERSION_PATTERN.fullmatch(version):
+        raise UnknownVersion(f"not a version name: {version!r} (expected like 'v0003')")
+    return version
+
+
+def version_dir(models_dir: str | Path, version: str) -> Path:
+    return Path(models_dir) / "versions" / checked_version(version)
+
+
+def relative_artifact_path(version: str) -> str:
+    return f"versions/{checked_version(version)}"
+
+
+@contextlib.contextmanager
+def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
+    """Yield an empty staging folder; on clean exit it is renamed to versions/<version>, else removed."""
+    root = Path(models_dir)
+    final = version_dir(root, version)
+    staging = root / ".staging" / f"{version}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(staging)
+        # rename(2) is atomic within one filesystem; staging sits under the same root for that reason.
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def point_champion(models_dir: str | Path, version: str) -> Path:
+    """Switch MODELS_DIR/champion to versions/<version> in one rename, never leaving it missing."""
+    root = Path(models_dir)
+    target = version_dir(root, version)
+    if not target.is_dir():
+        raise UnknownVersion(f"no artifacts for {version} under {root}")
+    link = root / "champion"
+    temp = root / f".champion-{uuid.uuid4().hex[:8]}"
+    os.symlink(Path("versions") / version, temp)
+    os.replace(temp, link)
+    return link
+
+
+def champion_target(models_dir: str | Path) -> str | None:
+    link = Path(models_dir) / "champion"
+    if not link.is_symlink():
+        return None
+    return Path(os.readlink(link)).name

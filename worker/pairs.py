@@ -1,0 +1,188 @@
+"""Joined feedback rows → clean, deduplicated (query, document, label) pairs, and a leakage-free split.
+
+Pure functions: rows in, pairs out. No database, no Celery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+LABELS = {"like": 1.0, "dislike": 0.0}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# C0/C1 control characters other than tab and newline, and lone surrogates a tokenizer cannot encode.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+
+
+@dataclass(frozen=True)
+class Pair:
+    inference_id: str
+    query_id: str
+    resource_id: str
+    query: str
+    document: str
+    label: float
+    feedback_at: datetime
+
+
+@dataclass
+class Snapshot:
+    pairs: list[Pair]
+    rows_seen: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    duplicates_superseded: int = 0
+    texts_truncated: int = 0
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        likes = sum(1 for p in self.pairs if p.label == 1.0)
+        return {"like": likes, "dislike": len(self.pairs) - likes}
+
+    @property
+    def watermark(self) -> datetime | None:
+        return max((p.feedback_at for p in self.pairs), default=None)
+
+    @property
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        for line in sorted(f"{p.query}\x1f{p.document}\x1f{p.label}" for p in self.pairs):
+            digest.update(line.encode("utf-8", "replace"))
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows_seen": self.rows_seen,
+            "pairs": len(self.pairs),
+            "label_counts": self.label_counts,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": sum(self.skipped.values()),
+            "duplicates_superseded": self.duplicates_superseded,
+            "texts_truncated": self.texts_truncated,
+            "content_hash": self.content_hash,
+            "watermark": self.watermark,
+        }
+
+
+def clean_text(value: str) -> str:
+    text = _CONTROL.sub(" ", value)
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def query_key(query: str) -> str:
+    """Queries that differ only by case or spacing are the same query (for dedup and for the split)."""
+    return " ".join(query.casefold().split())
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def classify_row(row: Mapping[str, Any], max_text_chars: int) -> tuple[Pair | None, str | None, bool]:
+    """One joined row → (pair, None, truncated) or (None, skip reason, False)."""
+    feedback = row.get("feedback")
+    if not isinstance(feedback, str) or feedback not in LABELS:
+        return None, "invalid_feedback", False
+    if type(row.get("query_id")).__name__ != "ObjectId":
+        return None, "invalid_query_id", False
+    if type(row.get("resource_id")).__name__ != "ObjectId":
+        return None, "invalid_resource_id", False
+    if not row.get("query_found"):
+        return None, "missing_query", False
+    if not row.get("resource_found"):
+        return None, "missing_resource", False
+    if row.get("query_text_type") != "string":
+        return None, "query_text_not_string", False
+    if row.get("title_type") != "string":
+        return None, "title_not_string", False
+    if row.get("description_type") not in ("string", "missing", "null"):
+        return None, "description_not_string", False
+
+    query = clean_text(row["query_text"] or "")
+    if not query:
+        return None, "empty_query_text", False
+    title = clean_text(row["title"] or "")
+    description = clean_text(row.get("description") or "")
+    document = f"{title}\n\n{description}" if title and description else title or description
+    if not title:
+        return None, "empty_title", False
+
+    truncated = (row.get("query_text_length") or 0) > max_text_chars or (
+        row.get("document_length") or 0
+    ) > max_text_chars
+    when = _aware(row.get("feedback_at")) or _aware(row.get("created_at"))
+    if when is None:
+        generation_time = getattr(row.get("_id"), "generation_time", None)
+        when = _aware(generation_time) or _EPOCH
+    pair = Pair(
+        inference_id=str(row.get("_id")),
+        query_id=str(row["query_id"]),
+        resource_id=str(row["resource_id"]),
+        query=query,
+        document=document,
+        label=LABELS[feedback],
+        feedback_at=when,
+    )
+    return pair, None, truncated
+
+
+def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int) -> Snapshot:
+    """Clean every row, count what is skipped and why, keep the latest feedback per (query, resource)."""
+    snapshot = Snapshot(pairs=[])
+    latest: dict[tuple[str, str], Pair] = {}
+    for row in rows:
+        snapshot.rows_seen += 1
+        pair, reason, truncated = classify_row(row, max_text_chars)
+        if pair is None:
+            snapshot.skipped[reason or "unknown"] += 1
+            continue
+        snapshot.texts_truncated += truncated
+        key = (query_key(pair.query), pair.resource_id)
+        kept = latest.get(key)
+        if kept is None:
+            latest[key] = pair
+            continue
+        snapshot.duplicates_superseded += 1
+        if (pair.feedback_at, pair.inference_id) > (kept.feedback_at, kept.inference_id):
+            latest[key] = pair
+    snapshot.pairs = sorted(latest.values(), key=lambda p: (p.feedback_at, p.inference_id))
+    return snapshot
+
+
+def split_pairs(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded split, stratified by label, grouped by query: no query text lands on both sides.
+
+    Returns ([], []) when no grouping can put both classes on both sides.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = [query_key(p.query) for p in pairs]
+    n_groups = len(set(groups))
+    n_splits = max(2, min(round(1 / test_fraction), n_groups))
+    if n_groups < 2:
+        return [], []
+    labels = [int(p.label) for p in pairs]
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    target = test_fraction * len(pairs)
+    best: tuple[float, list[int], list[int]] | None = None
+    for train_idx, test_idx in folds.split(pairs, labels, groups):
+        test_labels = {labels[i] for i in test_idx}
+        train_labels = {labels[i] for i in train_idx}
+        if len(test_labels) < 2 or len(train_labels) < 2:
+            continue
+        distance = abs(len(test_idx) - target)
+        if best is None or distance < best[0]:
+            best = (distance, list(train_idx), list(test_idx))
+    if best is None:
+        return [], []
+    _, train_idx, test_idx = best
+    return [pairs[i] for i in train_idx], [pairs[i] for i in test_idx]

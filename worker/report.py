@@ -1,0 +1,149 @@
+"""Human-readable outputs of a job: PNG plots and `training_report.txt`. Pure: data in, files out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.evaluation import METRIC_KEYS
+
+PLOTS = (
+    "label_distribution.png",
+    "query_length_histogram.png",
+    "metrics_before_after.png",
+    "score_distributions.png",
+    "confusion_matrix.png",
+    "roc_curve.png",
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(
+    folder: Path,
+    *,
+    label_counts: dict[str, int],
+    query_lengths: Sequence[int],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    test_labels: Sequence[float],
+    scores_before: Sequence[float],
+    scores_after: Sequence[float],
+) -> list[str]:
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    y = np.asarray(test_labels, dtype=int)
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(list(label_counts), list(label_counts.values()), color=["#4c9f70", "#c8553d"])
+    ax.set_title("Feedback labels in the snapshot")
+    _save(fig, folder / PLOTS[0])
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(query_lengths, bins=30, color="#3c6e9f")
+    ax.set(title="Query length (words)", xlabel="words", ylabel="pairs")
+    _save(fig, folder / PLOTS[1])
+
+    keys = [k for k in METRIC_KEYS if before.get(k) is not None or after.get(k) is not None]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(x - 0.2, [before.get(k) or 0 for k in keys], 0.4, label="before")
+    ax.bar(x + 0.2, [after.get(k) or 0 for k in keys], 0.4, label="after")
+    ax.set_xticks(x, keys, rotation=30)
+    ax.set(ylim=(0, 1), title="Held-out metrics")
+    ax.legend()
+    _save(fig, folder / PLOTS[2])
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    for ax, scores, name in zip(axes, (scores_before, scores_after), ("before", "after"), strict=True):
+        s = np.asarray(scores)
+        ax.hist(s[y == 1], bins=20, range=(0, 1), alpha=0.6, label="like")
+        ax.hist(s[y == 0], bins=20, range=(0, 1), alpha=0.6, label="dislike")
+        ax.set_title(f"Scores {name}")
+    axes[0].legend()
+    _save(fig, folder / PLOTS[3])
+
+    matrix = np.asarray(after["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(3.5, 3.2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center")
+    ax.set_xticks([0, 1], ["dislike", "like"])
+    ax.set_yticks([0, 1], ["dislike", "like"])
+    ax.set(xlabel="predicted", ylabel="actual", title="Confusion (after)")
+    _save(fig, folder / PLOTS[4])
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if len(set(y.tolist())) == 2:
+        for scores, name in ((scores_before, "before"), (scores_after, "after")):
+            fpr, tpr, _ = roc_curve(y, scores)
+            ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held-out)")
+    ax.legend()
+    _save(fig, folder / PLOTS[5])
+    return list(PLOTS)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def render_report(meta: dict[str, Any]) -> str:
+    """The plain-text summary a person reads first."""
+    snap, before, after = meta["snapshot"], meta["metrics"]["before"], meta["metrics"]["after"]
+    lines = [
+        f"EduRanker training report — {meta['version']} (job {meta['job_id']})",
+        "=" * 72,
+        f"Base model:        {meta['base_model']}",
+        f"Compared against:  {meta['compared_against']}",
+        f"Device:            {meta['device']}",
+        f"Decision:          {'PROMOTED' if meta['promoted'] else 'not promoted'} — {meta['gate_reason']}",
+        "",
+        "Data",
+        f"  rows read {snap['rows_seen']}, usable pairs {snap['pairs']} "
+        f"(like {snap['label_counts']['like']}, dislike {snap['label_counts']['dislike']})",
+        f"  train {meta['split']['train']} / held-out {meta['split']['test']} pairs, "
+        f"{meta['split']['test_queries']} held-out queries",
+        f"  skipped {snap['skipped_total']}: " + (", ".join(f"{k}={v}" for k, v in snap["skipped"].items()) or "none"),
+        f"  duplicates superseded {snap['duplicates_superseded']}, texts truncated {snap['texts_truncated']}",
+        "",
+        "Hyperparameters",
+        "  " + ", ".join(f"{k}={v}" for k, v in meta["hyperparameters"].items()),
+        "",
+        f"{'metric':<20}{'before':>10}{'after':>10}{'change':>10}",
+    ]
+    for key in METRIC_KEYS:
+        b, a = before.get(key), after.get(key)
+        change = "" if a is None or b is None else f"{a - b:+.4f}"
+        lines.append(f"{key:<20}{_fmt(b):>10}{_fmt(a):>10}{change:>10}")
+    train = meta["training"]
+    lines += [
+        "",
+        f"Training: {train['steps']} steps in {train['seconds']} s "
+        f"({train['pairs_per_second']} pairs/s), epoch losses {train['epoch_losses']}",
+        "Timings (s): " + ", ".join(f"{k}={v}" for k, v in meta["timings"].items()),
+        "",
+        "Plots: " + ", ".join(meta["plots"]),
+    ]
+    return "\n".join(lines) + "\n"
