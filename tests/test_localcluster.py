@@ -1,0 +1,63 @@
+"""Smoke test of the one-command local cluster: start, demo data, a version appears, Flower, stop."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.celery_worker import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url, auth=None):
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL")}
+    env.update(FLOWER_PORT="0", NUM_EPOCHS="1", MAX_LENGTH="48")
+    from eduranker.localservers import free_port
+
+    env["FLOWER_PORT"] = str(free_port())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--keep-running"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    deadline = time.monotonic() + 600
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "cluster running" in line or time.monotonic() > deadline:
+                break
+        output = "".join(lines)
+        assert "champion: v0001" in output, output
+        assert (tmp_path / "models" / "champion" / "model.safetensors").exists()
+
+        flower = f"http://127.0.0.1:{env['FLOWER_PORT']}/api/tasks"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            _get(flower)
+        assert denied.value.code == 401
+        status, body = _get(flower, "admin:eduranker")
+        tasks = json.loads(body)
+        assert status == 200
+        assert any(t["name"] == "eduranker.train_reranker" and t["state"] == "SUCCESS" for t in tasks.values())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, rest
+    assert "stopping every process started" in rest
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
