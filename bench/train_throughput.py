@@ -54,7 +54,8 @@ def run_side(side: str, args) -> dict:
 
         model, tok = load_cross_encoder(base, device, args.seed)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                          head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed)  # fmt: skip
+                          head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed,
+                          freeze_embeddings=not args.no_freeze)  # fmt: skip
         started = time.perf_counter()
         stats = fine_tune(model, tok, [r[0] for r in train], [r[1] for r in train], [r[2] for r in train], cfg,
                           device=device)  # fmt: skip
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--head-lr", type=float, default=1e-2)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-freeze", action="store_true", help="train the embedding matrix too")
     parser.add_argument("--side", choices=["ours", "baseline"])
     args = parser.parse_args()
     if args.side:

@@ -36,6 +36,7 @@ class Settings:
     # Only for parameters the checkpoint lacks (a new ranking head); a trained head uses learning_rate.
     head_learning_rate: float = 1e-2
     max_length: int = 256
+    freeze_embeddings: bool = True
     seed: int = 42
     min_feedback: int = 10
     min_improvement: float = 0.005

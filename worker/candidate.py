@@ -84,6 +84,7 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
         head_learning_rate=s.head_learning_rate,
         max_length=s.max_length,
         seed=s.seed,
+        freeze_embeddings=s.freeze_embeddings,
     )
     if start_source != before_source:
         model, tokenizer = load_cross_encoder(start_source, device, s.seed)
@@ -108,6 +109,7 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
         "learning_rate": config.learning_rate,
         "head_learning_rate": config.head_learning_rate,
         "max_length": config.max_length,
+        "freeze_embeddings": config.freeze_embeddings,
         "seed": config.seed,
         "test_fraction": s.test_fraction,
         "warm_start": s.warm_start,

@@ -26,6 +26,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    freeze_embeddings: bool = True
 
 
 @dataclass
@@ -102,7 +103,13 @@ def fine_tune(
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=device.type == "cuda")
+    if config.freeze_embeddings:
+        # Half of MiniLM's parameters are the vocabulary matrix; its dense Adam update each step costs more
+        # than it teaches from a few thousand pairs (bench/train_throughput.py measures both ways).
+        model.get_input_embeddings().requires_grad_(False)
+    # Multi-tensor (foreach) Adam on CPU; the fused kernel on CUDA.
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=fused, foreach=not fused)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_fraction * total_steps), max(total_steps, 1)
     )
