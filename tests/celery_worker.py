@@ -6,20 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
+from eduranker.localcluster import ROOT
+from eduranker.localcluster import child_env as settings_env
 from eduranker.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for field in fields(settings):
-        env[field.name.upper()] = str(getattr(settings, field.name))
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
+__all__ = ["ROOT", "settings_env", "start_worker", "stop_worker"]
 
 
 def start_worker(settings: Settings, log_path: Path, name: str = "test") -> subprocess.Popen:
