@@ -23,20 +23,17 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_status(db, settings: Settings, _args) -> int:
-    from eduranker.store.feedback import count_usable_feedback
-    from producer.policy import Thresholds
-    from producer.watcher import last_job_view
+    from producer.watcher import last_job_view, read_counts, thresholds_from
 
-    counts = count_usable_feedback(db)
-    total = sum(counts.values())
     last = last_job_view(db)
-    th = Thresholds(settings.train_min_feedback, settings.train_min_minority, settings.train_new_feedback)
-    print(f"feedback: {total} usable (like {counts['like']}, dislike {counts['dislike']})")
+    counts = read_counts(db, last)
+    th = thresholds_from(settings)
+    print(f"feedback: {counts.total} usable (like {counts.likes}, dislike {counts.dislikes})")
     if last is None or last.watermark is None:
-        print(f"next trigger: first model at {th.min_feedback} feedbacks ({max(th.min_feedback - total, 0)} to go)")
+        to_go = max(th.min_feedback - counts.total, 0)
+        print(f"next trigger: first model at {th.min_feedback} feedbacks ({to_go} to go)")
     else:
-        new = sum(count_usable_feedback(db, since=last.watermark).values())
-        print(f"next trigger: {new}/{th.new_feedback} new feedbacks since job {last.job_id}")
+        print(f"next trigger: {counts.new_since_watermark}/{th.new_feedback} new feedbacks since job {last.job_id}")
     active = jobs.active_jobs(db)
     print(f"jobs queued: {sum(j['status'] == 'queued' for j in active)}, running: "
           f"{sum(j['status'] == 'running' for j in active)}")  # fmt: skip

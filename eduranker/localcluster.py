@@ -12,13 +12,22 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from eduranker import demo
-from eduranker.localservers import ServerProcess, free_port, mongo_url, redis_server, secantus_server, wait_for_port
+from eduranker.localservers import (
+    ServerProcess,
+    free_port,
+    mongo_url,
+    port_in_use,
+    redis_server,
+    secantus_server,
+    wait_for_port,
+)
 from eduranker.settings import Settings
 from eduranker.store import connect, jobs, versions
 
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
     )
     flower_port = int(os.environ.get("FLOWER_PORT", 5555))
-    if flower_port == 5555 and os.system("ss -ltn 2>/dev/null | grep -q ':5555 '") == 0:
+    if flower_port == 5555 and port_in_use(flower_port):
         flower_port = free_port()
     cluster = Cluster(data_dir, settings, flower_port)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -176,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
         started = time.monotonic()
         done = {"job": None}
-        import threading
-
         writer = threading.Thread(
             target=stream_feedback,
             args=(connect(settings), random.Random(int(started)), args.feedback_per_second,

@@ -72,6 +72,14 @@ def last_job_view(db: Database) -> LastJob | None:
     return LastJob(job["_id"], job["status"], job["created_at"], watermark)
 
 
+def read_counts(db: Database, last: LastJob | None) -> FeedbackCounts:
+    """Usable likes and dislikes, and how many were set after the last job's watermark."""
+    totals = count_usable_feedback(db)
+    since = last.watermark if last else None
+    new = sum(count_usable_feedback(db, since=since).values()) if since else sum(totals.values())
+    return FeedbackCounts(totals["like"], totals["dislike"], new)
+
+
 class Producer:
     def __init__(self, settings: Settings, db: Database, app: Celery, *, idle_eval_s: float = 5.0):
         self.settings, self.db, self.app = settings, db, app
@@ -87,10 +95,7 @@ class Producer:
         now = now or jobs.now()
         jobs.reap_dead_jobs(self.db, time_limit_s=self.settings.task_time_limit, at=now)
         last = last_job_view(self.db)
-        totals = count_usable_feedback(self.db)
-        since = last.watermark if last else None
-        new = sum(count_usable_feedback(self.db, since=since).values()) if since else sum(totals.values())
-        counts = FeedbackCounts(totals["like"], totals["dislike"], new)
+        counts = read_counts(self.db, last)
         decision = decide(counts, last, self.thresholds, now)
         if decision.reason != self.last_reason:
             log.info("%s", decision.reason)
@@ -106,7 +111,12 @@ class Producer:
             job_id = job_id_for(watermark)
             if enqueue(self.app, self.db, job_id, trigger, {}):
                 log.info("enqueued %s (%s)", job_id, decision.reason)
-        save_state(self.db, counts=totals, new_since_watermark=new, last_decision=decision.reason)
+        save_state(
+            self.db,
+            counts={"like": counts.likes, "dislike": counts.dislikes},
+            new_since_watermark=counts.new_since_watermark,
+            last_decision=decision.reason,
+        )
         return decision
 
     def run(self) -> None:

@@ -61,11 +61,12 @@ def run_training_job(
     *,
     worker_name: str = "local",
     report: Reporter | None = None,
+    db=None,
 ) -> dict[str, Any]:
     """Run (or resume after a crash) the job `job_id`; returns a summary of its outcome."""
     report = report or (lambda stage, **details: None)
     with retryable_on_mongo_errors():
-        db = connect(settings)
+        db = db if db is not None else connect(settings)
         ensure_indexes(db)
         job = jobs.claim_job(db, job_id, worker=worker_name)
         if job is None:

@@ -38,4 +38,4 @@ def train_reranker(self, job_id: str | None = None, **overrides: Any) -> dict[st
             self.update_state(state="PROGRESS", meta=progress)
         jobs.update_job(db, job_id, progress=progress)
 
-    return run_training_job(settings, job_id, worker_name=self.request.hostname or "local", report=report)
+    return run_training_job(settings, job_id, worker_name=self.request.hostname or "local", report=report, db=db)
