@@ -26,11 +26,16 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         # One job at a time per worker; never hold a second job hostage behind an hour of training.
         "worker_prefetch_multiplier": 1,
         # Redis redelivers unacked messages after the visibility timeout: it must outlast the longest job,
-        # or a healthy job would be handed to a second worker while still running.
-        "broker_transport_options": {"visibility_timeout": hard_limit + 600},
+        # or a healthy job would be handed to a second worker while still running. A killed worker's job
+        # comes back after it; the sweep that finds such messages runs every tenth of it (at most 10 s).
+        "broker_transport_options": {
+            "visibility_timeout": settings.redelivery_after_s,
+            "unacked_restore_interval": min(10, max(1, int(settings.redelivery_after_s / 10))),
+            "unacked_restore_throttle": 1,
+        },
         "task_time_limit": hard_limit,
         # The soft limit raises inside the task first, so the job is recorded as failed before the kill.
-        "task_soft_time_limit": max(hard_limit - 60, 1),
+        "task_soft_time_limit": hard_limit - min(60, max(1, hard_limit // 10)),
         # A fresh child per job returns all model and GPU memory to the system between jobs.
         "worker_max_tasks_per_child": 1,
         # STARTED and PROGRESS states, task events and extended results are what Flower shows live.

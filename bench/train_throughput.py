@@ -1,6 +1,6 @@
 """Training throughput: our loop vs sentence-transformers' CrossEncoderTrainer, same pairs, same machine.
 
-    .venv/bin/python bench/train_throughput.py [--pairs 600] [--max-length 256] [--epochs 1]
+    .venv/bin/python bench/train_throughput.py [--pairs 600] [--max-length 256] [--epochs 1] [--long-documents]
 
 Both fine-tune the same base (the offline MiniLM, new ranking head) on the same pairs with the same
 batch size, learning rate and epochs, and are scored on the same held-out pairs. Printed: pairs/s of
@@ -22,7 +22,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def make_pairs(n: int, seed: int):
+FILLER = [
+    "Students work through three examples before trying the practice questions on their own.",
+    "The lesson ends with a short quiz and an answer key for teachers.",
+    "Each section starts with a key idea, a diagram and a worked problem.",
+    "Vocabulary boxes explain the new words as they appear in the text.",
+    "A printable worksheet and a glossary come with the lesson.",
+]
+
+
+def make_pairs(n: int, seed: int, long_documents: bool = False):
+    """Demo judgements; with `long_documents`, descriptions run from one line to a few hundred tokens."""
+    import random
+
     from eduranker.demo import labelled_pairs
 
     rows = []
@@ -30,6 +42,9 @@ def make_pairs(n: int, seed: int):
     while len(rows) < n + n // 4:
         rows += labelled_pairs(seed=s)
         s += 1
+    if long_documents:
+        rng = random.Random(seed)
+        rows = [(q, d + " " + " ".join(rng.choices(FILLER, k=rng.randint(0, 30))), y, subj) for q, d, y, subj in rows]
     queries = sorted({r[0] for r in rows})
     held = set(queries[::5])
     train = [r for r in rows if r[0] not in held][:n]
@@ -46,7 +61,7 @@ def run_side(side: str, args) -> dict:
     from worker.scoring import score_pairs
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    train, test = make_pairs(args.pairs, args.seed)
+    train, test = make_pairs(args.pairs, args.seed, args.long_documents)
     device = torch.device("cpu")
     base = str(get_model_path())
     if side == "ours":
@@ -125,6 +140,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-freeze", action="store_true", help="train the embedding matrix too")
+    parser.add_argument("--long-documents", action="store_true", help="descriptions of mixed length, up to ~400 tokens")
     parser.add_argument("--side", choices=["ours", "baseline"])
     args = parser.parse_args()
     if args.side:

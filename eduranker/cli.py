@@ -23,17 +23,20 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_status(db, settings: Settings, _args) -> int:
+    from eduranker.store.feedback import count_usable_feedback
+    from producer.policy import is_first_model
     from producer.watcher import last_job_view, read_counts, thresholds_from
 
     last = last_job_view(db)
-    counts = read_counts(db, last)
+    totals = count_usable_feedback(db)
+    window = read_counts(db, last)
     th = thresholds_from(settings)
-    print(f"feedback: {counts.total} usable (like {counts.likes}, dislike {counts.dislikes})")
-    if last is None or last.watermark is None:
-        to_go = max(th.min_feedback - counts.total, 0)
+    print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
+    if is_first_model(last):
+        to_go = max(th.min_feedback - window.total, 0)
         print(f"next trigger: first model at {th.min_feedback} feedbacks ({to_go} to go)")
     else:
-        print(f"next trigger: {counts.new_since_watermark}/{th.new_feedback} new feedbacks since job {last.job_id}")
+        print(f"next trigger: {window.total}/{th.new_feedback} new feedbacks since job {last.job_id}")
     active = jobs.active_jobs(db)
     print(f"jobs queued: {sum(j['status'] == 'queued' for j in active)}, running: "
           f"{sum(j['status'] == 'running' for j in active)}")  # fmt: skip

@@ -9,6 +9,14 @@ class RetryableError(EduRankerError):
     """A transient failure (a server unreachable, a lost connection): try the job again later."""
 
 
+class JobBusy(RetryableError):
+    """The job is running and its heartbeat is fresh: wait until it ends or falls silent."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PermanentError(EduRankerError):
     """The job cannot succeed as asked; retrying would fail the same way."""
 

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=".local", help="where SecantusDB, redis and logs keep their files")
     parser.add_argument("--keep-running", action="store_true", help="keep the cluster up until Ctrl-C")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo users' clicks")
     parser.add_argument("--feedback-per-second", type=float, default=40.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting for a version after this")
     args = parser.parse_args(argv)
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if flower_port == 5555 and port_in_use(flower_port):
         flower_port = free_port()
     cluster = Cluster(data_dir, settings, flower_port)
+    # Ctrl-C and SIGTERM both stop everything, even when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"starting SecantusDB, redis, worker, producer and Flower under {data_dir} ...", flush=True)
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         done = {"job": None}
         writer = threading.Thread(
             target=stream_feedback,
-            args=(connect(settings), random.Random(int(started)), args.feedback_per_second,
+            args=(connect(settings), random.Random(args.seed), args.feedback_per_second,
                   lambda: done["job"] is not None or time.monotonic() - started > args.timeout),
             daemon=True,
         )  # fmt: skip

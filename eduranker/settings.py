@@ -45,6 +45,8 @@ class Settings:
     max_text_chars: int = 4000
     eval_batch_size: int = 64
     task_time_limit: int = 3600
+    # A running job writes a heartbeat this often; four missed beats and another delivery may take it over.
+    job_heartbeat_seconds: float = 15.0
     worker_gpu: str = ""
     torch_threads: int = 0  # 0 = one per available core
 
@@ -53,6 +55,21 @@ class Settings:
     train_min_minority: float = 0.2
     train_new_feedback: int = 100
     train_cooldown_seconds: float = 600.0
+
+    # Timings derived from the two above, in one place so that broker, worker and producer agree.
+    @property
+    def redelivery_after_s(self) -> float:
+        """Redis visibility timeout: an unacked job message is handed out again after this long."""
+        return self.task_time_limit + min(600, self.task_time_limit)
+
+    @property
+    def job_stale_after_s(self) -> float:
+        return 4 * self.job_heartbeat_seconds
+
+    @property
+    def job_dead_after_s(self) -> float:
+        """Silence after which a running job is failed: its redelivery has had its chance by then."""
+        return self.redelivery_after_s + 2 * self.job_stale_after_s
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

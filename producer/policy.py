@@ -16,9 +16,10 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class FeedbackCounts:
+    """Usable feedback in the trigger window: all of it for a first model, since the watermark after."""
+
     likes: int
     dislikes: int
-    new_since_watermark: int  # equals the total while no job has a watermark
 
     @property
     def total(self) -> int:
@@ -43,17 +44,28 @@ class Decision:
     reason: str
 
 
-def decide(counts: FeedbackCounts, last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> Decision:
+def waiting_reason(last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> str | None:
+    """Why no job may start now whatever the counts (an active job, the cooldown); None if one may."""
     if last_job is not None and last_job.status in ("queued", "running"):
-        return Decision(False, f"not yet: job {last_job.job_id} is {last_job.status}")
+        return f"not yet: job {last_job.job_id} is {last_job.status}"
     if last_job is not None:
         waited = (now - last_job.created_at).total_seconds()
         if waited < thresholds.cooldown_seconds:
             left = thresholds.cooldown_seconds - waited
-            return Decision(False, f"not yet: cooldown, {left:.0f} s left after job {last_job.job_id}")
+            return f"not yet: cooldown, {left:.0f} s left after job {last_job.job_id}"
+    return None
 
-    first_model = last_job is None or last_job.watermark is None
-    if first_model:
+
+def is_first_model(last_job: LastJob | None) -> bool:
+    return last_job is None or last_job.watermark is None
+
+
+def decide(counts: FeedbackCounts, last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> Decision:
+    waiting = waiting_reason(last_job, thresholds, now)
+    if waiting is not None:
+        return Decision(False, waiting)
+
+    if is_first_model(last_job):
         progress = f"{counts.total}/{thresholds.min_feedback} feedbacks, minority {counts.minority_share:.2f}"
         if counts.total < thresholds.min_feedback:
             return Decision(False, f"not yet: {progress}")
@@ -63,7 +75,7 @@ def decide(counts: FeedbackCounts, last_job: LastJob | None, thresholds: Thresho
             return Decision(False, f"not yet: {progress} < {thresholds.min_minority}")
         return Decision(True, f"first model: {progress}")
 
-    progress = f"{counts.new_since_watermark}/{thresholds.new_feedback} new feedbacks since last job"
-    if counts.new_since_watermark < thresholds.new_feedback:
+    progress = f"{counts.total}/{thresholds.new_feedback} new feedbacks since last job"
+    if counts.total < thresholds.new_feedback:
         return Decision(False, f"not yet: {progress}")
     return Decision(True, f"retrain: {progress}")

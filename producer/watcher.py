@@ -1,6 +1,7 @@
 """The change-stream loop: feedback events wake the producer; counts come from the database.
 
-Every event batch (and every idle tick) re-reads two indexed counts and asks the policy. The resume
+Every event batch (at least every `max_batch_s` under a stream that never pauses, and every idle tick)
+re-reads the counts of its trigger window from one index and asks the policy. The resume
 token is saved after the evaluation that covered its events, so a restart replays at most what was
 not yet evaluated, and replaying is harmless: job ids derive from the feedback watermark.
 """
@@ -20,9 +21,9 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.connection import INFERENCES
-from eduranker.store.feedback import LABELS, count_usable_feedback
+from eduranker.store.feedback import count_usable_feedback, latest_feedback_at
 from producer.outbox import enqueue, job_id_for, send_unsent
-from producer.policy import Decision, FeedbackCounts, LastJob, Thresholds, decide
+from producer.policy import Decision, FeedbackCounts, LastJob, Thresholds, decide, is_first_model, waiting_reason
 from producer.state import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,6 @@ def thresholds_from(settings: Settings) -> Thresholds:
     )
 
 
-def latest_feedback_at(db: Database) -> datetime | None:
-    doc = db[INFERENCES].find_one(
-        {"feedback": {"$in": list(LABELS)}, "feedback_at": {"$type": "date"}},
-        {"feedback_at": 1},
-        sort=[("feedback_at", -1)],
-    )
-    return doc["feedback_at"] if doc else None
-
-
 def last_job_view(db: Database) -> LastJob | None:
     job = jobs.latest_job(db)
     if job is None:
@@ -72,51 +64,55 @@ def last_job_view(db: Database) -> LastJob | None:
     return LastJob(job["_id"], job["status"], job["created_at"], watermark)
 
 
-def read_counts(db: Database, last: LastJob | None) -> FeedbackCounts:
-    """Usable likes and dislikes, and how many were set after the last job's watermark."""
-    totals = count_usable_feedback(db)
-    since = last.watermark if last else None
-    new = sum(count_usable_feedback(db, since=since).values()) if since else sum(totals.values())
-    return FeedbackCounts(totals["like"], totals["dislike"], new)
+def read_counts(db: Database, last: LastJob | None, *, cap: int | None = None) -> FeedbackCounts:
+    """Usable feedback in the trigger window: all of it before a first model, since the last job's
+    watermark after (counting stops at `cap`, all a retrain decision needs)."""
+    counts = count_usable_feedback(db) if is_first_model(last) else count_usable_feedback(db, last.watermark, cap=cap)
+    return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
 
 
 class Producer:
-    def __init__(self, settings: Settings, db: Database, app: Celery, *, idle_eval_s: float = 5.0):
+    def __init__(
+        self, settings: Settings, db: Database, app: Celery, *, idle_eval_s: float = 5.0, max_batch_s: float = 0.25
+    ):
         self.settings, self.db, self.app = settings, db, app
         self.thresholds = thresholds_from(settings)
-        self.idle_eval_s = idle_eval_s
+        self.idle_eval_s, self.max_batch_s = idle_eval_s, max_batch_s
         self.stop_event = threading.Event()
         self.watching = threading.Event()  # set while a change stream is open (readiness)
         self.last_reason = ""
         self.events_seen = 0
 
     # One evaluation: counts from the database, the policy's decision, maybe one enqueue.
-    def evaluate(self, now: datetime | None = None) -> Decision:
+    def evaluate(self, now: datetime | None = None, *, events_until: datetime | None = None) -> Decision:
+        """`events_until`: wall time of the newest change event this evaluation covers (for lag)."""
         now = now or jobs.now()
-        jobs.reap_dead_jobs(self.db, time_limit_s=self.settings.task_time_limit, at=now)
+        jobs.reap_dead_jobs(self.db, dead_after_s=self.settings.job_dead_after_s, at=now)
         last = last_job_view(self.db)
-        counts = read_counts(self.db, last)
-        decision = decide(counts, last, self.thresholds, now)
+        waiting = waiting_reason(last, self.thresholds, now)
+        # While a job runs or cools down no count can change the answer, so none is read.
+        counts = None if waiting else read_counts(self.db, last, cap=self.thresholds.new_feedback)
+        decision = Decision(False, waiting) if counts is None else decide(counts, last, self.thresholds, now)
         if decision.reason != self.last_reason:
             log.info("%s", decision.reason)
             self.last_reason = decision.reason
         if decision.train:
-            watermark = latest_feedback_at(self.db) or now
+            watermark = latest_feedback_at(self.db, since=last.watermark if last else None) or now
             trigger = {
                 "reason": decision.reason,
                 "source": "producer",
                 "watermark": watermark,
-                "counts": {"like": counts.likes, "dislike": counts.dislikes, "new": counts.new_since_watermark},
+                "counts": {"like": counts.likes, "dislike": counts.dislikes},
             }
             job_id = job_id_for(watermark)
             if enqueue(self.app, self.db, job_id, trigger, {}):
                 log.info("enqueued %s (%s)", job_id, decision.reason)
-        save_state(
-            self.db,
-            counts={"like": counts.likes, "dislike": counts.dislikes},
-            new_since_watermark=counts.new_since_watermark,
-            last_decision=decision.reason,
-        )
+        state: dict[str, Any] = {"last_decision": decision.reason, "evaluated_at": now}
+        if counts is not None:
+            state["counts"] = {"like": counts.likes, "dislike": counts.dislikes}
+        if events_until is not None:
+            state["last_event_wall_time"] = events_until
+        save_state(self.db, **state)
         return decision
 
     def run(self) -> None:
@@ -142,25 +138,34 @@ class Producer:
 
     def _watch(self, resume_token: dict | None) -> None:
         with self.db[INFERENCES].watch(WATCH_PIPELINE, resume_after=resume_token, max_await_time_ms=250) as stream:
-            saved, pending, last_eval = resume_token, 0, time.monotonic()
+            saved, pending, last_eval, newest = resume_token, 0, time.monotonic(), None
+            gap = self.max_batch_s
             self.watching.set()
             while not self.stop_event.is_set():
                 change = stream.try_next()
                 if change is not None:
                     self.events_seen += 1
                     pending += 1
+                    newest = change.get("wallTime") or newest
                     if change["operationType"] == "invalidate":
                         log.warning("change stream invalidated; recounting")
                         self.evaluate()
                         save_state(self.db, resume_token=None)
                         return
-                    continue  # drain the batch first: one evaluation covers all its events
-                token = stream.resume_token
-                due = time.monotonic() - last_eval >= self.idle_eval_s
-                if pending or due:
-                    self.evaluate()
+                waited = time.monotonic() - last_eval
+                if (pending and waited >= gap) or waited >= self.idle_eval_s:
+                    token = stream.resume_token  # covers every event read so far, all in this evaluation
+                    began = time.monotonic()
+                    self.evaluate(events_until=newest)
                     pending, last_eval = 0, time.monotonic()
-                # Saved also when the batch was empty, so an idle stream's token never goes stale.
+                    # Under a stream that never pauses, evaluations still come every `gap`; a slow one
+                    # (a large window) stretches the gap so counting takes at most a fifth of the time.
+                    gap = max(self.max_batch_s, 4 * (last_eval - began))
+                elif pending:
+                    continue  # events read but not yet evaluated: their token must not be saved
+                else:
+                    token = stream.resume_token
+                # Saved also after empty batches, so an idle stream's token never goes stale.
                 if token is not None and token != saved:
                     save_state(self.db, resume_token=token, events_seen=self.events_seen)
                     saved = token

@@ -127,3 +127,26 @@ def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_re
     expected = "champion" if second["promoted"] else "rejected"
     assert doc["status"] == expected
     assert jobs.get_job(db, "job-2")["status"] == ("succeeded" if second["promoted"] else "rejected")
+
+
+def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, settings, trained):
+    """A client bug swaps every like and dislike: the new held-out pairs agree with the swapped model,
+    so only the champion's frozen held-out pairs can show that it learned the opposite."""
+    first, _ = trained
+    assert (Path(settings.models_dir) / "versions" / first["version"] / "heldout_pairs.jsonl").exists()
+    demo.seed_feedback(db, seed=7)  # more traffic, then the swap hits every stored reaction
+    db.inferences.update_many({"feedback": "like"}, {"$set": {"feedback": "tmp"}})
+    db.inferences.update_many({"feedback": "dislike"}, {"$set": {"feedback": "like"}})
+    db.inferences.update_many({"feedback": "tmp"}, {"$set": {"feedback": "dislike"}})
+    jobs.create_job(db, "job-swapped", trigger={"reason": "test"})
+
+    outcome = run_training_job(settings, "job-swapped")
+
+    job = jobs.get_job(db, "job-swapped")
+    before, after = job["metrics"]["before"]["roc_auc"], job["metrics"]["after"]["roc_auc"]
+    assert after > before + settings.min_improvement  # on the new pairs alone it would have been promoted
+    assert outcome["status"] == "rejected" and "champion's held-out pairs" in job["reason"]
+    assert versions.get_champion(db)["version"] == first["version"]
+    meta = json.loads((Path(settings.models_dir) / "versions" / job["version"] / "training_metadata.json").read_text())
+    reference = meta["reference_metrics"]
+    assert reference["candidate"]["roc_auc"] < reference["champion"]["roc_auc"] - 0.02

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from eduranker import demo
-from eduranker.localservers import redis_server
+from eduranker.localservers import mongo_url, redis_server, secantus_server
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs
 from producer.state import load_state, save_state
@@ -182,3 +182,56 @@ def test_producer_never_imports_torch_and_starts_fast():
     seconds, heavy = out.stdout.split()
     assert heavy == "False"
     assert float(seconds) < 2.0
+
+
+def test_a_stream_that_never_pauses_still_triggers_while_writes_go_on(db, psettings, queue, served):
+    """Events arriving faster than the stream drains must not postpone every evaluation."""
+    writing = threading.Event()
+    writing.set()
+
+    def writer(offset):
+        client = connect(psettings)
+        i = offset
+        while writing.is_set():
+            inference_id, value = served[i % len(served)]
+            demo.give_feedback(client, inference_id, value, datetime.now(UTC))
+            i += 4
+
+    writers = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(4)]
+    with ThreadedProducer(psettings):
+        for thread in writers:
+            thread.start()
+        try:
+            assert wait_for(lambda: db.training_jobs.count_documents({}) > 0, timeout=20), "no job while writes went on"
+        finally:
+            writing.clear()
+            for thread in writers:
+                thread.join(10)
+    assert db.training_jobs.count_documents({}) == 1
+
+
+def test_the_database_restarting_under_the_producer_loses_no_feedback(psettings, queue, tmp_path):
+    """SecantusDB stopped and started again on the same data while the producer watches it."""
+    server = secantus_server(tmp_path / "db").start()
+    s = replace(psettings, mongodb_url=mongo_url(server.port))
+    client = connect(s)
+    try:
+        rng = demo.random.Random(9)
+        corpus = demo.insert_corpus(client, rng)
+        items = list(demo.feedback_updates(demo.serve_results(client, corpus, rng), rng, noise=0.1))
+        with ThreadedProducer(s) as producer:
+            give(client, items[:10])
+            assert wait_for(lambda: sum(load_state(client).get("counts", {}).values()) == 10)
+            server.stop()
+            time.sleep(2)
+            server.start()
+            give(client, items[10:25], start=10)  # crosses 20 while the producer reconnects
+            assert wait_for(lambda: client.training_jobs.count_documents({}) == 1, timeout=60)
+            assert wait_for(lambda: producer.watching.is_set(), timeout=30)
+            time.sleep(1)
+        assert client.training_jobs.count_documents({}) == 1
+        assert client.training_jobs.find_one()["sent_at"] is not None
+        assert queue.llen("training") == 1
+    finally:
+        client.client.close()
+        server.stop()

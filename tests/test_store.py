@@ -8,7 +8,7 @@ from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import UnknownVersion
 from eduranker.store import ensure_indexes, jobs, versions
-from eduranker.store.feedback import count_usable_feedback, iter_feedback_rows
+from eduranker.store.feedback import _window, count_usable_feedback, iter_feedback_rows, latest_feedback_at
 from worker.pairs import build_snapshot
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -77,6 +77,48 @@ def test_usable_feedback_counts_follow_updates_and_removals(db):
     assert count_usable_feedback(db, since=T0 + timedelta(minutes=1)) == {"like": 0, "dislike": 1}
 
 
+def _feedback_window_rows(db):
+    ensure_indexes(db)
+    rows = [
+        # (feedback, feedback_at, created_at) in minutes after T0
+        ("like", 10, 0),
+        ("dislike", 20, 1),
+        ("like", 30, 2),
+        ("like", None, 40),  # an insert that carried its feedback: created_at is when it was set
+        ("dislike", None, 5),
+        ("meh", 50, 3),  # malformed: never counted
+        (None, None, 60),  # served, no reaction
+    ]
+    minutes = lambda m: None if m is None else T0 + timedelta(minutes=m)  # noqa: E731
+    for feedback, at, created in rows:
+        doc = {"query_id": ObjectId(), "resource_id": ObjectId(), "created_at": minutes(created)}
+        if feedback is not None:
+            doc["feedback"] = feedback
+        if at is not None:
+            doc["feedback_at"] = minutes(at)
+        db.inferences.insert_one(doc)
+
+
+def test_feedback_windows_count_by_feedback_at_or_created_at_and_stop_at_the_cap(db):
+    _feedback_window_rows(db)
+    assert count_usable_feedback(db) == {"like": 3, "dislike": 2}
+    assert count_usable_feedback(db, since=T0 + timedelta(minutes=15)) == {"like": 2, "dislike": 1}
+    assert count_usable_feedback(db, since=T0 + timedelta(minutes=35)) == {"like": 1, "dislike": 0}
+    capped = count_usable_feedback(db, since=T0, cap=2)
+    assert sum(capped.values()) == 2
+    assert count_usable_feedback(db, since=T0, cap=50) == {"like": 3, "dislike": 2}
+    assert latest_feedback_at(db) == T0 + timedelta(minutes=40)
+    assert latest_feedback_at(db, since=T0 + timedelta(minutes=35)) == T0 + timedelta(minutes=40)
+    assert latest_feedback_at(db, since=T0 + timedelta(minutes=45)) is None
+
+
+def test_feedback_window_queries_are_index_ranges_not_collection_scans(db):
+    _feedback_window_rows(db)
+    for query in _window("like", T0) + _window("dislike", None):
+        plan = str(db.inferences.find(query).explain()["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "feedback_window" in plan, (query, plan)
+
+
 def _register(db, version):
     versions.insert_version(db, {"version": version, "job_id": f"job-{version}"})
 
@@ -114,21 +156,21 @@ def test_versions_increase(db):
 def test_job_ids_are_unique_and_claims_count_attempts(db):
     assert jobs.create_job(db, "j1", trigger={"reason": "t"})
     assert not jobs.create_job(db, "j1", trigger={"reason": "again"})
-    assert jobs.claim_job(db, "j1", worker="w")["attempts"] == 1
-    assert jobs.claim_job(db, "j1", worker="w2") is None  # a live run is not taken over
+    assert jobs.claim_job(db, "j1", worker="w", stale_after_s=60)["attempts"] == 1
+    assert jobs.claim_job(db, "j1", worker="w2", stale_after_s=60) is None  # a live run is not taken over
     db.training_jobs.update_one({"_id": "j1"}, {"$set": {"heartbeat_at": T0}})
-    assert jobs.claim_job(db, "j1", worker="w2")["attempts"] == 2  # redelivered after its worker died
+    assert jobs.claim_job(db, "j1", worker="w2", stale_after_s=60)["attempts"] == 2  # redelivered after its worker died
     jobs.finish_job(db, "j1", jobs.SUCCEEDED)
-    assert jobs.claim_job(db, "j1", worker="w") is None
+    assert jobs.claim_job(db, "j1", worker="w", stale_after_s=60) is None
 
 
 def test_reaper_marks_silent_running_jobs_failed(db):
     jobs.create_job(db, "old", trigger={})
     jobs.create_job(db, "fresh", trigger={})
-    jobs.claim_job(db, "old", worker="w")
-    jobs.claim_job(db, "fresh", worker="w")
+    jobs.claim_job(db, "old", worker="w", stale_after_s=60)
+    jobs.claim_job(db, "fresh", worker="w", stale_after_s=60)
     db.training_jobs.update_one({"_id": "old"}, {"$set": {"heartbeat_at": T0}})
-    assert jobs.reap_dead_jobs(db, time_limit_s=60) == ["old"]
+    assert jobs.reap_dead_jobs(db, dead_after_s=60) == ["old"]
     old = jobs.get_job(db, "old")
     assert old["status"] == "failed" and "silent" in old["reason"]
     assert jobs.get_job(db, "fresh")["status"] == "running"

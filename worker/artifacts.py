@@ -9,6 +9,7 @@ Layout under MODELS_DIR:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -52,6 +53,27 @@ def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+HELDOUT_PAIRS = "heldout_pairs.jsonl"
+
+
+def write_heldout_pairs(folder: Path, pairs) -> None:
+    """The pairs this version was judged on, labels frozen: the next candidate must not regress on them."""
+    with open(folder / HELDOUT_PAIRS, "w", encoding="utf-8") as out:
+        for p in pairs:
+            out.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}) + "\n")
+
+
+def read_heldout_pairs(folder: str | Path) -> list:
+    """Pairs saved by `write_heldout_pairs`; none for a folder without them (an older version)."""
+    from worker.pairs import Pair
+
+    path = Path(folder) / HELDOUT_PAIRS
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Pair("", "", "", r["query"], r["document"], float(r["label"]), None) for r in rows]
 
 
 def _fsync_tree(path: Path) -> None:

@@ -75,6 +75,17 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
         model, tokenizer, tq, td, device=device, max_length=s.max_length, batch_size=s.eval_batch_size
     )
     before = compute_metrics(ty, scores_before, tk)
+    # The champion's own held-out pairs, with the labels they had when it was trained (see the gate).
+    reference_pairs = artifacts.read_heldout_pairs(before_source) if champion else []
+    rq, rd, ry, rk = _columns(reference_pairs)
+
+    def on_reference(model, tokenizer) -> dict[str, Any]:
+        scores = score_pairs(
+            model, tokenizer, rq, rd, device=device, max_length=s.max_length, batch_size=s.eval_batch_size
+        )
+        return compute_metrics(ry, scores, rk)
+
+    reference_before = on_reference(model, tokenizer) if reference_pairs else None
     lap("evaluate_before")
 
     config = TrainConfig(
@@ -98,7 +109,8 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
         model, tokenizer, tq, td, device=device, max_length=s.max_length, batch_size=s.eval_batch_size
     )
     after = compute_metrics(ty, scores_after, tk)
-    decision = decide_promotion(before, after, s.min_improvement)
+    reference = (reference_before, on_reference(model, tokenizer)) if reference_before is not None else None
+    decision = decide_promotion(before, after, s.min_improvement, reference=reference)
     lap("evaluate_after")
 
     report("write_artifacts")
@@ -128,6 +140,9 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
         "snapshot": snapshot.summary(),
         "split": split,
         "metrics": {"before": before, "after": after},
+        "reference_metrics": None
+        if reference is None
+        else {"pairs": len(reference_pairs), "champion": reference[0], "candidate": reference[1]},
         "promoted": decision.promote,
         "gate_reason": decision.reason,
         "training": stats.as_dict(),
@@ -138,6 +153,7 @@ def train_and_register(db, s: Settings, job_id: str, *, report) -> dict[str, Any
     }
     with artifacts.staged_version_dir(s.models_dir, version) as folder:
         save_cross_encoder(model, tokenizer, folder, s.max_length)
+        artifacts.write_heldout_pairs(folder, test)
         meta["plots"] = write_plots(
             folder,
             label_counts=snapshot.label_counts,

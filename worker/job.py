@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from eduranker.errors import JobNotFound, JobRefused, PermanentError, RetryableError
+from eduranker.errors import JobBusy, JobNotFound, JobRefused, PermanentError, RetryableError
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.feedback import iter_feedback_rows
@@ -68,11 +70,18 @@ def run_training_job(
     with retryable_on_mongo_errors():
         db = db if db is not None else connect(settings)
         ensure_indexes(db)
-        job = jobs.claim_job(db, job_id, worker=worker_name)
+        job = jobs.claim_job(db, job_id, worker=worker_name, stale_after_s=settings.job_stale_after_s)
         if job is None:
             existing = jobs.get_job(db, job_id)
             if existing is None:
                 raise JobNotFound(f"no training job {job_id!r}")
+            if existing["status"] == jobs.RUNNING:
+                # A redelivery while the last run's heartbeat is fresh: that run may still be alive (or
+                # its worker died a moment ago). Come back once it is over or has gone silent.
+                raise JobBusy(
+                    f"job {job_id} is running on {existing.get('worker')}; retrying once it ends or goes silent",
+                    retry_after_s=settings.job_stale_after_s,
+                )
             log.info("job %s already %s; nothing to do", job_id, existing["status"])
             return _outcome(existing)
     if job["attempts"] > MAX_ATTEMPTS:
@@ -84,7 +93,7 @@ def run_training_job(
         effective = apply_overrides(settings, job.get("overrides") or {})
         from worker.candidate import train_and_register  # torch lives behind this import
 
-        with retryable_on_mongo_errors():
+        with retryable_on_mongo_errors(), heartbeats(db, job_id, settings.job_heartbeat_seconds):
             result = train_and_register(db, effective, job_id, report=report)
         jobs.finish_job(db, job_id, result.pop("job_status"), **result)
         return _outcome(jobs.get_job(db, job_id))
@@ -97,6 +106,27 @@ def run_training_job(
     except Exception as exc:
         jobs.finish_job(db, job_id, jobs.FAILED, reason=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@contextlib.contextmanager
+def heartbeats(db, job_id: str, every_s: float) -> Iterator[None]:
+    """Beat while the job runs, also through long stages that report no progress (snapshot, scoring)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                jobs.heartbeat(db, job_id)
+            except Exception:  # a missed beat is retried at the next one
+                log.warning("heartbeat for job %s failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def take_snapshot(db, settings: Settings, job_id: str) -> Snapshot:

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from eduranker.errors import RetryableError
+from eduranker.errors import JobBusy, RetryableError
 from eduranker.queue import TASK_NAME
 from eduranker.store import connect, jobs
 from worker.app import app, settings
@@ -38,4 +38,8 @@ def train_reranker(self, job_id: str | None = None, **overrides: Any) -> dict[st
             self.update_state(state="PROGRESS", meta=progress)
         jobs.update_job(db, job_id, progress=progress)
 
-    return run_training_job(settings, job_id, worker_name=self.request.hostname or "local", report=report, db=db)
+    try:
+        return run_training_job(settings, job_id, worker_name=self.request.hostname or "local", report=report, db=db)
+    except JobBusy as exc:
+        # Not an autoretry with backoff: wait exactly until the other run must have beaten again.
+        raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc

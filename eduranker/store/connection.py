@@ -28,6 +28,8 @@ def connect(settings: Settings, *, timeout_ms: int = 10_000) -> Database:
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         appname="eduranker-trainer",
+        # A string stored with invalid UTF-8 by some old client reads as U+FFFD instead of failing the batch.
+        unicode_decode_error_handler="replace",
     )
     return client[settings.mongodb_db]
 
@@ -45,7 +47,11 @@ def ensure_indexes(db: Database) -> None:
         partialFilterExpression={"status": "champion"},
         name="one_champion",
     )
-    db[INFERENCES].create_index("feedback_at", name="feedback_at")
+    # The producer's counts and watermark: with one label fixed, each query is a tight range of this
+    # index, so its cost follows the feedback counted, not the size of `inferences`.
+    db[INFERENCES].create_index(
+        [("feedback", ASCENDING), ("feedback_at", ASCENDING), ("created_at", ASCENDING)], name="feedback_window"
+    )
 
 
 @contextlib.contextmanager

@@ -14,18 +14,6 @@ LABELS = {"like": 1.0, "dislike": 0.0}
 
 # Any inference a user reacted to, malformed values included, so the snapshot can count them.
 FEEDBACK_PRESENT: dict[str, Any] = {"feedback": {"$exists": True, "$ne": None}}
-# Only the values that become labels; what the producer counts.
-USABLE_FEEDBACK: dict[str, Any] = {"feedback": {"$in": list(LABELS)}}
-
-
-def newer_than(watermark: datetime) -> dict[str, Any]:
-    """Feedback set after `watermark` (feedback_at, or created_at for inserts that carry feedback)."""
-    return {
-        "$or": [
-            {"feedback_at": {"$gt": watermark}},
-            {"feedback_at": {"$exists": False}, "created_at": {"$gt": watermark}},
-        ]
-    }
 
 
 def _clipped(path: str, max_chars: int) -> dict[str, Any]:
@@ -75,12 +63,49 @@ def iter_feedback_rows(db: Database, max_text_chars: int, batch_size: int = 1000
         yield from cursor
 
 
-def count_usable_feedback(db: Database, since: datetime | None = None) -> dict[str, int]:
-    """Likes and dislikes currently in `inferences` (optionally only those set after `since`)."""
-    match: dict[str, Any] = dict(USABLE_FEEDBACK)
-    if since is not None:
-        match = {"$and": [USABLE_FEEDBACK, newer_than(since)]}
+def _window(label: str, since: datetime | None) -> list[dict[str, Any]]:
+    """Feedback `label` set after `since`: by feedback_at, or by created_at for inserts without one.
+
+    Each filter fixes the label first, so it is one range of the `feedback_window` index.
+    """
+    if since is None:
+        return [{"feedback": label}]
+    return [
+        {"feedback": label, "feedback_at": {"$gt": since}},
+        {"feedback": label, "feedback_at": None, "created_at": {"$gt": since}},
+    ]
+
+
+def count_usable_feedback(db: Database, since: datetime | None = None, *, cap: int | None = None) -> dict[str, int]:
+    """Likes and dislikes currently in `inferences` (optionally only those set after `since`).
+
+    With `cap`, counting stops once the two together reach it: enough to answer "at least cap?" at a
+    cost bounded by the cap rather than by the backlog.
+    """
     counts = {"like": 0, "dislike": 0}
-    for row in db[INFERENCES].aggregate([{"$match": match}, {"$group": {"_id": "$feedback", "n": {"$sum": 1}}}]):
-        counts[row["_id"]] = int(row["n"])
+    for label in LABELS:
+        for query in _window(label, since):
+            left = None if cap is None else cap - sum(counts.values())
+            if left is not None and left <= 0:
+                return counts
+            counts[label] += db[INFERENCES].count_documents(query, **({"limit": left} if left else {}))
     return counts
+
+
+def latest_feedback_at(db: Database, since: datetime | None = None) -> datetime | None:
+    """When the newest usable feedback was set (created_at for an insert without feedback_at).
+
+    With `since` (the last watermark) only that window is searched: the answer is the same whenever
+    the window holds feedback, and a server that sorts without the index reads only the window.
+    """
+    after = {"$gt": since} if since is not None else {"$type": "date"}
+    newest = None
+    for label in LABELS:
+        for query, key in (
+            ({"feedback": label, "feedback_at": after}, "feedback_at"),
+            ({"feedback": label, "feedback_at": None, "created_at": after}, "created_at"),
+        ):
+            doc = db[INFERENCES].find_one(query, {key: 1}, sort=[(key, -1)])
+            if doc is not None and (newest is None or doc[key] > newest):
+                newest = doc[key]
+    return newest

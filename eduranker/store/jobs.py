@@ -58,14 +58,10 @@ def unsent_jobs(db: Database) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
 
 
-# A running job whose heartbeat is this old lost its worker; a redelivered message may take it over.
-STALE_AFTER_S = 300
-
-
-def claim_job(db: Database, job_id: str, *, worker: str) -> dict[str, Any] | None:
-    """Move a queued job (or a running one whose worker went silent) to running; None otherwise."""
+def claim_job(db: Database, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
+    """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running."""
     at = now()
-    stale = at - timedelta(seconds=STALE_AFTER_S)
+    stale = at - timedelta(seconds=stale_after_s)
     return db[TRAINING_JOBS].find_one_and_update(
         {
             "_id": job_id,
@@ -99,10 +95,14 @@ def latest_job(db: Database) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one({}, sort=[("created_at", -1)])
 
 
-def reap_dead_jobs(db: Database, *, time_limit_s: float, at: datetime | None = None) -> list[str]:
-    """Mark running jobs whose heartbeat is older than the task time limit as failed."""
+def heartbeat(db: Database, job_id: str) -> None:
+    db[TRAINING_JOBS].update_one({"_id": job_id, "status": RUNNING}, {"$set": {"heartbeat_at": now()}})
+
+
+def reap_dead_jobs(db: Database, *, dead_after_s: float, at: datetime | None = None) -> list[str]:
+    """Fail running jobs silent for `dead_after_s`: no worker came back for them (no job runs forever)."""
     at = at or now()
-    cutoff = at - timedelta(seconds=time_limit_s)
+    cutoff = at - timedelta(seconds=dead_after_s)
     dead = [d["_id"] for d in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})]
     for job_id in dead:
         db[TRAINING_JOBS].update_one(
@@ -111,7 +111,7 @@ def reap_dead_jobs(db: Database, *, time_limit_s: float, at: datetime | None = N
                 "$set": {
                     "status": FAILED,
                     "finished_at": at,
-                    "reason": f"worker silent for more than {time_limit_s:.0f} s; marked dead",
+                    "reason": f"worker silent for more than {dead_after_s:.0f} s and never redelivered; marked dead",
                 }
             },
         )

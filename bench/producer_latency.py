@@ -1,0 +1,256 @@
+"""Producer under load: feedback event → job enqueued latency, and how far the producer lags the stream.
+
+    .venv/bin/python bench/producer_latency.py [--rate 1000] [--seconds 30] [--every 2000]
+
+Starts SecantusDB and redis-server on loopback (or uses MONGODB_URL / CELERY_BROKER_URL), the real
+`python -m producer` process, writer threads that set feedback the way the search API does at `--rate`
+writes per second, and a stand-in worker that pops each message from the `training` queue and finishes
+its job at once, so the producer may enqueue the next one after every `--every` new feedbacks.
+
+Printed:
+- writes/s the writers sustained (the database is the limit when this is below `--rate`);
+- latency: the write that made the count reach the threshold (its acknowledgement) → the message on
+  the broker, p50 / p99 / max over every job;
+- lag: now − wall time of the newest event the producer has evaluated, sampled every 100 ms;
+- the producer's CPU seconds per second, and that no job was enqueued twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from bisect import bisect_right
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eduranker import demo  # noqa: E402
+from eduranker.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
+from eduranker.settings import Settings  # noqa: E402
+from eduranker.store import connect, ensure_indexes, jobs  # noqa: E402
+from eduranker.store.connection import INFERENCES, TRAINING_JOBS  # noqa: E402
+from eduranker.store.feedback import latest_feedback_at  # noqa: E402
+from producer.state import load_state  # noqa: E402
+from producer.watcher import last_job_view, read_counts  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def prepare_inferences(db, n: int, seed: int) -> list:
+    """A corpus and `n` served results without feedback yet; returns their ids in random order."""
+    rng = random.Random(seed)
+    corpus = demo.insert_corpus(db, rng)
+    queries, resources = list(corpus.query_ids.values()), list(corpus.resource_ids.values())
+    now = datetime.now(UTC)
+    docs = [
+        {"query_id": rng.choice(queries), "resource_id": rng.choice(resources), "rank": i % 10 + 1,
+         "score": rng.random(), "model_version": None, "created_at": now}
+        for i in range(n)
+    ]  # fmt: skip
+    ids = []
+    for start in range(0, n, 5000):
+        ids += db[INFERENCES].insert_many(docs[start : start + 5000]).inserted_ids
+    rng.shuffle(ids)
+    return ids
+
+
+def write_feedback(settings: Settings, ids: list, rate: float, stop_at: float, log: list) -> None:
+    """One writer: `rate` feedback updates per second on its own ids; logs (acknowledged at, feedback_at)."""
+    db = connect(settings)
+    rng = random.Random(len(ids))
+    started = time.monotonic()
+    for i, inference_id in enumerate(ids):
+        due = started + i / rate
+        now = time.monotonic()
+        if now >= stop_at:
+            break
+        if due > now:
+            time.sleep(due - now)
+        at = datetime.now(UTC)
+        demo.give_feedback(db, inference_id, "like" if rng.random() < 0.5 else "dislike", at)
+        log.append((time.monotonic(), at.replace(microsecond=at.microsecond // 1000 * 1000)))
+
+
+def run_writers(settings: Settings, ids: list, rate: float, seconds: float, n: int) -> list[list]:
+    logs: list[list] = [[] for _ in range(n)]
+    stop_at = time.monotonic() + seconds
+    writers = [
+        threading.Thread(target=write_feedback, args=(settings, ids[i::n], rate / n, stop_at, logs[i]))
+        for i in range(n)
+    ]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    return logs
+
+
+def fake_worker(settings: Settings, stop: threading.Event, received: dict) -> None:
+    """Pop each training message, note when it arrived, finish its job the way a worker would."""
+    import redis
+
+    broker = redis.Redis.from_url(settings.celery_broker_url)
+    db = connect(settings)
+    while not stop.is_set():
+        item = broker.brpop(["training"], timeout=1)
+        if item is None:
+            continue
+        arrived = time.monotonic()
+        job_id = json.loads(item[1])["headers"]["id"]
+        received.setdefault(job_id, []).append(arrived)
+        job = jobs.get_job(db, job_id)
+        jobs.claim_job(db, job_id, worker="bench", stale_after_s=settings.job_stale_after_s)
+        jobs.finish_job(db, job_id, jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+
+
+def sample_lag(settings: Settings, stop: threading.Event, wall_offset: float, lags: list) -> None:
+    db = connect(settings)
+    while not stop.is_set():
+        seen = load_state(db).get("last_event_wall_time")
+        if seen is not None:
+            lags.append(time.time() - seen.replace(tzinfo=UTC).timestamp() - wall_offset)
+        stop.wait(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def crossing_times(writes: list, job_watermarks: list, every: int, first: int) -> list[float]:
+    """When each job's threshold was reached: the acknowledgement of the n-th feedback after the
+    previous job's watermark (n = `first` for the first job, `every` after)."""
+    writes = sorted(writes, key=lambda w: w[1])
+    stamps = [w[1] for w in writes]
+    times = []
+    previous = None
+    for watermark in job_watermarks:
+        start = 0 if previous is None else bisect_right(stamps, previous)
+        need = first if previous is None else every
+        after = sorted(w[0] for w in writes[start:])
+        times.append(after[need - 1] if len(after) >= need else float("nan"))
+        previous = watermark
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="feedback writes per second, all writers")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--every", type=int, default=2000, help="TRAIN_NEW_FEEDBACK for the run")
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="producer-bench-"))
+    servers = []
+    env = dict(os.environ)
+    if "MONGODB_URL" not in env:
+        servers.append(secantus_server(tmp / "secantus").start())
+        env["MONGODB_URL"] = mongo_url(servers[-1].port)
+    if "CELERY_BROKER_URL" not in env:
+        servers.append(redis_server(tmp / "redis").start())
+        env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{servers[-1].port}/0"
+    env.update(MONGODB_DB="producer_bench", TRAIN_MIN_FEEDBACK=str(args.every), TRAIN_NEW_FEEDBACK=str(args.every),
+               TRAIN_MIN_MINORITY="0.2", TRAIN_COOLDOWN_SECONDS="0", CELERY_RESULT_BACKEND="")  # fmt: skip
+    settings = Settings.from_env(env)
+    db = connect(settings)
+    db.client.drop_database(settings.mongodb_db)
+    ensure_indexes(db)
+    total = int(args.rate * args.seconds * 1.1) + 1000
+    print(f"preparing {total} served results ...", flush=True)
+    ids = prepare_inferences(db, total, seed=0)
+
+    # The same writes into a twin database with no producer watching: what the server does alone.
+    twin = replace(settings, mongodb_db="producer_bench_alone")
+    twin_db = connect(twin)
+    twin_db.client.drop_database(twin.mongodb_db)
+    ensure_indexes(twin_db)
+    print(f"baseline: {args.baseline_seconds:.0f} s of writes with no producer ...", flush=True)
+    twin_ids = prepare_inferences(twin_db, int(args.rate * args.baseline_seconds * 1.1) + 1000, seed=1)
+    began = time.monotonic()
+    alone = sum(len(log) for log in run_writers(twin, twin_ids, args.rate, args.baseline_seconds, args.writers))
+    alone_rate = alone / (time.monotonic() - began)
+    twin_db.client.drop_database(twin.mongodb_db)
+
+    producer_log = open(tmp / "producer.log", "wb")  # noqa: SIM115 - the producer's for its lifetime
+    producer = subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env,
+                                stdout=producer_log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while load_state(db).get("resume_token") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # wallTime in change events is the server's clock; here both run on this machine.
+    stop = threading.Event()
+    received: dict[str, list[float]] = {}
+    lags: list[float] = []
+    helpers = [threading.Thread(target=fake_worker, args=(settings, stop, received), daemon=True),
+               threading.Thread(target=sample_lag, args=(settings, stop, 0.0, lags), daemon=True)]  # fmt: skip
+    for thread in helpers:
+        thread.start()
+
+    print(f"writing {args.rate:.0f} feedback/s for {args.seconds:.0f} s with {args.writers} writers ...", flush=True)
+    cpu_before, started = cpu_seconds(producer.pid), time.monotonic()
+    logs = run_writers(settings, ids, args.rate, args.seconds, args.writers)
+    elapsed = time.monotonic() - started
+    time.sleep(2)  # let the last crossing reach the broker
+    producer_cpu = cpu_seconds(producer.pid) - cpu_before
+    stop.set()
+    for thread in helpers:
+        thread.join(5)
+    producer.terminate()
+    producer.wait(30)
+
+    writes = [w for log in logs for w in log]
+    made = list(db[TRAINING_JOBS].find().sort("created_at", 1))
+    watermarks = [j["trigger"]["watermark"].replace(tzinfo=UTC) for j in made]
+    crossings = crossing_times(writes, watermarks, args.every, args.every)
+    latencies = [received[j["_id"]][0] - t for j, t in zip(made, crossings, strict=True) if j["_id"] in received]
+    latencies = [x for x in latencies if x == x]
+    duplicates = sum(len(v) - 1 for v in received.values())
+    busy_lags = lags[: int(args.seconds / 0.1)]
+
+    rate = len(writes) / elapsed
+    print(f"\nwrites/s with the producer watching: {rate:.0f}; alone: {alone_rate:.0f} (asked {args.rate:.0f}); "
+          f"ratio {rate / alone_rate:.2f}")  # fmt: skip
+    print(f"jobs enqueued: {len(made)} (one per {args.every} new feedbacks); duplicate messages: {duplicates}")
+    if latencies:
+        print(f"event → enqueue latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")  # fmt: skip
+    if busy_lags:
+        print(f"producer lag while writing: p50 {statistics.median(busy_lags) * 1000:.0f} ms, "
+              f"p99 {percentile(busy_lags, 0.99) * 1000:.0f} ms, max {max(busy_lags) * 1000:.0f} ms")  # fmt: skip
+    print(f"producer CPU: {producer_cpu / elapsed:.2f} s per s; events seen {load_state(db).get('events_seen')}")
+    print("one evaluation's reads, after the run (ms):", flush=True)
+    last = last_job_view(db)
+    for name, read in (
+        ("reap dead jobs", lambda: jobs.reap_dead_jobs(db, dead_after_s=settings.job_dead_after_s)),
+        ("last job", lambda: last_job_view(db)),
+        ("window counts", lambda: read_counts(db, last, cap=args.every)),
+        ("watermark", lambda: latest_feedback_at(db, since=last.watermark if last else None)),
+    ):
+        began = time.perf_counter()
+        for _ in range(5):
+            read()
+        print(f"  {name}: {(time.perf_counter() - began) / 5 * 1000:.1f}")
+    db.client.drop_database(settings.mongodb_db)
+    for server in reversed(servers):
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

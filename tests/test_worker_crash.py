@@ -1,0 +1,118 @@
+"""A worker killed with SIGKILL mid-training: the job comes back, completes once, and leaves no debris."""
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from eduranker import demo
+from eduranker.errors import PermanentError
+from eduranker.store import jobs
+from producer.outbox import request_training
+from tests.celery_worker import start_worker, stop_worker
+from worker.job import MAX_ATTEMPTS, run_training_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def crash_settings(settings, redis_url):
+    s = replace(
+        settings,
+        celery_broker_url=f"{redis_url}/12",
+        celery_result_backend=f"{redis_url}/13",
+        num_epochs=3,
+        # Short limits so that redelivery (visibility timeout = 2 × 40 s) fits in a test.
+        task_time_limit=40,
+        job_heartbeat_seconds=1.0,
+    )
+    for url in (s.celery_broker_url, s.celery_result_backend):
+        redis.Redis.from_url(url).flushdb()
+    yield s
+    for url in (s.celery_broker_url, s.celery_result_backend):
+        redis.Redis.from_url(url).flushdb()
+
+
+def wait_for_job(db, job_id, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get_job(db, job_id)
+        if job is not None and predicate(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never got there: {jobs.get_job(db, job_id)}")
+
+
+def training(job):
+    return job["status"] == "running" and (job.get("progress") or {}).get("stage") == "train"
+
+
+def version_folders(settings):
+    root = Path(settings.models_dir) / "versions"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def pool_children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, crash_settings, tmp_path):
+    """The OOM killer's case: the child dies, the worker survives and gets the message back at once."""
+    demo.seed_feedback(db, seed=3)
+    job_id = request_training(reason="crash drill", settings=crash_settings)
+    worker = start_worker(crash_settings, tmp_path / "worker.log", name="w1")
+    try:
+        wait_for_job(db, job_id, training, timeout=180)
+        children = pool_children(worker.pid)
+        assert len(children) == 1, children
+        os.kill(children[0], signal.SIGKILL)
+        job = wait_for_job(db, job_id, lambda j: j["status"] in jobs.TERMINAL, timeout=300)
+    finally:
+        stop_worker(worker)
+    log = (tmp_path / "worker.log").read_text()
+    assert job["status"] == "succeeded", (job.get("reason"), log[-3000:])
+    assert job["attempts"] == 2
+    assert "WorkerLostError" in log or "signal 9" in log
+    assert version_folders(crash_settings) == [job["version"]]
+    assert db.model_versions.count_documents({}) == 1
+
+
+def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_timeout(db, crash_settings, tmp_path):
+    """The power-loss case: the whole worker dies; its unacked message goes to a worker started later."""
+    demo.seed_feedback(db, seed=4)
+    job_id = request_training(reason="crash drill", settings=crash_settings)
+    first = start_worker(crash_settings, tmp_path / "w1.log", name="w1")
+    try:
+        wait_for_job(db, job_id, training, timeout=180)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_at = time.monotonic()
+    assert jobs.get_job(db, job_id)["status"] == "running"
+    second = start_worker(crash_settings, tmp_path / "w2.log", name="w2")
+    try:
+        job = wait_for_job(db, job_id, lambda j: j["status"] in jobs.TERMINAL, timeout=400)
+    finally:
+        stop_worker(second)
+    assert job["status"] == "succeeded", (job.get("reason"), (tmp_path / "w2.log").read_text()[-3000:])
+    assert job["worker"].startswith("w2@") and job["attempts"] == 2
+    # Not before the visibility timeout: a live job is never handed to a second worker.
+    assert time.monotonic() - killed_at >= crash_settings.redelivery_after_s - 15
+    assert version_folders(crash_settings) == [job["version"]]
+    assert not any((Path(crash_settings.models_dir) / "versions").glob(".*"))
+
+
+def test_a_job_whose_worker_dies_every_time_fails_with_its_reason(db, settings):
+    jobs.create_job(db, "doomed", trigger={"reason": "test"})
+    db.training_jobs.update_one({"_id": "doomed"}, {"$set": {"attempts": MAX_ATTEMPTS}})
+    with pytest.raises(PermanentError):
+        run_training_job(settings, "doomed", db=db)
+    job = jobs.get_job(db, "doomed")
+    assert job["status"] == "failed" and f"gave up after {MAX_ATTEMPTS} attempts" in job["reason"]
+    assert db.model_versions.count_documents({}) == 0
