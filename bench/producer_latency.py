@@ -99,6 +99,17 @@ def run_writers(settings: Settings, ids: list, rate: float, seconds: float, n: i
     return logs
 
 
+def read_stream(settings: Settings, stop: threading.Event, lags: list) -> None:
+    """The least a change-stream consumer can do: read each event and note how late it arrived."""
+    from producer.watcher import WATCH_PIPELINE
+
+    with connect(settings)[INFERENCES].watch(WATCH_PIPELINE, max_await_time_ms=250) as stream:
+        while not stop.is_set():
+            change = stream.try_next()
+            if change is not None and change.get("wallTime"):
+                lags.append(time.time() - change["wallTime"].replace(tzinfo=UTC).timestamp())
+
+
 def fake_worker(settings: Settings, stop: threading.Event, received: dict) -> None:
     """Pop each training message, note when it arrived, finish its job the way a worker would."""
     import redis
@@ -175,10 +186,29 @@ def main() -> int:
     print(f"preparing {total} served results ...", flush=True)
     ids = prepare_inferences(db, total, seed=0)
 
-    # The same writes into a twin database with no producer watching: what the server does alone.
-    twin = replace(settings, mongodb_db="producer_bench_alone")
-    twin_db = connect(twin)
-    twin_db.client.drop_database(twin.mongodb_db)
+    # The same writes into twin databases: with nothing watching (what the server does alone), and with
+    # a bare change-stream reader (what the server's change stream costs and how late it delivers).
+    baselines = {}
+    for name in ("alone", "bare stream"):
+        twin = replace(settings, mongodb_db=f"producer_bench_{name.replace(' ', '_')}")
+        twin_db = connect(twin)
+        twin_db.client.drop_database(twin.mongodb_db)
+        ensure_indexes(twin_db)
+        print(f"baseline: {args.baseline_seconds:.0f} s of writes, {name} ...", flush=True)
+        twin_ids = prepare_inferences(twin_db, int(args.rate * args.baseline_seconds * 1.1) + 1000, seed=1)
+        halt, stream_lags = threading.Event(), []
+        reader = threading.Thread(target=read_stream, args=(twin, halt, stream_lags), daemon=True)
+        if name == "bare stream":
+            reader.start()
+            time.sleep(1)
+        began = time.monotonic()
+        written = sum(len(log) for log in run_writers(twin, twin_ids, args.rate, args.baseline_seconds, args.writers))
+        baselines[name] = (written / (time.monotonic() - began), stream_lags)
+        halt.set()
+        if reader.is_alive():
+            reader.join(5)
+        twin_db.client.drop_database(twin.mongodb_db)
+    alone_rate = baselines["alone"][0]
     ensure_indexes(twin_db)
     print(f"baseline: {args.baseline_seconds:.0f} s of writes with no producer ...", flush=True)
     twin_ids = prepare_inferences(twin_db, int(args.rate * args.baseline_seconds * 1.1) + 1000, seed=1)
@@ -224,8 +254,13 @@ def main() -> int:
     busy_lags = lags[: int(args.seconds / 0.1)]
 
     rate = len(writes) / elapsed
-    print(f"\nwrites/s with the producer watching: {rate:.0f}; alone: {alone_rate:.0f} (asked {args.rate:.0f}); "
-          f"ratio {rate / alone_rate:.2f}")  # fmt: skip
+    bare_rate, bare_lags = baselines["bare stream"]
+    print(f"\nwrites/s (asked {args.rate:.0f}): nothing watching {alone_rate:.0f}; "
+          f"a bare change stream {bare_rate:.0f} "
+          f"({bare_rate / alone_rate:.2f}); the producer {rate:.0f} ({rate / alone_rate:.2f})")  # fmt: skip
+    if bare_lags:
+        print(f"bare change stream delivery delay: p50 {statistics.median(bare_lags) * 1000:.0f} ms, "
+              f"p99 {percentile(bare_lags, 0.99) * 1000:.0f} ms")  # fmt: skip
     print(f"jobs enqueued: {len(made)} (one per {args.every} new feedbacks); duplicate messages: {duplicates}")
     if latencies:
         print(f"event → enqueue latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "

@@ -45,6 +45,18 @@ WATCH_PIPELINE: list[dict[str, Any]] = [
 # Server codes for a resume point the server no longer has or refuses: FailedToParse, InvalidResumeToken,
 # ChangeStreamFatalError, ChangeStreamHistoryLost.
 RESUME_FAILED_CODES = {9, 260, 280, 286}
+AWAIT_S = 0.25  # how long one getMore waits on the server for an event
+MAX_FETCHES = 2
+
+
+def is_buffered(stream: Any) -> bool:
+    """Whether the stream's next change is already in pymongo's local batch (no round trip to fetch it).
+
+    pymongo has no public call for this. Without its cursor's `_has_next` the answer is True, so no read
+    counts as a fetch and only the drain's time bound applies. tests/test_producer.py checks it is there.
+    """
+    has_next = getattr(getattr(stream, "_cursor", None), "_has_next", None)
+    return bool(has_next()) if callable(has_next) else True
 
 
 def thresholds_from(settings: Settings) -> Thresholds:
@@ -82,17 +94,20 @@ class Producer:
         self.watching = threading.Event()  # set while a change stream is open (readiness)
         self.last_reason = ""
         self.events_seen = 0
+        self.last_read_s = 0.0  # how long the last evaluation's reads took
 
     # One evaluation: counts from the database, the policy's decision, maybe one enqueue.
     def evaluate(self, now: datetime | None = None, *, events_until: datetime | None = None) -> Decision:
         """`events_until`: wall time of the newest change event this evaluation covers (for lag)."""
         now = now or jobs.now()
+        began = time.monotonic()
         jobs.reap_dead_jobs(self.db, dead_after_s=self.settings.job_dead_after_s, at=now)
         last = last_job_view(self.db)
         waiting = waiting_reason(last, self.thresholds, now)
         # While a job runs or cools down no count can change the answer, so none is read.
         counts = None if waiting else read_counts(self.db, last, cap=self.thresholds.new_feedback)
         decision = Decision(False, waiting) if counts is None else decide(counts, last, self.thresholds, now)
+        self.last_read_s = time.monotonic() - began
         if decision.reason != self.last_reason:
             log.info("%s", decision.reason)
             self.last_reason = decision.reason
@@ -137,13 +152,32 @@ class Producer:
         log.info("producer stopped")
 
     def _watch(self, resume_token: dict | None) -> None:
-        with self.db[INFERENCES].watch(WATCH_PIPELINE, resume_after=resume_token, max_await_time_ms=250) as stream:
+        await_ms = int(AWAIT_S * 1000)
+        with self.db[INFERENCES].watch(WATCH_PIPELINE, resume_after=resume_token, max_await_time_ms=await_ms) as stream:
             saved, pending, last_eval, newest = resume_token, 0, time.monotonic(), None
             gap = self.max_batch_s
             self.watching.set()
             while not self.stop_event.is_set():
-                change = stream.try_next()
-                if change is not None:
+                # Events pile up on the server until the next evaluation is due, then are read in a few
+                # large batches: one small getMore per event costs the server more than the writes do.
+                if pending:
+                    self.stop_event.wait(max(0.0, last_eval + gap - time.monotonic()))
+                # Read what has piled up, not the tail: under steady writes every getMore would return
+                # the one event written meanwhile, so a drain makes at most MAX_FETCHES round trips.
+                drain_until, fetches = time.monotonic() + gap, 0
+                while time.monotonic() < drain_until and not self.stop_event.is_set():
+                    if not is_buffered(stream):
+                        if fetches == MAX_FETCHES:
+                            break
+                        fetches += 1
+                    asked = time.monotonic()
+                    change = stream.try_next()  # waits up to AWAIT_S on an empty stream
+                    if change is None:
+                        # An empty batch back early means writes elsewhere moved the server's clock; asking
+                        # again at once would cost the server one getMore per write anywhere.
+                        if not pending:
+                            self.stop_event.wait(max(0.0, AWAIT_S - (time.monotonic() - asked)))
+                        break
                     self.events_seen += 1
                     pending += 1
                     newest = change.get("wallTime") or newest
@@ -155,12 +189,11 @@ class Producer:
                 waited = time.monotonic() - last_eval
                 if (pending and waited >= gap) or waited >= self.idle_eval_s:
                     token = stream.resume_token  # covers every event read so far, all in this evaluation
-                    began = time.monotonic()
                     self.evaluate(events_until=newest)
                     pending, last_eval = 0, time.monotonic()
-                    # Under a stream that never pauses, evaluations still come every `gap`; a slow one
-                    # (a large window) stretches the gap so counting takes at most a fifth of the time.
-                    gap = max(self.max_batch_s, 4 * (last_eval - began))
+                    # Slow counting (a large window, a busy server) stretches the gap so that it takes at
+                    # most a fifth of the time.
+                    gap = max(self.max_batch_s, 4 * self.last_read_s)
                 elif pending:
                     continue  # events read but not yet evaluated: their token must not be saved
                 else:

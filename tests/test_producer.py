@@ -17,7 +17,7 @@ from eduranker.localservers import mongo_url, redis_server, secantus_server
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs
 from producer.state import load_state, save_state
-from producer.watcher import Producer
+from producer.watcher import Producer, is_buffered
 from tests.celery_worker import ROOT, settings_env
 
 pytestmark = pytest.mark.slow
@@ -235,3 +235,14 @@ def test_the_database_restarting_under_the_producer_loses_no_feedback(psettings,
     finally:
         client.client.close()
         server.stop()
+
+
+def test_pymongo_still_tells_whether_a_change_is_buffered(db):
+    """The drain's round-trip budget rests on a private pymongo cursor method; fail loudly if it goes."""
+    with db.inferences.watch(max_await_time_ms=100) as stream:
+        assert callable(stream._cursor._has_next)
+        assert stream.try_next() is None and not is_buffered(stream)
+        db.inferences.insert_many([{"feedback": "like"}, {"feedback": "dislike"}])
+        first = stream.try_next() or stream.try_next()
+        assert first is not None and is_buffered(stream)  # the second insert came in the same batch
+        assert stream.try_next() is not None and not is_buffered(stream)
