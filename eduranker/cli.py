@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eduranker.errors import RetryableError, UnknownVersion
+from eduranker.errors import AccessDenied, RetryableError, UnknownVersion
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
+from eduranker.store.connection import redact_url
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
@@ -160,7 +161,12 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RetryableError as exc:
-        print(f"error: cannot reach MongoDB at {settings.mongodb_url}: {exc}", file=sys.stderr)
+        print(f"error: cannot reach MongoDB at {redact_url(settings.mongodb_url)}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except AccessDenied as exc:
+        print(
+            f"error: {exc}; check the credentials in MONGODB_URL ({redact_url(settings.mongodb_url)})", file=sys.stderr
+        )
         return EXIT_UNREACHABLE
 
 

@@ -31,3 +31,7 @@ class UnknownVersion(PermanentError):
 
 class JobNotFound(PermanentError):
     """A training job id that `training_jobs` does not hold."""
+
+
+class AccessDenied(PermanentError):
+    """MongoDB refused the credentials (or their rights): retrying with the same ones cannot help."""

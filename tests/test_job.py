@@ -77,7 +77,13 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
 
     folder = Path(settings.models_dir) / version["artifact_path"]
     names = {p.name for p in folder.iterdir()}
-    assert {"model.safetensors", "config.json", "training_metadata.json", "training_report.txt"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "training_metadata.json",
+        "training_report.txt",
+        "heldout_pairs.jsonl",
+    } <= names
     assert {"roc_curve.png", "confusion_matrix.png", "label_distribution.png"} <= names
     assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in names)
     meta = json.loads((folder / "training_metadata.json").read_text())

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
-from eduranker.errors import RetryableError
+from eduranker.errors import AccessDenied, RetryableError
 from eduranker.settings import Settings
 
 INFERENCES = "inferences"
@@ -19,6 +26,10 @@ TRAINING_JOBS = "training_jobs"
 MODEL_VERSIONS = "model_versions"
 COUNTERS = "counters"
 PRODUCER_STATE = "producer_state"
+
+
+AUTH_FAILED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+_CREDENTIALS = re.compile(r"(//[^:/@]+:)[^@]*@")
 
 
 def connect(settings: Settings, *, timeout_ms: int = 10_000) -> Database:
@@ -56,8 +67,20 @@ def ensure_indexes(db: Database) -> None:
 
 @contextlib.contextmanager
 def retryable_on_mongo_errors() -> Iterator[None]:
-    """Turn pymongo's connection failures into RetryableError, so callers need not know pymongo."""
+    """Turn pymongo's errors into ours, so callers need not know pymongo: a lost server is retryable,
+    refused credentials are not."""
     try:
         yield
     except (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError) as exc:
         raise RetryableError(f"MongoDB unreachable: {exc}") from exc
+    except OperationFailure as exc:
+        if exc.code in AUTH_FAILED_CODES:
+            raise AccessDenied(
+                f"MongoDB refused access: {exc.details.get('errmsg', exc) if exc.details else exc}"
+            ) from exc
+        raise
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    return _CREDENTIALS.sub(r"\1***@", url)
