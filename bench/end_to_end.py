@@ -55,7 +55,12 @@ def judged_results(db, n: int, seed: int) -> list[tuple]:
     combos = [(q, r) for q in corpus.query_ids for r in corpus.resource_ids]
     if n > len(combos):
         raise SystemExit(f"the demo corpus has {len(combos)} distinct pairs; ask for fewer")
-    picks = rng.sample(combos, n)
+    # Every on-subject result and off-subject ones for the rest, so likes clear the minority threshold.
+    on = [c for c in combos if corpus.subject_of_query[c[0]] == corpus.subject_of_resource[c[1]]]
+    off = [c for c in combos if c not in set(on)]
+    picks = rng.sample(on, min(len(on), n // 2))
+    picks += rng.sample(off, n - len(picks))
+    rng.shuffle(picks)
     now = datetime.now(UTC)
     docs = [{"query_id": corpus.query_ids[q], "resource_id": corpus.resource_ids[r], "rank": 1, "score": 0.0,
              "model_version": None, "created_at": now} for q, r in picks]  # fmt: skip

@@ -9,7 +9,7 @@ from bson import ObjectId
 
 from eduranker import demo
 from eduranker.store import jobs
-from eduranker.store.feedback import iter_feedback_rows
+from eduranker.store.snapshot import iter_feedback_rows
 from worker.job import run_training_job
 from worker.pairs import build_snapshot
 

@@ -8,7 +8,8 @@ from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import UnknownVersion
 from eduranker.store import ensure_indexes, jobs, versions
-from eduranker.store.feedback import _window, count_usable_feedback, iter_feedback_rows, latest_feedback_at
+from eduranker.store.feedback import _window, count_usable_feedback, latest_feedback_at
+from eduranker.store.snapshot import iter_feedback_rows
 from worker.pairs import build_snapshot
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

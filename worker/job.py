@@ -15,7 +15,7 @@ from typing import Any
 from eduranker.errors import JobBusy, JobNotFound, JobRefused, PermanentError, RetryableError
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
-from eduranker.store.feedback import iter_feedback_rows
+from eduranker.store.snapshot import iter_feedback_rows
 from worker import artifacts
 from worker.pairs import Snapshot, build_snapshot
 

@@ -1,0 +1,110 @@
+"""The rows a training snapshot is built from: inferences with feedback, joined to their texts.
+
+Inferences stream in batches. Query and resource texts are cut server-side to `max_text_chars`, so a
+megabyte text never travels, and no inference costs a query of its own: a text collection of up to
+CACHE_LIMIT documents is read once, whole; a larger one one `$in` query per batch, cached up to the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
+
+# Any inference a user reacted to, malformed values included, so the snapshot can count them.
+FEEDBACK_PRESENT: dict[str, Any] = {"feedback": {"$exists": True, "$ne": None}}
+INFERENCE_FIELDS = {"query_id": 1, "resource_id": 1, "feedback": 1, "feedback_at": 1, "created_at": 1}
+CACHE_LIMIT = 50_000  # texts held at once: at most this many × max_text_chars characters
+
+
+def _clipped(path: str, max_chars: int) -> dict[str, Any]:
+    # Strings are cut server-side; other types arrive as null, their BSON type name beside them.
+    return {"$cond": [{"$eq": [{"$type": path}, "string"]}, {"$substrCP": [path, 0, max_chars]}, None]}
+
+
+def _length(path: str) -> dict[str, Any]:
+    return {"$cond": [{"$eq": [{"$type": path}, "string"]}, {"$strLenCP": path}, 0]}
+
+
+def _text_fields(fields: Iterable[str], max_chars: int) -> dict[str, Any]:
+    projection: dict[str, Any] = {}
+    for name in fields:
+        projection[name] = _clipped(f"${name}", max_chars)
+        projection[f"{name}_type"] = {"$type": f"${name}"}
+        projection[f"{name}_length"] = _length(f"${name}")
+    return projection
+
+
+def _fetch(db: Database, collection: str, ids: set, fields: tuple[str, ...], max_chars: int) -> dict:
+    pipeline = [{"$match": {"_id": {"$in": list(ids)}}}, {"$project": _text_fields(fields, max_chars)}]
+    return {doc["_id"]: doc for doc in db[collection].aggregate(pipeline)}
+
+
+class _Texts:
+    """Projected text documents by id. A collection of at most CACHE_LIMIT documents is read whole,
+    once, in one stream (far cheaper than `$in` lists on some servers); a larger one a batch at a time."""
+
+    def __init__(self, db: Database, collection: str, fields: tuple[str, ...], max_chars: int):
+        self.db, self.collection, self.fields, self.max_chars = db, collection, fields, max_chars
+        self.known: dict[Any, dict | None] = {}
+        self.whole = db[collection].estimated_document_count() <= CACHE_LIMIT
+        if self.whole:
+            pipeline = [{"$project": _text_fields(fields, max_chars)}]
+            self.known = {doc["_id"]: doc for doc in db[collection].aggregate(pipeline)}
+
+    def load(self, ids: Iterable[Any]) -> None:
+        # Only ObjectIds can be valid references (anything else is skipped as an invalid id). With the
+        # collection read whole, only dangling ids and texts written since are asked for.
+        wanted = {i for i in ids if isinstance(i, ObjectId) and i not in self.known}
+        if not wanted:
+            return
+        if not self.whole and len(self.known) + len(wanted) > CACHE_LIMIT:
+            self.known.clear()
+        found = _fetch(self.db, self.collection, wanted, self.fields, self.max_chars)
+        for i in wanted:
+            self.known[i] = found.get(i)
+
+    def get(self, i: Any) -> dict | None:
+        return self.known.get(i) if isinstance(i, ObjectId) else None
+
+
+def _row(inference: dict, query: dict | None, resource: dict | None) -> dict[str, Any]:
+    q, r = query or {}, resource or {}
+    return {
+        **inference,
+        "query_found": query is not None,
+        "resource_found": resource is not None,
+        "query_text": q.get("query_text"),
+        "query_text_type": q.get("query_text_type", "missing"),
+        "query_text_length": q.get("query_text_length", 0),
+        "title": r.get("title"),
+        "title_type": r.get("title_type", "missing"),
+        "description": r.get("description"),
+        "description_type": r.get("description_type", "missing"),
+        "document_length": r.get("title_length", 0) + r.get("description_length", 0),
+    }
+
+
+def iter_feedback_rows(db: Database, max_text_chars: int, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Stream joined rows; memory stays bounded by the batch size, the text cache and the clip."""
+    queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars)
+    resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars)
+    with db[INFERENCES].find(FEEDBACK_PRESENT, INFERENCE_FIELDS, batch_size=batch_size) as cursor:
+        batch: list[dict] = []
+        for inference in cursor:
+            batch.append(inference)
+            if len(batch) == batch_size:
+                yield from _joined(batch, queries, resources)
+                batch = []
+        yield from _joined(batch, queries, resources)
+
+
+def _joined(batch: list[dict], queries: _Texts, resources: _Texts) -> Iterator[dict[str, Any]]:
+    queries.load(i.get("query_id") for i in batch)
+    resources.load(i.get("resource_id") for i in batch)
+    for inference in batch:
+        yield _row(inference, queries.get(inference.get("query_id")), resources.get(inference.get("resource_id")))
