@@ -1,5 +1,6 @@
 """The producer against real SecantusDB and redis-server processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -246,3 +247,71 @@ def test_pymongo_still_tells_whether_a_change_is_buffered(db):
         first = stream.try_next() or stream.try_next()
         assert first is not None and is_buffered(stream)  # the second insert came in the same batch
         assert stream.try_next() is not None and not is_buffered(stream)
+
+
+def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, psettings, queue, tmp_path):
+    """A writer streams 5,000 reactions while the producer is killed at random moments and restarted.
+
+    Every job must be justified (at least the threshold of new feedback since the previous job's
+    watermark), none may be missing at the end (fewer than the threshold since the last one), and no job
+    may be recorded twice; a message resent after a kill between send and mark-sent is the only repeat.
+    """
+    threshold = 400
+    s = replace(psettings, train_min_feedback=threshold, train_new_feedback=threshold)
+    rng = demo.random.Random(21)
+    corpus = demo.insert_corpus(db, rng)
+    qids, rids = list(corpus.query_ids.values()), list(corpus.resource_ids.values())
+    now = datetime.now(UTC)
+    ids = db.inferences.insert_many(
+        [{"query_id": rng.choice(qids), "resource_id": rng.choice(rids), "created_at": now} for _ in range(5000)]
+    ).inserted_ids
+    writing_done = threading.Event()
+
+    def writer():
+        client = connect(s)
+        for inference_id in ids:
+            demo.give_feedback(client, inference_id, "like" if rng.random() < 0.5 else "dislike")
+        writing_done.set()
+
+    def stand_in_worker():
+        while not (writing_done.is_set() and settled.is_set()):
+            for job in db.training_jobs.find({"status": "queued", "sent_at": {"$ne": None}}):
+                jobs.finish_job(db, job["_id"], jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+            time.sleep(0.05)
+
+    settled = threading.Event()
+    log = open(tmp_path / "producer.log", "ab")  # noqa: SIM115
+    threads = [threading.Thread(target=writer, daemon=True), threading.Thread(target=stand_in_worker, daemon=True)]
+    proc = _spawn_producer(s, log)
+    kills = 0
+    for thread in threads:
+        thread.start()
+    try:
+        while not writing_done.is_set():
+            time.sleep(rng.uniform(0.5, 2.5))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            time.sleep(rng.uniform(0.0, 0.5))  # writes go on while no producer runs
+            proc = _spawn_producer(s, log)
+        # Let the last producer catch up: no job still queued, and the state read after the last write.
+        assert wait_for(lambda: db.training_jobs.count_documents({"status": "queued"}) == 0, timeout=60)
+        time.sleep(3)
+        assert wait_for(lambda: db.training_jobs.count_documents({"status": "queued"}) == 0, timeout=60)
+    finally:
+        settled.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+    made = list(db.training_jobs.find().sort("created_at", 1))
+    watermarks = [j["trigger"]["watermark"] for j in made]
+    assert kills >= 3 and len(made) >= 2
+    previous = None
+    for watermark in watermarks:
+        window = {"feedback_at": {"$gt": previous, "$lte": watermark} if previous else {"$lte": watermark}}
+        assert db.inferences.count_documents(window) >= threshold, (previous, watermark)
+        previous = watermark
+    assert db.inferences.count_documents({"feedback_at": {"$gt": previous}}) < threshold  # nothing missed
+    messages = [json.loads(m)["headers"]["id"] for m in queue.lrange("training", 0, -1)]
+    assert set(messages) == {j["_id"] for j in made}
+    assert len(messages) - len(set(messages)) <= kills
