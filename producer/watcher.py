@@ -152,6 +152,12 @@ class Producer:
         log.info("producer stopped")
 
     def _watch(self, resume_token: dict | None) -> None:
+        try:
+            self._follow(resume_token)
+        finally:
+            self.watching.clear()
+
+    def _follow(self, resume_token: dict | None) -> None:
         await_ms = int(AWAIT_S * 1000)
         with self.db[INFERENCES].watch(WATCH_PIPELINE, resume_after=resume_token, max_await_time_ms=await_ms) as stream:
             saved, pending, last_eval, newest = resume_token, 0, time.monotonic(), None
@@ -162,26 +168,12 @@ class Producer:
                 # large batches: one small getMore per event costs the server more than the writes do.
                 if pending:
                     self.stop_event.wait(max(0.0, last_eval + gap - time.monotonic()))
-                # Read what has piled up, not the tail: under steady writes every getMore would return
-                # the one event written meanwhile, so a drain makes at most MAX_FETCHES round trips.
-                drain_until, fetches = time.monotonic() + gap, 0
-                while time.monotonic() < drain_until and not self.stop_event.is_set():
-                    if not is_buffered(stream):
-                        if fetches == MAX_FETCHES:
-                            break
-                        fetches += 1
-                    asked = time.monotonic()
-                    change = stream.try_next()  # waits up to AWAIT_S on an empty stream
-                    if change is None:
-                        # An empty batch back early means writes elsewhere moved the server's clock; asking
-                        # again at once would cost the server one getMore per write anywhere.
-                        if not pending:
-                            self.stop_event.wait(max(0.0, AWAIT_S - (time.monotonic() - asked)))
-                        break
-                    self.events_seen += 1
-                    pending += 1
-                    newest = change.get("wallTime") or newest
-                    if change["operationType"] == "invalidate":
+                changes = self._drain(stream, budget_s=gap, idle=not pending)
+                self.events_seen += len(changes)
+                pending += len(changes)
+                if changes:
+                    newest = changes[-1].get("wallTime") or newest
+                    if changes[-1]["operationType"] == "invalidate":
                         log.warning("change stream invalidated; recounting")
                         self.evaluate()
                         save_state(self.db, resume_token=None)
@@ -203,7 +195,28 @@ class Producer:
                     save_state(self.db, resume_token=token, events_seen=self.events_seen)
                     saved = token
 
-        self.watching.clear()
+    def _drain(self, stream: Any, *, budget_s: float, idle: bool) -> list[dict]:
+        """The events that have piled up, not the tail: under steady writes every getMore would return the
+        one event written meanwhile, so a drain makes at most MAX_FETCHES round trips in `budget_s`."""
+        changes: list[dict] = []
+        until, fetches = time.monotonic() + budget_s, 0
+        while time.monotonic() < until and not self.stop_event.is_set():
+            if not is_buffered(stream):
+                if fetches == MAX_FETCHES:
+                    break
+                fetches += 1
+            asked = time.monotonic()
+            change = stream.try_next()  # waits up to AWAIT_S on an empty stream
+            if change is None:
+                # An empty batch back early means writes elsewhere moved the server's clock; asking again
+                # at once would cost the server one getMore per write anywhere.
+                if idle and not changes:
+                    self.stop_event.wait(max(0.0, AWAIT_S - (time.monotonic() - asked)))
+                break
+            changes.append(change)
+            if change["operationType"] == "invalidate":
+                break
+        return changes
 
     def stop(self) -> None:
         self.stop_event.set()

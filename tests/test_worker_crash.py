@@ -62,13 +62,23 @@ def pool_children(pid):
     return [int(p) for p in out]
 
 
-def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, crash_settings, tmp_path):
-    """The OOM killer's case: the child dies, the worker survives and gets the message back at once."""
-    demo.seed_feedback(db, seed=3)
-    job_id = request_training(reason="crash drill", settings=crash_settings)
-    worker = start_worker(crash_settings, tmp_path / "worker.log", name="w1")
+def job_in_training(db, settings, log_path, seed):
+    """Feedback, a job sent through the outbox, and a worker that has started training it."""
+    demo.seed_feedback(db, seed=seed)
+    job_id = request_training(reason="crash drill", settings=settings)
+    worker = start_worker(settings, log_path, name="w1")
     try:
         wait_for_job(db, job_id, training, timeout=180)
+    except BaseException:
+        stop_worker(worker)
+        raise
+    return job_id, worker
+
+
+def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, crash_settings, tmp_path):
+    """The OOM killer's case: the child dies, the worker survives and gets the message back at once."""
+    job_id, worker = job_in_training(db, crash_settings, tmp_path / "worker.log", seed=3)
+    try:
         children = pool_children(worker.pid)
         assert len(children) == 1, children
         os.kill(children[0], signal.SIGKILL)
@@ -85,14 +95,9 @@ def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, cra
 
 def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_timeout(db, crash_settings, tmp_path):
     """The power-loss case: the whole worker dies; its unacked message goes to a worker started later."""
-    demo.seed_feedback(db, seed=4)
-    job_id = request_training(reason="crash drill", settings=crash_settings)
-    first = start_worker(crash_settings, tmp_path / "w1.log", name="w1")
-    try:
-        wait_for_job(db, job_id, training, timeout=180)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    job_id, first = job_in_training(db, crash_settings, tmp_path / "w1.log", seed=4)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
     killed_at = time.monotonic()
     assert jobs.get_job(db, job_id)["status"] == "running"
     second = start_worker(crash_settings, tmp_path / "w2.log", name="w2")
