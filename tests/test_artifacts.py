@@ -6,7 +6,13 @@ import threading
 import pytest
 
 from eduranker.errors import UnknownVersion
-from worker.artifacts import champion_target, point_champion, staged_version_dir, version_dir
+from worker.artifacts import (
+    ABANDONED_AFTER_S,
+    champion_target,
+    point_champion,
+    staged_version_dir,
+    version_dir,
+)
 
 
 def test_a_version_folder_appears_only_when_complete(tmp_path):
@@ -25,6 +31,20 @@ def test_a_failed_write_leaves_no_version_folder(tmp_path):
         raise RuntimeError("disk full")
     assert not version_dir(tmp_path, "v0002").exists()
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_staging_left_by_a_killed_worker_is_removed_by_the_next_write_once_abandoned(tmp_path):
+    old, recent = tmp_path / ".staging" / "v0001-dead", tmp_path / ".staging" / "v0002-live"
+    for folder in (old, recent):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_text("half")
+    long_ago = old.stat().st_mtime - ABANDONED_AFTER_S - 60
+    os.utime(old, (long_ago, long_ago))
+    with staged_version_dir(tmp_path, "v0003") as folder:
+        (folder / "weights").write_text("w")
+    assert not old.exists()
+    assert recent.exists()  # possibly another worker writing right now
+    assert version_dir(tmp_path, "v0003").exists()
 
 
 @pytest.mark.parametrize("name", ["../etc", "v0001/../../x", "/abs", "v1", "champion", "v0001 "])

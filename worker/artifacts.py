@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +38,28 @@ def relative_artifact_path(version: str) -> str:
     return f"versions/{checked_version(version)}"
 
 
+# A staging folder this old belonged to a worker killed while writing (no job runs for a day).
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def remove_abandoned_staging(models_dir: str | Path, now: float | None = None) -> list[str]:
+    """Delete staging folders left by workers killed mid-write; returns their names."""
+    staging_root = Path(models_dir) / ".staging"
+    now = time.time() if now is None else now
+    removed = []
+    for folder in staging_root.iterdir() if staging_root.is_dir() else ():
+        if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
     """Yield an empty staging folder; on clean exit it is renamed to versions/<version>, else removed."""
     root = Path(models_dir)
     final = version_dir(root, version)
+    remove_abandoned_staging(root)
     staging = root / ".staging" / f"{version}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
