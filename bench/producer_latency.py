@@ -128,12 +128,13 @@ def fake_worker(settings: Settings, stop: threading.Event, received: dict) -> No
         jobs.finish_job(db, job_id, jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
 
 
-def sample_lag(settings: Settings, stop: threading.Event, wall_offset: float, lags: list) -> None:
+def sample_lag(settings: Settings, stop: threading.Event, lags: list) -> None:
+    """Now minus the wall time of the newest event the producer evaluated (server and bench share a clock)."""
     db = connect(settings)
     while not stop.is_set():
         seen = load_state(db).get("last_event_wall_time")
         if seen is not None:
-            lags.append(time.time() - seen.replace(tzinfo=UTC).timestamp() - wall_offset)
+            lags.append(time.time() - seen.replace(tzinfo=UTC).timestamp())
         stop.wait(0.1)
 
 
@@ -142,18 +143,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def crossing_times(writes: list, job_watermarks: list, every: int, first: int) -> list[float]:
-    """When each job's threshold was reached: the acknowledgement of the n-th feedback after the
-    previous job's watermark (n = `first` for the first job, `every` after)."""
+def crossing_times(writes: list, job_watermarks: list, every: int) -> list[float]:
+    """When each job's threshold was reached: the acknowledgement of the `every`-th feedback after the
+    previous job's watermark (the first job's threshold is the same in this benchmark)."""
     writes = sorted(writes, key=lambda w: w[1])
     stamps = [w[1] for w in writes]
     times = []
     previous = None
     for watermark in job_watermarks:
         start = 0 if previous is None else bisect_right(stamps, previous)
-        need = first if previous is None else every
         after = sorted(w[0] for w in writes[start:])
-        times.append(after[need - 1] if len(after) >= need else float("nan"))
+        times.append(after[every - 1] if len(after) >= every else float("nan"))
         previous = watermark
     return times
 
@@ -223,12 +223,11 @@ def main() -> int:
     deadline = time.monotonic() + 30
     while load_state(db).get("resume_token") is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    # wallTime in change events is the server's clock; here both run on this machine.
     stop = threading.Event()
     received: dict[str, list[float]] = {}
     lags: list[float] = []
     helpers = [threading.Thread(target=fake_worker, args=(settings, stop, received), daemon=True),
-               threading.Thread(target=sample_lag, args=(settings, stop, 0.0, lags), daemon=True)]  # fmt: skip
+               threading.Thread(target=sample_lag, args=(settings, stop, lags), daemon=True)]  # fmt: skip
     for thread in helpers:
         thread.start()
 
@@ -247,7 +246,7 @@ def main() -> int:
     writes = [w for log in logs for w in log]
     made = list(db[TRAINING_JOBS].find().sort("created_at", 1))
     watermarks = [j["trigger"]["watermark"].replace(tzinfo=UTC) for j in made]
-    crossings = crossing_times(writes, watermarks, args.every, args.every)
+    crossings = crossing_times(writes, watermarks, args.every)
     latencies = [received[j["_id"]][0] - t for j, t in zip(made, crossings, strict=True) if j["_id"] in received]
     latencies = [x for x in latencies if x == x]
     duplicates = sum(len(v) - 1 for v in received.values())

@@ -12,17 +12,21 @@ from eduranker.store.connection import INFERENCES
 LABELS = {"like": 1.0, "dislike": 0.0}
 
 
-def _window(label: str, since: datetime | None) -> list[dict[str, Any]]:
-    """Feedback `label` set after `since`: by feedback_at, or by created_at for inserts without one.
+def _set_when(label: str, when: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(filter, time field) pairs for feedback `label` set at `when`: by feedback_at, or by created_at for
+    inserts without one. Each filter fixes the label first, so it is one range of the `feedback_window`
+    index."""
+    return [
+        ({"feedback": label, "feedback_at": when}, "feedback_at"),
+        ({"feedback": label, "feedback_at": None, "created_at": when}, "created_at"),
+    ]
 
-    Each filter fixes the label first, so it is one range of the `feedback_window` index.
-    """
+
+def _window(label: str, since: datetime | None) -> list[dict[str, Any]]:
+    """Filters for feedback `label` set after `since` (all of it without one)."""
     if since is None:
         return [{"feedback": label}]
-    return [
-        {"feedback": label, "feedback_at": {"$gt": since}},
-        {"feedback": label, "feedback_at": None, "created_at": {"$gt": since}},
-    ]
+    return [query for query, _ in _set_when(label, {"$gt": since})]
 
 
 def count_usable_feedback(db: Database, since: datetime | None = None, *, cap: int | None = None) -> dict[str, int]:
@@ -50,10 +54,7 @@ def latest_feedback_at(db: Database, since: datetime | None = None) -> datetime 
     after = {"$gt": since} if since is not None else {"$type": "date"}
     newest = None
     for label in LABELS:
-        for query, key in (
-            ({"feedback": label, "feedback_at": after}, "feedback_at"),
-            ({"feedback": label, "feedback_at": None, "created_at": after}, "created_at"),
-        ):
+        for query, key in _set_when(label, after):
             doc = db[INFERENCES].find_one(query, {key: 1}, sort=[(key, -1)])
             if doc is not None and (newest is None or doc[key] > newest):
                 newest = doc[key]
