@@ -36,6 +36,10 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "task_time_limit": hard_limit,
         # The soft limit raises inside the task first, so the job is recorded as failed before the kill.
         "task_soft_time_limit": hard_limit - min(60, max(1, hard_limit // 10)),
+        # On SIGTERM (with REMAP_SIGTERM=SIGQUIT, set where workers start) a job gets this long to end,
+        # then the worker cancels it: the job's run hands it back and the message is restored to the queue,
+        # so another worker starts it at once instead of after the visibility timeout.
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_seconds,
         # A fresh child per job returns all model and GPU memory to the system between jobs.
         "worker_max_tasks_per_child": 1,
         # STARTED and PROGRESS states, task events and extended results are what Flower shows live.

@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eduranker.localservers import mongo_url, secantus_server  # noqa: E402
+from eduranker.pipeline.pairs import build_snapshot, clean_text  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes  # noqa: E402
 from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES  # noqa: E402
 from eduranker.store.snapshot import iter_feedback_rows  # noqa: E402
-from worker.pairs import build_snapshot, clean_text  # noqa: E402
 
 WORDS = [
     "cell",

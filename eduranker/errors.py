@@ -35,3 +35,24 @@ class JobNotFound(PermanentError):
 
 class AccessDenied(PermanentError):
     """MongoDB refused the credentials (or their rights): retrying with the same ones cannot help."""
+
+
+class VersionUnusable(UnknownVersion):
+    """A registered version whose artifacts are missing or do not load: nothing may point at it."""
+
+
+class Refused(PermanentError):
+    """An operator's request that would break a promise of the registry (promote a rejected version
+    without --force, roll back with nothing to roll back to)."""
+
+
+class StaleCandidate(PermanentError):
+    """The champion changed while a candidate trained: its gate judged it against another model."""
+
+
+class Superseded(EduRankerError):
+    """This run no longer owns its job (another attempt took it over): it stops and writes nothing."""
+
+
+class HandedBack(EduRankerError):
+    """The worker is shutting down: the job was handed back to the queue for another worker."""

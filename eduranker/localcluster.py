@@ -36,7 +36,8 @@ FLOWER_USER, FLOWER_PASSWORD = "admin", "eduranker"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # REMAP_SIGTERM: SIGTERM starts Celery's soft shutdown (a stopping worker hands its job back).
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", REMAP_SIGTERM="SIGQUIT")
     env.update({f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)})
     return env
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from celery import Celery
+from kombu.exceptions import OperationalError
+from pymongo.database import Database
 
 import celeryconfig
 from celeryconfig import TASK_NAME, TRAINING_QUEUE
 from eduranker.settings import Settings
+from eduranker.store import jobs
 
-__all__ = ["TASK_NAME", "TRAINING_QUEUE", "make_celery", "send_training_job"]
+log = logging.getLogger(__name__)
+
+__all__ = ["TASK_NAME", "TRAINING_QUEUE", "make_celery", "send_training_job", "send_unsent", "send_with_retry"]
 
 
 def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
@@ -26,3 +34,28 @@ def send_training_job(app: Celery, job_id: str) -> None:
     app.send_task(
         TASK_NAME, kwargs={"job_id": job_id}, task_id=job_id, queue=TRAINING_QUEUE, retry=True, ignore_result=True
     )
+
+
+def send_with_retry(app: Celery, db: Database, job_id: str, *, max_wait_s: float | None = None) -> bool:
+    """Send until the broker takes it (backoff up to 30 s), then mark it sent. False only if
+    `max_wait_s` ran out: the job stays recorded and unsent, and the next pass sends it."""
+    delay, started = 0.5, time.monotonic()
+    while True:
+        try:
+            send_training_job(app, job_id)
+            jobs.mark_sent(db, job_id)
+            return True
+        except (OperationalError, ConnectionError, OSError) as exc:
+            if max_wait_s is not None and time.monotonic() - started + delay > max_wait_s:
+                log.warning("broker unreachable; job %s stays recorded and unsent: %s", job_id, exc)
+                return False
+            log.warning("broker unreachable (%s); retrying job %s in %.1f s", exc, job_id, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def send_unsent(app: Celery, db: Database, *, max_wait_s: float | None = None) -> list[str]:
+    """Move a waiting job into a free slot, then send every queued job not yet sent (a crash between
+    insert and send, a hand-back, a resend): the outbox's one sending pass."""
+    jobs.advance_waiting(db)
+    return [job["_id"] for job in jobs.unsent_jobs(db) if send_with_retry(app, db, job["_id"], max_wait_s=max_wait_s)]

@@ -1,11 +1,17 @@
-"""One typed settings object, read from the environment once and passed explicitly."""
+"""One typed settings object, read from the environment once, validated, and passed explicitly."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting with a value outside what it accepts; the message names the variable and the value."""
 
 
 def _parse_bool(raw: str) -> bool:
@@ -14,7 +20,7 @@ def _parse_bool(raw: str) -> bool:
         return True
     if value in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"not a boolean: {raw!r}")
+    raise ValueError("expected true/false (1/0, yes/no, on/off)")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,6 @@ class Settings:
     freeze_embeddings: bool = True
     seed: int = 42
     min_feedback: int = 10
-    min_improvement: float = 0.005
     test_fraction: float = 0.2
     warm_start: bool = False
     max_text_chars: int = 4000
@@ -49,14 +54,36 @@ class Settings:
     job_heartbeat_seconds: float = 15.0
     worker_gpu: str = ""
     torch_threads: int = 0  # 0 = one per available core
+    # On SIGTERM a worker lets a job run this long, then hands it back for another worker (README).
+    worker_soft_shutdown_seconds: float = 10.0
+
+    # The gate (README "The gate": these defaults were chosen by bench/gate_noise.py).
+    min_improvement: float = 0.005
+    gate_confidence: float = 0.95
+    gate_bootstrap_samples: int = 1000
+    min_heldout_pairs: int = 40
+    min_heldout_queries: int = 8
+    gate_max_regression: float = 0.02
 
     # Producer thresholds.
-    train_min_feedback: int = 50
+    train_min_feedback: int = 250
     train_min_minority: float = 0.2
     train_new_feedback: int = 100
     train_cooldown_seconds: float = 600.0
+    auto_retry_limit: int = 3
+    producer_lease_seconds: float = 15.0
+    job_resend_after_seconds: float = 300.0
+    job_max_resends: int = 3
 
-    # Timings derived from the two above, in one place so that broker, worker and producer agree.
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = _CHECKS.get(f.name)
+            value = getattr(self, f.name)
+            problem = _type_problem(f.type, value) or (check(value) if check else None)
+            if problem:
+                raise SettingsError(f"{f.name.upper()}={value!r}: {problem}")
+
+    # Timings derived from the ones above, in one place so that broker, worker and producer agree.
     @property
     def redelivery_after_s(self) -> float:
         """Redis visibility timeout: an unacked job message is handed out again after this long."""
@@ -64,25 +91,26 @@ class Settings:
 
     @property
     def job_stale_after_s(self) -> float:
+        """Silence after which another delivery of a running job may take it over."""
         return 4 * self.job_heartbeat_seconds
 
     @property
-    def job_dead_after_s(self) -> float:
-        """Silence after which a running job is failed: its redelivery has had its chance by then."""
-        return self.redelivery_after_s + 2 * self.job_stale_after_s
+    def job_requeue_after_s(self) -> float:
+        """Silence after which the producer hands a running job back to the queue (its worker is gone)."""
+        return 2 * self.job_stale_after_s
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(field.name.upper())
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
             if raw is None:
                 continue
             try:
-                values[field.name] = _coerce(field.type, raw)
+                values[f.name] = _coerce(f.type, raw)
             except ValueError as exc:
-                raise ValueError(f"{field.name.upper()}={raw!r}: {exc}") from None
+                raise SettingsError(f"{f.name.upper()}={raw!r}: {exc}") from None
         values.update(overrides)
         return cls(**values)
 
@@ -102,7 +130,100 @@ def _coerce(type_name: Any, raw: str) -> Any:
     if name == "bool":
         return _parse_bool(raw)
     if name == "int":
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
     if name == "float":
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
     return raw
+
+
+def _type_problem(type_name: Any, value: Any) -> str | None:
+    name = type_name if isinstance(type_name, str) else type_name.__name__
+    if name == "bool" and not isinstance(value, bool):
+        return "expected true or false"
+    if name == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return "expected a whole number"
+    if name == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "expected a number"
+        if not math.isfinite(value):
+            return "expected a finite number"
+    if name == "str" and not isinstance(value, str):
+        return "expected text"
+    return None
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _above(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v > low else f"must be greater than {low:g}"
+
+
+def _between(low: float, high: float, *, open_low: bool = True, open_high: bool = True) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        ok_low = v > low if open_low else v >= low
+        ok_high = v < high if open_high else v <= high
+        if ok_low and ok_high:
+            return None
+        return f"must be {'>' if open_low else '≥'} {low:g} and {'<' if open_high else '≤'} {high:g}"
+
+    return check
+
+
+def _url(*schemes: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v.startswith(schemes) else f"must start with {' or '.join(schemes)}"
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "mongodb_url": _url("mongodb://", "mongodb+srv://"),
+    "mongodb_db": lambda v: None if v and not set(v) & set('/\\. "$') else "must be a database name",
+    "celery_broker_url": _url("redis://", "rediss://", "amqp://", "sentinel://"),
+    "celery_result_backend": _url("redis://", "rediss://", "rpc://", "db+"),
+    "models_dir": lambda v: None if v else "must name a folder",
+    "base_model_name": lambda v: None if v else "must name a model",
+    "num_epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "learning_rate": _between(0, 1),
+    "head_learning_rate": _between(0, 1),
+    "max_length": _between(8, 8192, open_low=False, open_high=False),
+    "seed": _at_least(0),
+    "min_feedback": _at_least(2),
+    "test_fraction": _between(0.05, 0.5, open_low=False, open_high=False),
+    "max_text_chars": _at_least(1),
+    "eval_batch_size": _at_least(1),
+    "task_time_limit": _at_least(30),
+    "job_heartbeat_seconds": _between(0.1, 600, open_low=False, open_high=False),
+    "worker_gpu": lambda v: None if v == "" or v.isdigit() else "must be a GPU index (digits) or empty",
+    "torch_threads": _at_least(0),
+    "worker_soft_shutdown_seconds": _at_least(0),
+    "min_improvement": _between(0, 1, open_low=False),
+    "gate_confidence": _between(0.5, 1),
+    "gate_bootstrap_samples": _at_least(100),
+    "min_heldout_pairs": _at_least(4),
+    "min_heldout_queries": _at_least(2),
+    "gate_max_regression": _between(0, 1, open_low=False),
+    "train_min_feedback": _at_least(2),
+    "train_min_minority": _between(0, 0.5, open_low=False, open_high=False),
+    "train_new_feedback": _at_least(1),
+    "train_cooldown_seconds": _at_least(0),
+    "auto_retry_limit": _at_least(0),
+    "producer_lease_seconds": _between(1, 3600, open_low=False, open_high=False),
+    "job_resend_after_seconds": _at_least(1),
+    "job_max_resends": _at_least(0),
+}
+
+
+def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """For entry points: the settings, or exit status 2 with one line naming the bad variable."""
+    try:
+        return Settings.from_env(environ)
+    except SettingsError as exc:
+        print(f"invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -6,14 +6,14 @@ import logging
 import signal
 
 from eduranker.queue import make_celery
-from eduranker.settings import Settings
+from eduranker.settings import load_or_exit
 from eduranker.store import connect
 from producer.watcher import Producer
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s producer: %(message)s")
-    settings = Settings.from_env()
+    settings = load_or_exit()
     producer = Producer(settings, connect(settings), make_celery(settings, "eduranker-producer"))
     # SIGTERM (docker stop, Ctrl-C) ends the loop after the current evaluation; state is already saved.
     signal.signal(signal.SIGTERM, lambda *_: producer.stop())

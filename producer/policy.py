@@ -1,4 +1,4 @@
-"""Should we train now? A pure function of counts, the last job, the thresholds and the clock."""
+"""Should we train now? A pure function of counts, the job history, the thresholds and the clock."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_feedback: int = 50
+    min_feedback: int = 250
     min_minority: float = 0.2
     new_feedback: int = 100
     cooldown_seconds: float = 600.0
+    retry_limit: int = 3
 
 
 @dataclass(frozen=True)
@@ -31,51 +32,83 @@ class FeedbackCounts:
 
 
 @dataclass(frozen=True)
-class LastJob:
+class FailedChain:
+    """The newest automatic job failed (or was cancelled): `failures` runs of its trigger so far."""
+
     job_id: str
-    status: str
-    created_at: datetime
-    watermark: datetime | None
+    watermark: datetime
+    failures: int
+    last_failed_at: datetime
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    active: tuple[str, str] | None = None  # (job id, status) of the one active job
+    last_created_at: datetime | None = None  # newest job of any kind: the cooldown runs from it
+    window_since: datetime | None = None  # feedback after this counts; None: no model yet
+    failed: FailedChain | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
     train: bool
     reason: str
+    retry_of: FailedChain | None = None
 
 
-def waiting_reason(last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> str | None:
+def retry_due_at(chain: FailedChain, thresholds: Thresholds) -> float:
+    """Seconds after the last failure when the next retry may start: the cooldown, doubling each time."""
+    return thresholds.cooldown_seconds * 2 ** (chain.failures - 1)
+
+
+def waiting_reason(history: JobHistory, thresholds: Thresholds, now: datetime) -> str | None:
     """Why no job may start now whatever the counts (an active job, the cooldown); None if one may."""
-    if last_job is not None and last_job.status in ("queued", "running"):
-        return f"not yet: job {last_job.job_id} is {last_job.status}"
-    if last_job is not None:
-        waited = (now - last_job.created_at).total_seconds()
+    if history.active is not None:
+        job_id, status = history.active
+        return f"waiting: job {job_id} is {status}"
+    if history.last_created_at is not None:
+        waited = (now - history.last_created_at).total_seconds()
         if waited < thresholds.cooldown_seconds:
             left = thresholds.cooldown_seconds - waited
-            return f"not yet: cooldown, {left:.0f} s left after job {last_job.job_id}"
+            return f"waiting: cooldown, {left:.0f} s left"
     return None
 
 
-def is_first_model(last_job: LastJob | None) -> bool:
-    return last_job is None or last_job.watermark is None
+def retry_decision(history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision | None:
+    """A decision about retrying a failed automatic job, or None when there is nothing to retry."""
+    chain = history.failed
+    if chain is None or chain.failures > thresholds.retry_limit:
+        return None
+    left = retry_due_at(chain, thresholds) - (now - chain.last_failed_at).total_seconds()
+    attempt = f"retry {chain.failures}/{thresholds.retry_limit} of failed job {chain.job_id}"
+    if left > 0:
+        return Decision(False, f"waiting: {attempt} in {left:.0f} s")
+    return Decision(True, attempt, retry_of=chain)
 
 
-def decide(counts: FeedbackCounts, last_job: LastJob | None, thresholds: Thresholds, now: datetime) -> Decision:
-    waiting = waiting_reason(last_job, thresholds, now)
+def is_first_model(history: JobHistory) -> bool:
+    return history.window_since is None
+
+
+def decide(counts: FeedbackCounts, history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision:
+    waiting = waiting_reason(history, thresholds, now)
     if waiting is not None:
         return Decision(False, waiting)
+    retry = retry_decision(history, thresholds, now)
+    if retry is not None:
+        return retry
 
-    if is_first_model(last_job):
+    if is_first_model(history):
         progress = f"{counts.total}/{thresholds.min_feedback} feedbacks, minority {counts.minority_share:.2f}"
         if counts.total < thresholds.min_feedback:
-            return Decision(False, f"not yet: {progress}")
+            return Decision(False, f"first model at {thresholds.min_feedback} feedbacks: {progress}")
         if counts.likes == 0 or counts.dislikes == 0:
-            return Decision(False, f"not yet: only one class ({progress})")
+            return Decision(False, f"first model: only one class ({progress})")
         if counts.minority_share < thresholds.min_minority:
-            return Decision(False, f"not yet: {progress} < {thresholds.min_minority}")
+            return Decision(False, f"first model: {progress} < {thresholds.min_minority}")
         return Decision(True, f"first model: {progress}")
 
-    progress = f"{counts.total}/{thresholds.new_feedback} new feedbacks since last job"
+    progress = f"{counts.total}/{thresholds.new_feedback} new feedbacks"
     if counts.total < thresholds.new_feedback:
-        return Decision(False, f"not yet: {progress}")
+        return Decision(False, f"retrain at {thresholds.new_feedback} new feedbacks: {progress}")
     return Decision(True, f"retrain: {progress}")

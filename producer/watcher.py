@@ -9,8 +9,11 @@ not yet evaluated, and replaying is harmless: job ids derive from the feedback w
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +21,15 @@ from celery import Celery
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
+from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.connection import INFERENCES
 from eduranker.store.feedback import count_usable_feedback, latest_feedback_at
+from eduranker.store.lease import Lease
+from producer.history import read_history
 from producer.outbox import enqueue, job_id_for, send_unsent
-from producer.policy import Decision, FeedbackCounts, LastJob, Thresholds, decide, is_first_model, waiting_reason
+from producer.policy import Decision, FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
 from producer.state import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ WATCH_PIPELINE: list[dict[str, Any]] = [
 RESUME_FAILED_CODES = {9, 260, 280, 286}
 AWAIT_S = 0.25  # how long one getMore waits on the server for an event
 MAX_FETCHES = 2
+HOUSEKEEPING_S = 1.0  # requeue, resend, send and reconcile at most this often
 
 
 def is_buffered(stream: Any) -> bool:
@@ -65,64 +72,83 @@ def thresholds_from(settings: Settings) -> Thresholds:
         min_minority=settings.train_min_minority,
         new_feedback=settings.train_new_feedback,
         cooldown_seconds=settings.train_cooldown_seconds,
+        retry_limit=settings.auto_retry_limit,
     )
 
 
-def last_job_view(db: Database) -> LastJob | None:
-    job = jobs.latest_job(db)
-    if job is None:
-        return None
-    watermark = (job.get("snapshot") or {}).get("watermark") or (job.get("trigger") or {}).get("watermark")
-    return LastJob(job["_id"], job["status"], job["created_at"], watermark)
-
-
-def read_counts(db: Database, last: LastJob | None, *, cap: int | None = None) -> FeedbackCounts:
-    """Usable feedback in the trigger window: all of it before a first model, since the last job's
+def read_counts(db: Database, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
+    """Usable feedback in the trigger window: all of it before a first model, since the window's
     watermark after (counting stops at `cap`, all a retrain decision needs)."""
-    counts = count_usable_feedback(db) if is_first_model(last) else count_usable_feedback(db, last.watermark, cap=cap)
+    if is_first_model(history):
+        counts = count_usable_feedback(db)
+    else:
+        counts = count_usable_feedback(db, history.window_since, cap=cap)
     return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
+
+
+class LeaseLost(Exception):
+    """This producer no longer leads: it stops acting and stands by."""
 
 
 class Producer:
     def __init__(
-        self, settings: Settings, db: Database, app: Celery, *, idle_eval_s: float = 5.0, max_batch_s: float = 0.25
+        self,
+        settings: Settings,
+        db: Database,
+        app: Celery,
+        *,
+        idle_eval_s: float = 5.0,
+        max_batch_s: float = 0.25,
+        holder: str | None = None,
     ):
         self.settings, self.db, self.app = settings, db, app
         self.thresholds = thresholds_from(settings)
         self.idle_eval_s, self.max_batch_s = idle_eval_s, max_batch_s
         self.stop_event = threading.Event()
-        self.watching = threading.Event()  # set while a change stream is open (readiness)
+        self.watching = threading.Event()  # set while leading with a change stream open (readiness)
+        self.lease = Lease(db, holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                           settings.producer_lease_seconds)  # fmt: skip
         self.last_reason = ""
         self.events_seen = 0
         self.last_read_s = 0.0  # how long the last evaluation's reads took
+        self.housekept_at = 0.0
+
+    def housekeeping(self, now: datetime) -> None:
+        """What keeps every job moving: silent runs requeued, lost messages resent, waiting jobs moved
+        into a free slot and unsent ones sent; and the champion pointer kept in step with the registry."""
+        s = self.settings
+        for job_id in jobs.requeue_silent(self.db, silent_after_s=s.job_requeue_after_s, at=now):
+            log.warning("job %s: its worker fell silent; requeued (or failed after its last attempt)", job_id)
+        for job_id in jobs.resend_unclaimed(
+            self.db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now
+        ):
+            log.warning("job %s: not claimed %.0f s after it was sent; resending (or failed)", job_id,
+                        s.job_resend_after_seconds)  # fmt: skip
+        send_unsent(self.app, self.db, max_wait_s=2.0)
+        champion.reconcile(self.db, s.models_dir, by="producer")
+        self.housekept_at = time.monotonic()
 
     # One evaluation: counts from the database, the policy's decision, maybe one enqueue.
     def evaluate(self, now: datetime | None = None, *, events_until: datetime | None = None) -> Decision:
         """`events_until`: wall time of the newest change event this evaluation covers (for lag)."""
+        if not self.lease.keep():
+            raise LeaseLost("lease lost before an evaluation")
         now = now or jobs.now()
         began = time.monotonic()
-        jobs.reap_dead_jobs(self.db, dead_after_s=self.settings.job_dead_after_s, at=now)
-        last = last_job_view(self.db)
-        waiting = waiting_reason(last, self.thresholds, now)
-        # While a job runs or cools down no count can change the answer, so none is read.
-        counts = None if waiting else read_counts(self.db, last, cap=self.thresholds.new_feedback)
-        decision = Decision(False, waiting) if counts is None else decide(counts, last, self.thresholds, now)
+        if began - self.housekept_at >= HOUSEKEEPING_S:
+            self.housekeeping(now)
+        history = read_history(self.db, self.settings.auto_retry_limit)
+        waiting = waiting_reason(history, self.thresholds, now)
+        # While a job is active or cooling down no count can change the answer, so none is read.
+        counts = None if waiting else read_counts(self.db, history, cap=self.thresholds.new_feedback)
+        decision = Decision(False, waiting) if counts is None else decide(counts, history, self.thresholds, now)
         self.last_read_s = time.monotonic() - began
         if decision.reason != self.last_reason:
             log.info("%s", decision.reason)
             self.last_reason = decision.reason
-        if decision.train:
-            watermark = latest_feedback_at(self.db, since=last.watermark if last else None) or now
-            trigger = {
-                "reason": decision.reason,
-                "source": "producer",
-                "watermark": watermark,
-                "counts": {"like": counts.likes, "dislike": counts.dislikes},
-            }
-            job_id = job_id_for(watermark)
-            if enqueue(self.app, self.db, job_id, trigger, {}):
-                log.info("enqueued %s (%s)", job_id, decision.reason)
-        state: dict[str, Any] = {"last_decision": decision.reason, "evaluated_at": now}
+        if decision.train and counts is not None:
+            self._enqueue(decision, history, counts, now)
+        state: dict[str, Any] = {"last_decision": decision.reason, "evaluated_at": now, "leader": self.lease.holder}
         if counts is not None:
             state["counts"] = {"like": counts.likes, "dislike": counts.dislikes}
         if events_until is not None:
@@ -130,16 +156,49 @@ class Producer:
         save_state(self.db, **state)
         return decision
 
+    def _enqueue(self, decision: Decision, history: JobHistory, counts: FeedbackCounts, now: datetime) -> None:
+        if decision.retry_of is not None:
+            watermark, job_id = (
+                decision.retry_of.watermark,
+                job_id_for(decision.retry_of.watermark, decision.retry_of.failures),
+            )
+        else:
+            # A skewed client clock can date feedback in the future: such a watermark is taken as now.
+            newest = latest_feedback_at(self.db, since=history.window_since) or now
+            watermark = min(newest, now)
+            job_id = job_id_for(watermark)
+        trigger = {
+            "reason": decision.reason,
+            "source": "producer",
+            "watermark": watermark,
+            "counts": {"like": counts.likes, "dislike": counts.dislikes},
+        }
+        # The last check before a write that starts work: a producer that lost its lease stops here.
+        if not self.lease.held():
+            raise LeaseLost("lease lost before enqueue")
+        if enqueue(self.app, self.db, job_id, trigger, {}, automatic=True):
+            log.info("enqueued %s (%s)", job_id, decision.reason)
+
     def run(self) -> None:
         """Watch until stop() (SIGTERM); survives lost connections, lost history and invalidation."""
         backoff = 0.5
         ensure_indexes(self.db)
+        standby_logged = False
         while not self.stop_event.is_set():
             try:
-                send_unsent(self.app, self.db)
+                if not self.lease.acquire():
+                    if not standby_logged:
+                        log.info("standing by: another producer holds the lease")
+                        standby_logged = True
+                    self.stop_event.wait(self.lease.seconds / 3)
+                    continue
+                log.info("leading (lease %s)", self.lease.holder)
+                standby_logged = False
                 self.evaluate()
                 self._watch(load_state(self.db).get("resume_token"))
                 backoff = 0.5
+            except LeaseLost as exc:
+                log.warning("%s; standing by", exc)
             except OperationFailure as exc:
                 if exc.code not in RESUME_FAILED_CODES:
                     raise
@@ -149,6 +208,10 @@ class Producer:
                 log.warning("MongoDB unreachable (%s); retrying in %.1f s", exc, backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+        try:
+            self.lease.release()
+        except PyMongoError:
+            log.warning("could not release the lease; a standby takes over when it expires")
         log.info("producer stopped")
 
     def _watch(self, resume_token: dict | None) -> None:
@@ -164,6 +227,8 @@ class Producer:
             gap = self.max_batch_s
             self.watching.set()
             while not self.stop_event.is_set():
+                if not self.lease.keep():
+                    raise LeaseLost("lease lost while watching")
                 # Events pile up on the server until the next evaluation is due, then are read in a few
                 # large batches: one small getMore per event costs the server more than the writes do.
                 if pending:

@@ -5,14 +5,9 @@ import threading
 
 import pytest
 
-from eduranker.errors import UnknownVersion
-from worker.artifacts import (
-    ABANDONED_AFTER_S,
-    champion_target,
-    point_champion,
-    staged_version_dir,
-    version_dir,
-)
+from eduranker.errors import UnknownVersion, VersionUnusable
+from eduranker.models_dir import champion_target, check_loadable, point_champion, version_dir
+from eduranker.pipeline.artifacts import ABANDONED_AFTER_S, staged_version_dir
 
 
 def test_a_version_folder_appears_only_when_complete(tmp_path):
@@ -88,3 +83,48 @@ def test_worker_package_import_does_not_load_torch():
     code = "import sys, worker, worker.tasks; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_a_version_is_readable_by_the_search_api_under_the_operators_umask(tmp_path, umask, file_mode, dir_mode):
+    previous = os.umask(umask)
+    try:
+        with staged_version_dir(tmp_path, "v0001") as folder:
+            private = folder / "model.safetensors"
+            private.write_text("weights")
+            private.chmod(0o600)  # what safetensors leaves behind
+            (folder / "sub").mkdir()
+            (folder / "sub" / "x").write_text("x")
+    finally:
+        os.umask(previous)
+    final = version_dir(tmp_path, "v0001")
+    assert final.stat().st_mode & 0o777 == dir_mode
+    assert (final / "sub").stat().st_mode & 0o777 == dir_mode
+    for path in (final / "model.safetensors", final / "sub" / "x"):
+        assert path.stat().st_mode & 0o777 == file_mode
+
+
+def _fake_version(root, version, *, weights=b"", tokenizer=True):
+    import json
+    import struct
+
+    folder = root / "versions" / version
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (folder / "model.safetensors").write_bytes(weights or struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    if tokenizer:
+        (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_check_loadable_accepts_a_whole_version_and_names_what_is_wrong_with_a_broken_one(tmp_path):
+    assert check_loadable(tmp_path, "v0001") if _fake_version(tmp_path, "v0001") else None
+    _fake_version(tmp_path, "v0002", weights=b"garbage!")
+    _fake_version(tmp_path, "v0003", tokenizer=False)
+    with pytest.raises(VersionUnusable, match="do not load"):
+        check_loadable(tmp_path, "v0002")
+    with pytest.raises(VersionUnusable, match="no tokenizer"):
+        check_loadable(tmp_path, "v0003")
+    with pytest.raises(VersionUnusable, match="no artifacts"):
+        check_loadable(tmp_path, "v0004")

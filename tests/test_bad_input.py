@@ -8,10 +8,10 @@ import pytest
 from bson import ObjectId
 
 from eduranker import demo
+from eduranker.pipeline.pairs import build_snapshot
 from eduranker.store import jobs
 from eduranker.store.snapshot import iter_feedback_rows
 from worker.job import run_training_job
-from worker.pairs import build_snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from eduranker import cli
+from eduranker.pipeline.artifacts import staged_version_dir
 from eduranker.store import ensure_indexes, jobs, versions
-from worker.artifacts import staged_version_dir
 
 
 @pytest.fixture()

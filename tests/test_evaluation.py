@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from worker.evaluation import compute_metrics, ndcg_at_k, ranking_metrics, reciprocal_rank
+from eduranker.pipeline.evaluation import compute_metrics, ndcg_at_k, ranking_metrics, reciprocal_rank
 
 
 def test_classification_metrics_match_hand_computation():

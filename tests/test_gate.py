@@ -1,44 +1,81 @@
+"""The evidence gate: a paired bootstrap over held-out queries decides, or refuses to."""
+
+import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from worker.gate import decide_promotion
+from eduranker.pipeline.bootstrap import paired_bootstrap, weighted_auc
+from eduranker.pipeline.gate import Comparison, GateRule, decide_promotion
+
+RULE = GateRule(min_improvement=0.005, confidence=0.95, samples=1000, min_pairs=40, min_queries=8, seed=0)
 
 
-@pytest.mark.parametrize(
-    "before,after,min_improvement,promote",
-    [
-        (0.70, 0.80, 0.005, True),
-        (0.70, 0.704, 0.005, False),  # better, but not by enough
-        (0.70, 0.705, 0.005, True),  # exactly the margin
-        (0.80, 0.70, 0.005, False),  # worse
-        (0.80, 0.80, 0.0, False),  # equal is not better, even with no margin
-        (0.80, 0.8001, 0.0, True),
-        (None, 0.60, 0.005, True),  # champion undefined on these pairs
-        (0.60, None, 0.005, False),  # candidate undefined: never promote
-    ],
-)
-def test_gate_table(before, after, min_improvement, promote):
-    decision = decide_promotion({"roc_auc": before}, {"roc_auc": after}, min_improvement)
-    assert decision.promote is promote
-    assert "roc_auc" in decision.reason
+def comparison(n_queries, per_query, champion_skill, candidate_skill, seed=0, flip_candidate=False):
+    """Scores = skill × label + noise: skill 0 ranks at random, 3 almost perfectly."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile([1.0, 0.0], n_queries * per_query // 2 + 1)[: n_queries * per_query]
+    queries = [f"q{i // per_query}" for i in range(len(labels))]
+    signed = -labels if flip_candidate else labels
+    champion = champion_skill * labels + rng.normal(size=len(labels))
+    candidate = candidate_skill * signed + rng.normal(size=len(labels))
+    return Comparison(labels.tolist(), champion.tolist(), candidate.tolist(), queries)
 
 
 @pytest.mark.parametrize(
-    "champion_ref,candidate_ref,promote",
+    "heldout,reference,promote,refused,reason",
     [
-        (0.90, 0.89, True),  # within the tolerated regression
-        (0.90, 0.88, True),  # exactly the tolerance
-        (0.90, 0.87, False),
-        (0.90, 0.10, False),  # learned the opposite: swapped labels
-        (0.90, None, False),
-        (None, 0.10, True),  # no reference metric for the champion: only the new pairs decide
+        (comparison(12, 5, 0.0, 3.0), None, True, False, "lower bound clears +0.005"),
+        (comparison(12, 5, 1.0, 1.0, seed=1), None, False, False, "within the noise"),
+        (comparison(12, 5, 1.5, 1.0), None, False, False, "within the noise"),  # worse
+        (comparison(6, 4, 0.0, 3.0), None, False, True, "24 pairs from 6 queries"),
+        (comparison(20, 1, 0.0, 3.0), None, False, True, "20 pairs from 20 queries"),
+        (comparison(4, 12, 0.0, 3.0), None, False, True, "48 pairs from 4 queries"),
+        # The candidate learned the opposite on the champion's frozen pairs: rejected whatever it gains.
+        (comparison(12, 5, 0.0, 3.0), comparison(12, 5, 2.0, 2.0, flip_candidate=True), False, False, "frozen"),
+        # On the frozen pairs a candidate as good as the champion is not held back.
+        (comparison(12, 5, 0.0, 3.0), comparison(12, 5, 2.0, 2.0, seed=3), True, False, "clears"),
     ],
 )
-def test_gate_refuses_a_candidate_that_regresses_on_the_champions_pairs(champion_ref, candidate_ref, promote):
-    decision = decide_promotion(
-        {"roc_auc": 0.70},
-        {"roc_auc": 0.95},
-        0.005,
-        reference=({"roc_auc": champion_ref}, {"roc_auc": candidate_ref}),
-    )
-    assert decision.promote is promote
-    assert ("champion's held-out pairs" in decision.reason) is not promote
+def test_gate_table(heldout, reference, promote, refused, reason):
+    decision = decide_promotion(heldout, RULE, reference)
+    assert (decision.promote, decision.refused) == (promote, refused), decision.reason
+    assert reason in decision.reason
+
+
+def test_one_class_held_out_is_refused_with_a_reason():
+    c = comparison(12, 5, 0.0, 3.0)
+    decision = decide_promotion(Comparison([1.0] * 60, c.champion, c.candidate, c.queries), RULE)
+    assert decision.refused and "one class" in decision.reason
+
+
+def test_the_reason_names_the_interval_and_the_evidence_is_stored():
+    decision = decide_promotion(comparison(12, 5, 0.0, 3.0), RULE)
+    auc = decision.evidence["intervals"]["roc_auc"]
+    assert auc["low"] < auc["delta"] < auc["high"] and auc["confidence"] == 0.95
+    assert f"{auc['low']:+.4f}" in decision.reason and "60 pairs / 12 queries" in decision.reason
+    assert decision.evidence["intervals"]["ndcg@10"]["delta"] is not None
+
+
+def test_decisions_are_reproducible_and_the_seed_is_the_only_randomness():
+    c = comparison(10, 6, 0.5, 1.2, seed=7)
+    assert decide_promotion(c, RULE).evidence == decide_promotion(c, RULE).evidence
+
+
+def test_weighted_auc_equals_sklearn_with_ties_and_with_repeated_pairs():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, size=40).astype(float)  # many ties
+    positive = rng.random(40) < 0.4
+    assert weighted_auc(scores, positive, np.ones((1, 40)))[0] == pytest.approx(roc_auc_score(positive, scores))
+    counts = rng.integers(0, 3, size=40)
+    repeated = np.repeat(np.arange(40), counts)
+    expected = roc_auc_score(positive[repeated], scores[repeated])
+    assert weighted_auc(scores, positive, counts[None, :])[0] == pytest.approx(expected)
+
+
+def test_the_interval_narrows_as_queries_are_added():
+    def width(n_queries):
+        c = comparison(n_queries, 5, 1.0, 1.5)
+        auc = paired_bootstrap(c.labels, c.champion, c.candidate, c.queries, samples=500, confidence=0.95, seed=0)
+        return auc["roc_auc"].high - auc["roc_auc"].low
+
+    assert width(80) < 0.6 * width(10)

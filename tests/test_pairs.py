@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from worker.pairs import build_snapshot, classify_row, clean_text, query_key, split_pairs
+from eduranker.pipeline.pairs import build_snapshot, classify_row, clean_text, query_key, split_pairs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -2,38 +2,66 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producer.policy import FeedbackCounts, LastJob, Thresholds, decide
+from producer.policy import Decision, FailedChain, FeedbackCounts, JobHistory, Thresholds, decide
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-TH = Thresholds(min_feedback=50, min_minority=0.2, new_feedback=100, cooldown_seconds=600)
+TH = Thresholds(min_feedback=50, min_minority=0.2, new_feedback=100, cooldown_seconds=600, retry_limit=3)
 WM = NOW - timedelta(hours=2)
 
 
-def job(status="succeeded", age_s=3600, watermark=WM):
-    return LastJob("j", status, NOW - timedelta(seconds=age_s), watermark)
+def ago(seconds):
+    return NOW - timedelta(seconds=seconds)
+
+
+def after_model(age_s=3600, **kw):
+    """A model exists (a job settled with watermark WM); the newest job was created `age_s` ago."""
+    return JobHistory(last_created_at=ago(age_s), window_since=WM, **kw)
+
+
+def failed(failures, failed_s_ago, window=None, age_s=None):
+    chain = FailedChain("auto-x", WM, failures, ago(failed_s_ago))
+    created = ago(age_s if age_s is not None else failed_s_ago + 60)
+    return JobHistory(last_created_at=created, window_since=window, failed=chain)
 
 
 @pytest.mark.parametrize(
-    "likes,dislikes,last,train,reason",
+    "likes,dislikes,history,train,reason",
     [
-        (30, 19, None, False, "not yet: 49/50 feedbacks, minority 0.39"),
-        (30, 20, None, True, "first model: 50/50 feedbacks"),
-        (50, 0, None, False, "only one class"),
-        (45, 9, None, False, "minority 0.17 < 0.2"),
-        (40, 10, None, True, "minority 0.20"),
-        (50, 49, job(), False, "not yet: 99/100 new feedbacks since last job"),
-        (50, 50, job(), True, "retrain: 100/100 new feedbacks"),
-        (95, 5, job(), True, "retrain"),  # balance only gates the first model
-        (0, 100, job(), True, "retrain"),
-        (450, 450, job(age_s=599), False, "cooldown, 1 s left"),
-        (450, 450, job(age_s=600), True, "retrain"),
-        (450, 450, job(status="queued"), False, "job j is queued"),
-        (450, 450, job(status="running", age_s=99999), False, "job j is running"),
-        (60, 40, job(status="failed", watermark=None), True, "first model"),  # no snapshot yet
-        (60, 40, job(status="failed", age_s=10, watermark=None), False, "cooldown"),
+        # First model: total, both classes, balance.
+        (30, 19, JobHistory(), False, "first model at 50 feedbacks: 49/50 feedbacks, minority 0.39"),
+        (30, 20, JobHistory(), True, "first model: 50/50 feedbacks"),
+        (50, 0, JobHistory(), False, "only one class"),
+        (45, 9, JobHistory(), False, "minority 0.17 < 0.2"),
+        (40, 10, JobHistory(), True, "minority 0.20"),
+        # Retrain: new feedback since the window's watermark; balance gates only the first model.
+        (50, 49, after_model(), False, "retrain at 100 new feedbacks: 99/100"),
+        (50, 50, after_model(), True, "retrain: 100/100 new feedbacks"),
+        (0, 100, after_model(), True, "retrain"),
+        # Cooldown from the newest job of any kind, and one active job whoever recorded it.
+        (450, 450, after_model(age_s=599), False, "cooldown, 1 s left"),
+        (450, 450, after_model(age_s=600), True, "retrain"),
+        (450, 450, after_model(active=("manual-1", "queued")), False, "job manual-1 is queued"),
+        (450, 450, after_model(age_s=99999, active=("j", "running")), False, "job j is running"),
+        # A failed automatic job is retried after the cooldown, doubling: 600, 1200, 2400 s.
+        (0, 0, failed(1, 599), False, "retry 1/3 of failed job auto-x in 1 s"),
+        (0, 0, failed(1, 600), True, "retry 1/3 of failed job auto-x"),
+        (0, 0, failed(2, 1199), False, "retry 2/3 of failed job auto-x in 1 s"),
+        (0, 0, failed(3, 2400), True, "retry 3/3"),
+        # Retries spent: wait for new feedback after that trigger's watermark.
+        (50, 49, failed(4, 99999, window=WM), False, "retrain at 100 new feedbacks: 99/100"),
+        (50, 50, failed(4, 99999, window=WM), True, "retrain: 100/100"),
+        # A retry still waits for an active job and for the cooldown after the newest job.
+        (0, 0, JobHistory(active=("m", "running"), failed=FailedChain("auto-x", WM, 1, ago(9999))), False, "running"),
+        (0, 0, failed(1, 9999, age_s=10), False, "cooldown"),
     ],
 )
-def test_policy_table(likes, dislikes, last, train, reason):
-    decision = decide(FeedbackCounts(likes, dislikes), last, TH, NOW)
+def test_policy_table(likes, dislikes, history, train, reason):
+    decision = decide(FeedbackCounts(likes, dislikes), history, TH, NOW)
     assert decision.train is train
     assert reason in decision.reason
+
+
+def test_a_retry_decision_names_the_chain_it_retries():
+    decision: Decision = decide(FeedbackCounts(0, 0), failed(2, 99999), TH, NOW)
+    assert decision.train and decision.retry_of is not None
+    assert decision.retry_of.watermark == WM and decision.retry_of.failures == 2

@@ -1,16 +1,18 @@
 """Store functions against a real MongoDB-protocol server."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import UnknownVersion
+from eduranker.errors import Refused, StaleCandidate, Superseded, UnknownVersion
+from eduranker.pipeline.pairs import build_snapshot
 from eduranker.store import ensure_indexes, jobs, versions
 from eduranker.store.feedback import _window, count_usable_feedback, latest_feedback_at
+from eduranker.store.lease import Lease
 from eduranker.store.snapshot import iter_feedback_rows
-from worker.pairs import build_snapshot
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -124,30 +126,89 @@ def _register(db, version):
     versions.insert_version(db, {"version": version, "job_id": f"job-{version}"})
 
 
-def test_the_database_refuses_a_second_champion(db):
+def _promote(db, version, **kw):
+    return versions.promote(db, version, by="test", reason="test", **kw)
+
+
+def test_the_database_refuses_a_second_champion_status(db):
     ensure_indexes(db)
     _register(db, "v0001")
     _register(db, "v0002")
-    versions.set_status(db, "v0001", versions.CHAMPION)
+    _promote(db, "v0001")
     with pytest.raises(DuplicateKeyError):
-        versions.set_status(db, "v0002", versions.CHAMPION)
+        db.model_versions.update_one({"version": "v0002"}, {"$set": {"status": "champion"}})
 
 
-def test_promote_and_rollback_keep_one_champion(db):
+def test_rollback_walks_back_through_the_champions_instead_of_swapping_two(db):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003"):
         _register(db, v)
-    assert versions.promote(db, "v0001") is None
-    assert versions.promote(db, "v0002") == "v0001"
-    assert versions.promote(db, "v0003") == "v0002"
+    assert _promote(db, "v0001") is None
+    assert _promote(db, "v0002") == "v0001"
+    assert _promote(db, "v0003") == "v0002"
     assert versions.get_champion(db)["version"] == "v0003"
-    assert versions.rollback(db) == ("v0003", "v0002")
-    assert versions.rollback(db) == ("v0002", "v0001")
+    assert versions.rollback(db, by="test", reason="bad clicks") == ("v0003", "v0002")
+    assert versions.rollback(db, by="test", reason="still bad") == ("v0002", "v0001")
     assert db.model_versions.count_documents({"status": "champion"}) == 1
-    with pytest.raises(UnknownVersion, match="no previous champion"):
-        versions.rollback(db)
+    v3 = versions.get_version(db, "v0003")
+    assert v3["status"] == "rolled_back" and v3["rollback_reason"] == "bad clicks"
+    assert [h["status"] for h in v3["history"]] == ["candidate", "champion", "rolled_back"]
+    with pytest.raises(Refused, match="no previous champion"):
+        versions.rollback(db, by="test", reason="x")
     with pytest.raises(UnknownVersion):
-        versions.promote(db, "v0099")
+        _promote(db, "v0099")
+
+
+def test_a_rejected_version_needs_force_and_keeps_that_it_was_forced(db):
+    ensure_indexes(db)
+    _register(db, "v0001")
+    versions.set_status(db, "v0001", versions.REJECTED, by="job j", reason="gain within the noise")
+    with pytest.raises(Refused, match="--force"):
+        _promote(db, "v0001")
+    assert versions.read_champion(db).version is None
+    _promote(db, "v0001", force=True)
+    v1 = versions.get_version(db, "v0001")
+    assert v1["status"] == "champion" and v1["forced"] is True
+    assert [(h["status"], h.get("forced")) for h in v1["history"]][-2:] == [("rejected", None), ("champion", True)]
+
+
+def test_a_candidate_judged_against_a_champion_that_changed_is_not_promoted(db):
+    ensure_indexes(db)
+    for v in ("v0001", "v0002", "v0003"):
+        _register(db, v)
+    _promote(db, "v0001")
+    _promote(db, "v0002")  # while a job judged v0003 against v0001
+    with pytest.raises(StaleCandidate, match="from v0001 to v0002"):
+        _promote(db, "v0003", expected_champion="v0001")
+    assert versions.read_champion(db).version == "v0002"
+    versions.rollback(db, by="test", reason="x")  # back to v0001: the same champion as judged against
+    assert _promote(db, "v0003", expected_champion="v0001") == "v0001"
+
+
+def test_a_switch_from_a_stale_read_changes_nothing(db):
+    ensure_indexes(db)
+    for v in ("v0001", "v0002", "v0003"):
+        _register(db, v)
+    _promote(db, "v0001")
+    _promote(db, "v0002")
+    seen = versions.read_champion(db)
+    _promote(db, "v0003")
+    with pytest.raises(StaleCandidate):
+        versions.rollback(db, by="late operator", reason="x", seen=seen)
+    assert versions.read_champion(db).version == "v0003"
+
+
+def test_statuses_follow_the_record_after_a_crash_between_the_writes(db):
+    ensure_indexes(db)
+    for v in ("v0001", "v0002"):
+        _register(db, v)
+    _promote(db, "v0001")
+    # As if killed right after the record switched to v0002, before any status moved.
+    db.champion.update_one({"_id": "current"}, {"$set": {"version": "v0002", "chain": ["v0001", "v0002"]}})
+    assert versions.sync_statuses(db) == ["v0001", "v0002"]
+    assert versions.get_version(db, "v0001")["status"] == "retired"
+    assert versions.get_version(db, "v0002")["status"] == "champion"
+    assert versions.sync_statuses(db) == []
 
 
 def test_versions_increase(db):
@@ -155,23 +216,80 @@ def test_versions_increase(db):
 
 
 def test_job_ids_are_unique_and_claims_count_attempts(db):
-    assert jobs.create_job(db, "j1", trigger={"reason": "t"})
-    assert not jobs.create_job(db, "j1", trigger={"reason": "again"})
+    ensure_indexes(db)
+    assert jobs.create_job(db, "j1", trigger={"reason": "t"}) == "queued"
+    assert jobs.create_job(db, "j1", trigger={"reason": "again"}) is None
     assert jobs.claim_job(db, "j1", worker="w", stale_after_s=60)["attempts"] == 1
     assert jobs.claim_job(db, "j1", worker="w2", stale_after_s=60) is None  # a live run is not taken over
     db.training_jobs.update_one({"_id": "j1"}, {"$set": {"heartbeat_at": T0}})
     assert jobs.claim_job(db, "j1", worker="w2", stale_after_s=60)["attempts"] == 2  # redelivered after its worker died
-    jobs.finish_job(db, "j1", jobs.SUCCEEDED)
+    jobs.finish_job(db, "j1", 2, jobs.SUCCEEDED)
     assert jobs.claim_job(db, "j1", worker="w", stale_after_s=60) is None
 
 
-def test_reaper_marks_silent_running_jobs_failed(db):
-    jobs.create_job(db, "old", trigger={})
-    jobs.create_job(db, "fresh", trigger={})
-    jobs.claim_job(db, "old", worker="w", stale_after_s=60)
-    jobs.claim_job(db, "fresh", worker="w", stale_after_s=60)
-    db.training_jobs.update_one({"_id": "old"}, {"$set": {"heartbeat_at": T0}})
-    assert jobs.reap_dead_jobs(db, dead_after_s=60) == ["old"]
-    old = jobs.get_job(db, "old")
-    assert old["status"] == "failed" and "silent" in old["reason"]
-    assert jobs.get_job(db, "fresh")["status"] == "running"
+def test_one_active_job_automatic_ones_are_refused_and_manual_ones_wait(db):
+    ensure_indexes(db)
+    assert jobs.create_job(db, "manual-1", trigger={}) == "queued"
+    assert jobs.create_job(db, "auto-1", trigger={}, automatic=True) is None
+    assert jobs.get_job(db, "auto-1") is None
+    assert jobs.create_job(db, "manual-2", trigger={}) == "waiting"
+    assert jobs.advance_waiting(db) is None  # the slot is taken
+    claimed = jobs.claim_job(db, "manual-1", worker="w", stale_after_s=60)
+    jobs.finish_job(db, "manual-1", claimed["attempts"], jobs.SUCCEEDED)
+    assert jobs.advance_waiting(db) == "manual-2"
+    assert jobs.get_job(db, "manual-2")["status"] == "queued"
+    assert db.training_jobs.count_documents({"active": True}) == 1
+
+
+def test_a_superseded_run_changes_nothing(db):
+    ensure_indexes(db)
+    jobs.create_job(db, "j", trigger={})
+    first = jobs.claim_job(db, "j", worker="old", stale_after_s=60)["attempts"]
+    db.training_jobs.update_one({"_id": "j"}, {"$set": {"heartbeat_at": T0}})  # old run went silent
+    second = jobs.claim_job(db, "j", worker="new", stale_after_s=60)["attempts"]
+    before = jobs.get_job(db, "j")
+    assert not jobs.heartbeat(db, "j", first)
+    with pytest.raises(Superseded):
+        jobs.update_job(db, "j", first, progress={"stage": "train"})
+    with pytest.raises(Superseded):
+        jobs.finish_job(db, "j", first, jobs.SUCCEEDED, version="v0009")
+    assert not jobs.hand_back(db, "j", first, "stopping")
+    assert jobs.get_job(db, "j") == before
+    jobs.finish_job(db, "j", second, jobs.REJECTED)
+    assert jobs.get_job(db, "j")["status"] == "rejected"
+
+
+def test_unclaimed_jobs_are_resent_then_failed_and_silent_runs_requeued(db):
+    ensure_indexes(db)
+    at = T0 + timedelta(hours=1)
+    jobs.create_job(db, "lost", trigger={}, sent=True)
+    db.training_jobs.update_one({"_id": "lost"}, {"$set": {"sent_at": T0}})
+    assert jobs.resend_unclaimed(db, after_s=300, max_sends=2, at=at) == ["lost"]
+    assert [j["_id"] for j in jobs.unsent_jobs(db)] == ["lost"]
+    for sends in (2, 3):
+        jobs.mark_sent(db, "lost")
+        db.training_jobs.update_one({"_id": "lost"}, {"$set": {"sent_at": T0}})
+        assert jobs.get_job(db, "lost")["sends"] == sends
+        jobs.resend_unclaimed(db, after_s=300, max_sends=2, at=at)
+    lost = jobs.get_job(db, "lost")
+    assert lost["status"] == "failed" and "no worker claimed it" in lost["reason"] and "active" not in lost
+
+    jobs.create_job(db, "silent", trigger={})
+    attempt = jobs.claim_job(db, "silent", worker="w", stale_after_s=60)["attempts"]
+    assert jobs.requeue_silent(db, silent_after_s=120) == []
+    db.training_jobs.update_one({"_id": "silent"}, {"$set": {"heartbeat_at": T0}})
+    assert jobs.requeue_silent(db, silent_after_s=120) == ["silent"]
+    silent = jobs.get_job(db, "silent")
+    assert silent["status"] == "queued" and silent["sent_at"] is None and "requeued" in silent["reason"]
+    assert not jobs.heartbeat(db, "silent", attempt)  # the silent run, if it wakes, is fenced out
+
+
+def test_the_lease_has_one_holder_and_passes_on_only_after_expiry_or_release(db):
+    a, b = Lease(db, "a", 1.0), Lease(db, "b", 1.0)
+    assert a.acquire() and a.held()
+    assert not b.acquire()
+    time.sleep(1.1)  # a stalls past its lease
+    assert not a.held()
+    assert b.acquire() and not a.acquire()
+    b.release()
+    assert a.acquire()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
+from pymongo.errors import PyMongoError
 
+from eduranker import champion
 from eduranker.queue import make_celery
-from eduranker.settings import Settings
+from eduranker.settings import load_or_exit
+from eduranker.store import connect
 
 log = logging.getLogger(__name__)
 
-settings = Settings.from_env()
+settings = load_or_exit()
 app = make_celery(settings, "eduranker-worker")
 app.conf.include = ["worker.tasks"]
 
@@ -23,3 +26,12 @@ def pin_gpu(**_: object) -> None:
     if settings.worker_gpu and "CUDA_VISIBLE_DEVICES" not in os.environ:
         os.environ["CUDA_VISIBLE_DEVICES"] = settings.worker_gpu
         log.info("worker pinned to GPU %s", settings.worker_gpu)
+
+
+@worker_ready.connect
+def reconcile_champion(**_: object) -> None:
+    """A pointer left behind by a crash between registry write and symlink switch is repaired at start."""
+    try:
+        champion.reconcile(connect(settings), settings.models_dir, by="worker start")
+    except (PyMongoError, OSError):
+        log.warning("champion pointer not reconciled at start (MongoDB unreachable?)", exc_info=True)

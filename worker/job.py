@@ -1,28 +1,33 @@
-"""One training job from start to finish: snapshot → split → evaluate → fine-tune → evaluate → gate.
+"""A job's lifecycle around the pipeline: claim it, run it fenced, and record how it ended.
 
-`run_training_job` is a plain function: the Celery task is a thin wrapper around it.
+Every way out leaves the job in a state something acts on: finished (succeeded, rejected, failed),
+handed back to the queue (the worker is stopping, or a server was unreachable), or untouched because
+another attempt owns it now. `run_training_job` is a plain function; the Celery task wraps it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from eduranker.errors import JobBusy, JobNotFound, JobRefused, PermanentError, RetryableError
-from eduranker.settings import Settings
+from pymongo.database import Database
+
+from eduranker.errors import (
+    HandedBack,
+    JobBusy,
+    JobNotFound,
+    PermanentError,
+    RetryableError,
+    Superseded,
+)
+from eduranker.settings import Settings, SettingsError
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
-from eduranker.store.snapshot import iter_feedback_rows
-from worker import artifacts
-from worker.pairs import Snapshot, build_snapshot
+from eduranker.store.connection import patiently
+from worker.run import WRITE_PATIENCE_S, ProgressHook, Run
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[..., None]  # reporter(stage, **details)
-MAX_ATTEMPTS = 3
 OVERRIDABLE = {
     "num_epochs": "num_epochs",
     "batch_size": "batch_size",
@@ -40,21 +45,31 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     if unknown:
         raise PermanentError(f"unknown job overrides: {', '.join(sorted(unknown))}")
     mapped = {OVERRIDABLE[k]: v for k, v in overrides.items() if k in OVERRIDABLE and v is not None}
-    for name in ("num_epochs", "batch_size", "max_length"):
-        if name in mapped and (not isinstance(mapped[name], int) or mapped[name] < 1):
-            raise PermanentError(f"{name} must be a positive integer, got {mapped[name]!r}")
-    return settings.with_overrides(**mapped)
+    try:
+        return settings.with_overrides(**mapped)
+    except SettingsError as exc:
+        raise PermanentError(f"invalid job override: {exc}") from None
 
 
-def check_trainable(snapshot: Snapshot, min_feedback: int) -> None:
-    """Refuse, with a reason a person understands, data that cannot give a meaningful model."""
-    n = len(snapshot.pairs)
-    counts = snapshot.label_counts
-    if n < min_feedback:
-        raise JobRefused(f"not enough feedback: {n} usable pairs, need {min_feedback}")
-    if counts["like"] == 0 or counts["dislike"] == 0:
-        only = "like" if counts["like"] else "dislike"
-        raise JobRefused(f"only one class: all {n} usable pairs are '{only}'; need both likes and dislikes")
+def claim(db: Database, settings: Settings, job_id: str, worker_name: str) -> dict[str, Any] | None:
+    """The claimed job, or None when there is nothing to do (it ended already)."""
+    with retryable_on_mongo_errors():
+        ensure_indexes(db)
+        job = jobs.claim_job(db, job_id, worker=worker_name, stale_after_s=settings.job_stale_after_s)
+        if job is not None:
+            return job
+        existing = jobs.get_job(db, job_id)
+    if existing is None:
+        raise JobNotFound(f"no training job {job_id!r}")
+    if existing["status"] == jobs.RUNNING:
+        # A redelivery while the last run's heartbeat is fresh: that run may still be alive (or its
+        # worker died a moment ago). Come back once it is over or has gone silent.
+        raise JobBusy(
+            f"job {job_id} is running on {existing.get('worker')}; retrying once it ends or goes silent",
+            retry_after_s=settings.job_stale_after_s,
+        )
+    log.info("job %s is %s; nothing to do", job_id, existing["status"])
+    return None
 
 
 def run_training_job(
@@ -62,95 +77,68 @@ def run_training_job(
     job_id: str,
     *,
     worker_name: str = "local",
-    report: Reporter | None = None,
-    db=None,
+    on_progress: ProgressHook | None = None,
+    db: Database | None = None,
+    stop_requested: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume after a crash) the job `job_id`; returns a summary of its outcome."""
-    report = report or (lambda stage, **details: None)
-    with retryable_on_mongo_errors():
-        db = db if db is not None else connect(settings)
-        ensure_indexes(db)
-        job = jobs.claim_job(db, job_id, worker=worker_name, stale_after_s=settings.job_stale_after_s)
-        if job is None:
-            existing = jobs.get_job(db, job_id)
-            if existing is None:
-                raise JobNotFound(f"no training job {job_id!r}")
-            if existing["status"] == jobs.RUNNING:
-                # A redelivery while the last run's heartbeat is fresh: that run may still be alive (or
-                # its worker died a moment ago). Come back once it is over or has gone silent.
-                raise JobBusy(
-                    f"job {job_id} is running on {existing.get('worker')}; retrying once it ends or goes silent",
-                    retry_after_s=settings.job_stale_after_s,
-                )
-            log.info("job %s already %s; nothing to do", job_id, existing["status"])
-            return _outcome(existing)
-    if job["attempts"] > MAX_ATTEMPTS:
-        reason = f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)"
-        jobs.finish_job(db, job_id, jobs.FAILED, reason=reason)
+    """Run (or take over after a crash) the job `job_id`; returns a summary of its outcome."""
+    db = db if db is not None else connect(settings)
+    job = claim(db, settings, job_id, worker_name)
+    if job is None:
+        return outcome(jobs.get_job(db, job_id) or {"_id": job_id, "status": "unknown"})
+    attempt = job["attempts"]
+    if jobs.runs_died(job) > jobs.MAX_ATTEMPTS:
+        reason = f"gave up after {jobs.MAX_ATTEMPTS} attempts (the worker died each time)"
+        jobs.finish_job(db, job_id, attempt, jobs.FAILED, reason=reason)
         raise PermanentError(reason)
 
+    run = Run(db, job_id, attempt, settings.job_heartbeat_seconds, on_progress)
+    if stop_requested is not None:
+        run.stop_requested = stop_requested
     try:
         effective = apply_overrides(settings, job.get("overrides") or {})
-        from worker.candidate import train_and_register  # torch lives behind this import
+        from worker.pipeline import train_and_register  # torch lives behind this import
 
-        with retryable_on_mongo_errors(), heartbeats(db, job_id, settings.job_heartbeat_seconds):
-            result = train_and_register(db, effective, job_id, report=report)
-        jobs.finish_job(db, job_id, result.pop("job_status"), **result)
-        return _outcome(jobs.get_job(db, job_id))
+        with run, retryable_on_mongo_errors():
+            result = train_and_register(db, effective, run)
+        status = result.pop("job_status")
+        _record(lambda: jobs.finish_job(db, job_id, attempt, status, **result), "recording the outcome")
+    except Superseded as exc:
+        log.warning("%s; stopping without writing", exc)
+        return {"job_id": job_id, "status": "superseded", "attempt": attempt}
+    except HandedBack:
+        _record(lambda: jobs.hand_back(db, job_id, attempt, "worker stopped; handed back"), "handing the job back")
+        log.warning("job %s handed back to the queue: the worker is stopping", job_id)
+        return {"job_id": job_id, "status": "handed_back", "attempt": attempt}
     except RetryableError as exc:
-        jobs.update_job(db, job_id, status=jobs.QUEUED, reason=f"will retry: {exc}")
-        raise
-    except PermanentError as exc:
-        jobs.finish_job(db, job_id, jobs.FAILED, reason=str(exc))
+        why = f"will retry: {exc}"
+        _record(lambda: jobs.hand_back(db, job_id, attempt, why), "handing the job back")
         raise
     except Exception as exc:
-        jobs.finish_job(db, job_id, jobs.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        reason = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
+        _record(lambda: jobs.finish_job(db, job_id, attempt, jobs.FAILED, reason=reason), "recording the failure")
         raise
+    return outcome(jobs.get_job(db, job_id) or {})
 
 
-@contextlib.contextmanager
-def heartbeats(db, job_id: str, every_s: float) -> Iterator[None]:
-    """Beat while the job runs, also through long stages that report no progress (snapshot, scoring)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            try:
-                jobs.heartbeat(db, job_id)
-            except Exception:  # a missed beat is retried at the next one
-                log.warning("heartbeat for job %s failed", job_id, exc_info=True)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
-    thread.start()
+def _record(write: Any, what: str) -> None:
+    """A last write of the run: patient with an unreachable database; if it never comes back in time,
+    the producer requeues the silent job. A run taken over meanwhile writes nothing."""
     try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+        patiently(write, patience_s=WRITE_PATIENCE_S, what=what)
+    except Superseded as exc:
+        log.warning("%s", exc)
+    except RetryableError:
+        log.exception("could not finish %s; the producer requeues the job once its heartbeat is stale", what)
 
 
-def take_snapshot(db, settings: Settings, job_id: str) -> Snapshot:
-    started = time.perf_counter()
-    snapshot = build_snapshot(iter_feedback_rows(db, settings.max_text_chars), settings.max_text_chars)
-    summary = snapshot.summary()
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    jobs.update_job(db, job_id, snapshot=summary)
-    log.info("job %s snapshot: %s", job_id, {k: summary[k] for k in ("pairs", "label_counts", "skipped")})
-    return snapshot
-
-
-def _outcome(job: dict[str, Any]) -> dict[str, Any]:
+def outcome(job: dict[str, Any]) -> dict[str, Any]:
     return {
-        "job_id": job["_id"],
-        "status": job["status"],
+        "job_id": job.get("_id"),
+        "status": job.get("status"),
         "version": job.get("version"),
         "promoted": job.get("promoted", False),
         "reason": job.get("reason"),
+        "gate_reason": job.get("gate_reason"),
         "metrics": job.get("metrics"),
     }
-
-
-def champion_path(settings: Settings, champion: dict[str, Any] | None) -> str | None:
-    if champion is None:
-        return None
-    return str(artifacts.version_dir(settings.models_dir, champion["version"]))

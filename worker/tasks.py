@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
+
+from celery import Task
 
 from eduranker.errors import JobBusy, RetryableError
 from eduranker.queue import TASK_NAME
@@ -13,6 +19,24 @@ from worker.app import app, settings
 from worker.job import run_training_job
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def stop_on_shutdown_signals() -> Iterator[threading.Event]:
+    """An event set when the worker cancels this job at shutdown (SIGTERM, or SIGQUIT when Celery's
+    soft shutdown times out): the run then hands its job back instead of dying mid-step."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGQUIT)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.task(
@@ -24,22 +48,25 @@ log = logging.getLogger(__name__)
     retry_jitter=True,
     max_retries=5,
 )
-def train_reranker(self, job_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Train, evaluate and register a reranker. Without `job_id` it records a job of its own."""
     db = connect(settings)
     if job_id is None:
         job_id = self.request.id or f"manual-{uuid.uuid4().hex}"
         reason = overrides.get("reason") or "manual"
-        jobs.create_job(db, job_id, trigger={"reason": reason, "source": "task"}, overrides=overrides, sent=True)
+        status = jobs.create_job(db, job_id, trigger={"reason": reason, "source": "task"}, overrides=overrides,
+                                 sent=True)  # fmt: skip
+        if status == jobs.WAITING:
+            return {"job_id": job_id, "status": jobs.WAITING, "reason": "another job is active; sent when it ends"}
 
-    def report(stage: str, **details: Any) -> None:
-        progress = {"job_id": job_id, "stage": stage, **details}
+    def publish(progress: dict[str, Any]) -> None:
         if self.request.id:
             self.update_state(state="PROGRESS", meta=progress)
-        jobs.update_job(db, job_id, progress=progress)
 
     try:
-        return run_training_job(settings, job_id, worker_name=self.request.hostname or "local", report=report, db=db)
+        with stop_on_shutdown_signals() as stop:
+            return run_training_job(settings, job_id, worker_name=self.request.hostname or "local",
+                                    on_progress=publish, db=db, stop_requested=stop)  # fmt: skip
     except JobBusy as exc:
         # Not an autoretry with backoff: wait exactly until the other run must have beaten again.
         raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc

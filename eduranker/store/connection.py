@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.database import Database
@@ -19,6 +22,8 @@ from pymongo.errors import (
 from eduranker.errors import AccessDenied, RetryableError
 from eduranker.settings import Settings
 
+log = logging.getLogger(__name__)
+
 INFERENCES = "inferences"
 USER_QUERIES = "user_queries"
 RESOURCES = "resources"
@@ -26,6 +31,7 @@ TRAINING_JOBS = "training_jobs"
 MODEL_VERSIONS = "model_versions"
 COUNTERS = "counters"
 PRODUCER_STATE = "producer_state"
+CHAMPION_RECORD = "champion"
 
 
 AUTH_FAILED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
@@ -49,6 +55,8 @@ def ensure_indexes(db: Database) -> None:
     """Create the indexes the trainer's guarantees rest on. Idempotent."""
     jobs = db[TRAINING_JOBS]
     jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created")
+    # One active (queued or running) job at a time, whoever recorded it.
+    jobs.create_index("active", unique=True, partialFilterExpression={"active": True}, name="one_active_job")
     versions = db[MODEL_VERSIONS]
     versions.create_index("version", unique=True, name="unique_version")
     # The database itself refuses a second champion, whatever the code does.
@@ -84,3 +92,22 @@ def retryable_on_mongo_errors() -> Iterator[None]:
 def redact_url(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     return _CREDENTIALS.sub(r"\1***@", url)
+
+
+T = TypeVar("T")
+UNREACHABLE = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
+
+
+def patiently(write: Callable[[], T], *, patience_s: float, what: str) -> T:
+    """Run a database call, retrying with backoff while the server is unreachable, for up to
+    `patience_s`; then RetryableError. For the writes a job cannot do without (its outcome)."""
+    deadline, delay = time.monotonic() + patience_s, 0.5
+    while True:
+        try:
+            return write()
+        except UNREACHABLE as exc:
+            if time.monotonic() + delay > deadline:
+                raise RetryableError(f"MongoDB unreachable for {patience_s:.0f} s while {what}: {exc}") from exc
+            log.warning("MongoDB unreachable while %s; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)

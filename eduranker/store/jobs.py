@@ -1,4 +1,12 @@
-"""`training_jobs`: one document per requested training run, the outbox and the job's history."""
+"""`training_jobs`: one document per requested training run, the outbox and the job's history.
+
+Invariants the database enforces, whatever order processes act in:
+- one active job: `queued` and `running` jobs carry `active: true`, and a partial unique index admits one
+  such document. A manual job asked for while another is active is recorded `waiting` and moved into
+  the slot when it frees; an automatic one is not recorded at all.
+- fencing: a run owns its job through the attempt number its claim set; every write of that run is
+  conditioned on it, so a run that was taken over changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,14 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from eduranker.errors import Superseded
 from eduranker.store.connection import TRAINING_JOBS
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, REJECTED = "queued", "running", "succeeded", "failed", "rejected"
+WAITING, QUEUED, RUNNING = "waiting", "queued", "running"
+SUCCEEDED, FAILED, REJECTED, CANCELLED = "succeeded", "failed", "rejected", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
-TERMINAL = (SUCCEEDED, FAILED, REJECTED)
+TERMINAL = (SUCCEEDED, FAILED, REJECTED, CANCELLED)
+MAX_ATTEMPTS = 3  # runs of one job before it is failed (each claim is one)
 
 
 def now() -> datetime:
@@ -26,40 +37,88 @@ def create_job(
     *,
     trigger: dict[str, Any],
     overrides: dict[str, Any] | None = None,
+    automatic: bool = False,
     sent: bool = False,
-) -> bool:
-    """Insert a queued job; False if that id already exists (the unique _id makes enqueue idempotent)."""
+) -> str | None:
+    """Record a job. Returns its status (`queued`, or `waiting` for a manual job behind an active one),
+    or None when nothing was recorded: the id exists already, or an automatic job met an active one."""
     at = now()
-    doc = {
+    doc: dict[str, Any] = {
         "_id": job_id,
         "status": QUEUED,
+        "active": True,
+        "automatic": automatic,
         "trigger": trigger,
         "overrides": overrides or {},
         "created_at": at,
         "sent_at": at if sent else None,
+        "sends": 1 if sent else 0,
         "attempts": 0,
     }
     try:
         db[TRAINING_JOBS].insert_one(doc)
+        return QUEUED
     except DuplicateKeyError:
-        return False
-    return True
+        if automatic or get_job(db, job_id) is not None:
+            return None
+    doc.update(status=WAITING, sent_at=None, sends=0)
+    del doc["active"]
+    try:
+        db[TRAINING_JOBS].insert_one(doc)
+    except DuplicateKeyError:
+        return None
+    return WAITING
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one({"_id": job_id})
 
 
+def advance_waiting(db: Database) -> str | None:
+    """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved."""
+    for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+        try:
+            result = db[TRAINING_JOBS].update_one(
+                {"_id": job["_id"], "status": WAITING}, {"$set": {"status": QUEUED, "active": True, "sent_at": None}}
+            )
+        except DuplicateKeyError:
+            return None  # the slot is taken
+        return job["_id"] if result.modified_count else None
+    return None
+
+
 def mark_sent(db: Database, job_id: str) -> None:
-    db[TRAINING_JOBS].update_one({"_id": job_id, "sent_at": None}, {"$set": {"sent_at": now()}})
+    db[TRAINING_JOBS].update_one(
+        {"_id": job_id, "status": QUEUED, "sent_at": None}, {"$set": {"sent_at": now()}, "$inc": {"sends": 1}}
+    )
 
 
 def unsent_jobs(db: Database) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
 
 
+def resend_unclaimed(db: Database, *, after_s: float, max_sends: int, at: datetime | None = None) -> list[str]:
+    """Queued jobs no worker claimed within `after_s` of being sent: the message was lost (a flushed or
+    restarted broker, retries exhausted). Marked unsent again, for the outbox to send under the same id;
+    after `max_sends` sends, failed with the reason. With one active job, a queued job waits for nobody."""
+    at = at or now()
+    cutoff = at - timedelta(seconds=after_s)
+    changed = []
+    for job in db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}):
+        fence = {"_id": job["_id"], "status": QUEUED, "sent_at": job["sent_at"]}
+        if job.get("sends", 1) >= max_sends + 1:
+            reason = f"no worker claimed it within {after_s:.0f} s of any of {job.get('sends', 1)} sends"
+            result = db[TRAINING_JOBS].update_one(fence, _terminal(FAILED, at, reason=reason))
+        else:
+            result = db[TRAINING_JOBS].update_one(fence, {"$set": {"sent_at": None, "resent_at": at}})
+        if result.modified_count:
+            changed.append(job["_id"])
+    return changed
+
+
 def claim_job(db: Database, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
-    """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running."""
+    """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running.
+    The returned document's `attempts` is this run's fence."""
     at = now()
     stale = at - timedelta(seconds=stale_after_s)
     return db[TRAINING_JOBS].find_one_and_update(
@@ -75,44 +134,100 @@ def claim_job(db: Database, job_id: str, *, worker: str, stale_after_s: float) -
     )
 
 
-def update_job(db: Database, job_id: str, **fields: Any) -> None:
+def runs_died(job: dict[str, Any]) -> int:
+    """Claims that did not end in a hand-back: runs that died (or are running now)."""
+    return int(job.get("attempts", 0)) - int(job.get("handed_back", 0))
+
+
+def _fence(job_id: str, attempt: int) -> dict[str, Any]:
+    return {"_id": job_id, "status": RUNNING, "attempts": attempt}
+
+
+def _terminal(status: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    return {"$set": {"status": status, "finished_at": at, **fields}, "$unset": {"active": ""}}
+
+
+def update_job(db: Database, job_id: str, attempt: int, **fields: Any) -> None:
+    """A write of the run that owns attempt `attempt`; Superseded if it no longer does."""
     fields.setdefault("heartbeat_at", now())
-    db[TRAINING_JOBS].update_one({"_id": job_id}, {"$set": fields})
+    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": fields}).matched_count == 0:
+        raise Superseded(f"job {job_id} attempt {attempt} was taken over; this run stops")
 
 
-def finish_job(db: Database, job_id: str, status: str, **fields: Any) -> None:
+def heartbeat(db: Database, job_id: str, attempt: int) -> bool:
+    """False when the run no longer owns its job."""
+    return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": {"heartbeat_at": now()}}).matched_count == 1
+
+
+def finish_job(db: Database, job_id: str, attempt: int, status: str, **fields: Any) -> None:
+    """The run's last write: a terminal status, conditioned on still owning the job."""
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
-    fields.update(status=status, finished_at=now())
-    db[TRAINING_JOBS].update_one({"_id": job_id}, {"$set": fields})
+    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), _terminal(status, now(), **fields)).matched_count == 0:
+        raise Superseded(f"job {job_id} attempt {attempt} was taken over; its outcome is not recorded")
+
+
+def hand_back(db: Database, job_id: str, attempt: int, reason: str) -> bool:
+    """Return a running job to the queue (a retryable failure, a worker shutting down): unsent, so the
+    outbox sends it again at once. False when the run no longer owned it."""
+    update = {
+        "$set": {"status": QUEUED, "sent_at": None, "reason": reason},
+        "$unset": {"heartbeat_at": ""},
+        "$inc": {"handed_back": 1},  # a run given back did not die: it does not count against MAX_ATTEMPTS
+    }
+    return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 1
+
+
+def fail_unowned(db: Database, job_id: str, reason: str) -> bool:
+    """Fail a job that is not running (given up before a claim, or a cancelled wait)."""
+    result = db[TRAINING_JOBS].update_one(
+        {"_id": job_id, "status": {"$in": [QUEUED, WAITING]}}, _terminal(FAILED, now(), reason=reason)
+    )
+    return result.modified_count == 1
+
+
+def cancel_job(db: Database, job_id: str, reason: str) -> bool:
+    """Cancel a job that has not ended (an operator stopping it); a running job's run is fenced out."""
+    result = db[TRAINING_JOBS].update_one(
+        {"_id": job_id, "status": {"$in": [WAITING, QUEUED, RUNNING]}}, _terminal(CANCELLED, now(), reason=reason)
+    )
+    return result.modified_count == 1
+
+
+def requeue_silent(db: Database, *, silent_after_s: float, at: datetime | None = None) -> list[str]:
+    """Running jobs whose heartbeat stopped `silent_after_s` ago (the worker died, was stopped, or lost
+    the database): back to the queue, unsent, so another worker starts them within minutes; failed once
+    MAX_ATTEMPTS runs have died. Conditioned on the attempt read, so a run that came back wins."""
+    at = at or now()
+    cutoff = at - timedelta(seconds=silent_after_s)
+    changed = []
+    for job in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}}):
+        fence = {**_fence(job["_id"], job["attempts"]), "heartbeat_at": job["heartbeat_at"]}
+        silent = f"worker {job.get('worker')} silent for more than {silent_after_s:.0f} s"
+        if runs_died(job) >= MAX_ATTEMPTS:
+            update = _terminal(FAILED, at, reason=f"{silent}; gave up after {job['attempts']} attempts")
+        else:
+            update = {"$set": {"status": QUEUED, "sent_at": None, "reason": f"{silent}; requeued"}}
+        if db[TRAINING_JOBS].update_one(fence, update).modified_count:
+            changed.append(job["_id"])
+    return changed
 
 
 def active_jobs(db: Database) -> list[dict[str, Any]]:
-    return list(db[TRAINING_JOBS].find({"status": {"$in": list(ACTIVE)}}).sort("created_at", 1))
+    return list(db[TRAINING_JOBS].find({"status": {"$in": [*ACTIVE, WAITING]}}).sort("created_at", 1))
 
 
-def latest_job(db: Database) -> dict[str, Any] | None:
-    return db[TRAINING_JOBS].find_one({}, sort=[("created_at", -1)])
+def active_job(db: Database) -> dict[str, Any] | None:
+    return db[TRAINING_JOBS].find_one({"active": True})
 
 
-def heartbeat(db: Database, job_id: str) -> None:
-    db[TRAINING_JOBS].update_one({"_id": job_id, "status": RUNNING}, {"$set": {"heartbeat_at": now()}})
+def latest_job(db: Database, query: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    return db[TRAINING_JOBS].find_one(query or {}, sort=[("created_at", -1)])
 
 
-def reap_dead_jobs(db: Database, *, dead_after_s: float, at: datetime | None = None) -> list[str]:
-    """Fail running jobs silent for `dead_after_s`: no worker came back for them (no job runs forever)."""
-    at = at or now()
-    cutoff = at - timedelta(seconds=dead_after_s)
-    dead = [d["_id"] for d in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})]
-    for job_id in dead:
-        db[TRAINING_JOBS].update_one(
-            {"_id": job_id, "status": RUNNING},
-            {
-                "$set": {
-                    "status": FAILED,
-                    "finished_at": at,
-                    "reason": f"worker silent for more than {dead_after_s:.0f} s and never redelivered; marked dead",
-                }
-            },
-        )
-    return dead
+def count_jobs(db: Database, query: dict[str, Any]) -> int:
+    return db[TRAINING_JOBS].count_documents(query)
+
+
+def as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,18 +1,39 @@
-"""`model_versions`: the registry of trained models and the one champion."""
+"""`model_versions` and the champion record: the registry, which is the truth about what serves.
+
+The champion is one document (`champion`, `_id: "current"`): its `version`, the `chain` of champions
+that rollback walks back through, and `seq`, bumped by every switch. Every switch is one conditional
+update on `seq`, so there is never an instant with zero or two champions, and a switch decided on a
+stale read changes nothing. Each version's `status` follows the record (a crash between the two is
+repaired by `sync_statuses`) and keeps a `history` of who changed it, when and why.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import UnknownVersion
-from eduranker.store.connection import COUNTERS, MODEL_VERSIONS
+from eduranker.errors import Refused, StaleCandidate, UnknownVersion
+from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
 from eduranker.store.jobs import now
 
-CANDIDATE, CHAMPION, REJECTED, RETIRED = "candidate", "champion", "rejected", "retired"
+CANDIDATE, CHAMPION, REJECTED, RETIRED, ROLLED_BACK = "candidate", "champion", "rejected", "retired", "rolled_back"
+RECORD_ID = "current"
+CHAIN_LIMIT = 100  # champions remembered for rollback
+
+
+@dataclass(frozen=True)
+class ChampionRecord:
+    version: str | None = None
+    chain: list[str] = field(default_factory=list)
+    seq: int = 0
+
+    @property
+    def previous(self) -> str | None:
+        return self.chain[-2] if len(self.chain) >= 2 else None
 
 
 def allocate_version(db: Database) -> str:
@@ -23,9 +44,14 @@ def allocate_version(db: Database) -> str:
     return f"v{counter['seq']:04d}"
 
 
-def insert_version(db: Database, doc: dict[str, Any]) -> None:
-    doc = {"status": CANDIDATE, "created_at": now(), **doc}
-    db[MODEL_VERSIONS].insert_one(doc)
+def _event(status: str, by: str, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "at": now(), "by": by, "reason": reason, **extra}
+
+
+def insert_version(db: Database, doc: dict[str, Any], *, by: str = "worker") -> None:
+    at = now()
+    history = [_event(CANDIDATE, by, "registered")]
+    db[MODEL_VERSIONS].insert_one({"status": CANDIDATE, "created_at": at, "history": history, **doc})
 
 
 def get_version(db: Database, version: str) -> dict[str, Any]:
@@ -35,66 +61,144 @@ def get_version(db: Database, version: str) -> dict[str, Any]:
     return doc
 
 
-def get_champion(db: Database) -> dict[str, Any] | None:
-    return db[MODEL_VERSIONS].find_one({"status": CHAMPION})
-
-
 def list_versions(db: Database) -> list[dict[str, Any]]:
     return list(db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1))
 
 
-def set_status(db: Database, version: str, status: str, **fields: Any) -> None:
-    db[MODEL_VERSIONS].update_one({"version": version}, {"$set": {"status": status, **fields}})
+def set_status(db: Database, version: str, status: str, *, by: str, reason: str, **fields: Any) -> None:
+    """Record a status change with its reason. Not for champion: that goes through `switch`."""
+    db[MODEL_VERSIONS].update_one(
+        {"version": version, "status": {"$ne": status}},
+        {"$set": {"status": status, **fields}, "$push": {"history": _event(status, by, reason)}},
+    )
 
 
-def promote(db: Database, version: str, *, max_attempts: int = 20) -> str | None:
-    """Make `version` the champion and retire the old one; returns the previous champion's version.
+def read_champion(db: Database) -> ChampionRecord:
+    doc = db[CHAMPION_RECORD].find_one({"_id": RECORD_ID}) or {}
+    return ChampionRecord(doc.get("version"), list(doc.get("chain") or []), int(doc.get("seq") or 0))
 
-    The partial unique index on status=champion is the real guard: a concurrent promotion that
-    loses the race gets DuplicateKeyError and tries again against the new champion.
+
+def get_champion(db: Database) -> dict[str, Any] | None:
+    """The champion's version document, as the record names it."""
+    record = read_champion(db)
+    return get_version(db, record.version) if record.version else None
+
+
+def _switch(db: Database, seen: ChampionRecord, new: ChampionRecord, *, by: str, reason: str) -> bool:
+    """One conditional write: succeeds only if the record is still the one read as `seen`."""
+    update = {
+        "$set": {"version": new.version, "chain": new.chain, "switched_at": now(), "by": by, "reason": reason},
+        "$inc": {"seq": 1},
+    }
+    try:
+        result = db[CHAMPION_RECORD].update_one({"_id": RECORD_ID, "seq": seen.seq}, update, upsert=seen.seq == 0)
+    except DuplicateKeyError:  # the first champion was set by someone else meanwhile
+        return False
+    return result.matched_count == 1 or result.upserted_id is not None
+
+
+def sync_statuses(
+    db: Database, *, by: str = "reconcile", reason: str | None = None, forced: bool | None = None
+) -> list[str]:
+    """Bring `model_versions.status` in step with the record; returns the versions changed.
+
+    Demote first, then promote, so the partial unique index on status=champion holds throughout; an
+    actor syncing at the same moment can make the promotion collide, and then it is read again.
     """
-    get_version(db, version)
-    for _ in range(max_attempts):
-        current = get_champion(db)
-        if current is not None and current["version"] == version:
-            return current.get("previous_champion")
-        previous = current["version"] if current else None
-        if current is not None:
-            db[MODEL_VERSIONS].update_one(
-                {"version": previous, "status": CHAMPION}, {"$set": {"status": RETIRED, "retired_at": now()}}
-            )
+    changed: list[str] = []
+    for _ in range(10):
+        record = read_champion(db)
+        for doc in db[MODEL_VERSIONS].find({"status": CHAMPION, "version": {"$ne": record.version}}, {"version": 1}):
+            why = f"registry names {record.version or 'no champion'}"
+            set_status(db, doc["version"], RETIRED, by=by, reason=why, retired_at=now())
+            changed.append(doc["version"])
+        if record.version is None:
+            return changed
         try:
-            db[MODEL_VERSIONS].update_one(
-                {"version": version},
-                {"$set": {"status": CHAMPION, "promoted_at": now(), "previous_champion": previous}},
+            result = db[MODEL_VERSIONS].update_one(
+                {"version": record.version, "status": {"$ne": CHAMPION}},
+                {
+                    "$set": {"status": CHAMPION, "promoted_at": now()},
+                    "$push": {
+                        "history": _event(CHAMPION, by, reason or "registry names it champion", forced=forced)
+                    },
+                },
             )
         except DuplicateKeyError:
             continue
-        return previous
+        if result.modified_count:
+            changed.append(record.version)
+        return changed
+    raise RuntimeError("model_versions statuses kept changing while being synced")
+
+
+def promote(
+    db: Database,
+    version: str,
+    *,
+    by: str,
+    reason: str,
+    expected_champion: str | None | object = ...,
+    force: bool = False,
+    max_attempts: int = 20,
+) -> str | None:
+    """Make `version` the champion; returns the previous champion's version.
+
+    `expected_champion`: the champion the candidate was judged against. If another version serves by
+    now, nothing changes and StaleCandidate is raised. Without it (an operator's promote), a lost race
+    is retried against the new record. A version the gate rejected needs `force`, and keeps that fact.
+    """
+    doc = get_version(db, version)
+    if doc["status"] == REJECTED and not force:
+        raise Refused(f"{version} was rejected by the gate ({doc.get('gate_reason')}); promote it with --force")
+    for _ in range(max_attempts):
+        seen = read_champion(db)
+        if expected_champion is not ... and seen.version != expected_champion:
+            raise StaleCandidate(
+                f"champion changed from {expected_champion or 'the base model'} to {seen.version or 'none'} "
+                f"while {version} was judged; not promoted"
+            )
+        if seen.version == version:
+            return seen.previous
+        new = ChampionRecord(version, ([*seen.chain, version])[-CHAIN_LIMIT:], seen.seq + 1)
+        if _switch(db, seen, new, by=by, reason=reason):
+            _after_switch(db, seen.version, version, by=by, reason=reason, demoted_status=RETIRED, forced=force)
+            return seen.version
+        if expected_champion is not ...:
+            continue  # re-read: the check above turns a changed champion into StaleCandidate
     raise RuntimeError(f"could not promote {version}: champion kept changing")
 
 
-def rollback(db: Database) -> tuple[str, str]:
-    """Restore the champion's predecessor; returns (demoted, restored)."""
-    current = get_champion(db)
-    if current is None:
-        raise UnknownVersion("there is no champion to roll back")
-    previous = current.get("previous_champion")
-    if not previous:
-        raise UnknownVersion(f"champion {current['version']} has no previous champion to roll back to")
-    restored = get_version(db, previous)
-    db[MODEL_VERSIONS].update_one(
-        {"version": current["version"], "status": CHAMPION},
-        {"$set": {"status": RETIRED, "retired_at": now(), "rolled_back": True}},
-    )
-    db[MODEL_VERSIONS].update_one(
-        {"version": previous},
-        {
-            "$set": {
-                "status": CHAMPION,
-                "promoted_at": now(),
-                "previous_champion": restored.get("previous_champion"),
-            }
-        },
-    )
-    return current["version"], previous
+def rollback_target(db: Database) -> tuple[ChampionRecord, str]:
+    """(record, version a rollback would restore); Refused when there is none."""
+    record = read_champion(db)
+    if record.version is None:
+        raise Refused("there is no champion to roll back")
+    if record.previous is None:
+        raise Refused(f"champion {record.version} has no previous champion to roll back to")
+    return record, record.previous
+
+
+def rollback(db: Database, *, by: str, reason: str, seen: ChampionRecord | None = None) -> tuple[str, str]:
+    """Restore the champion before the current one and drop the current from the chain, so a second
+    rollback goes one further back; returns (demoted, restored). With `seen`, only from that record."""
+    record, restored = rollback_target(db) if seen is None else (seen, seen.previous)
+    if record.version is None or restored is None:
+        raise Refused("nothing to roll back to")
+    new = ChampionRecord(restored, record.chain[:-1], record.seq + 1)
+    if not _switch(db, record, new, by=by, reason=reason):
+        raise StaleCandidate("the champion changed while the rollback was prepared; nothing changed")
+    _after_switch(db, record.version, restored, by=by, reason=reason, demoted_status=ROLLED_BACK)
+    return record.version, restored
+
+
+def _after_switch(
+    db: Database, old: str | None, new: str, *, by: str, reason: str, demoted_status: str, forced: bool = False
+) -> None:
+    db[MODEL_VERSIONS].update_one({"version": new}, {"$set": {"previous_champion": old, "forced": forced}})
+    if old is not None and old != new:
+        fields: dict[str, Any] = {"retired_at": now()}
+        if demoted_status == ROLLED_BACK:
+            fields["rollback_reason"] = reason
+        set_status(db, old, demoted_status, by=by, reason=reason, **fields)
+    sync_statuses(db, by=by, reason=reason, forced=forced)

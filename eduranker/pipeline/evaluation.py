@@ -54,6 +54,20 @@ def ranking_metrics(labels: Sequence[float], scores: Sequence[float], queries: S
     }
 
 
+def per_query_ndcg(
+    labels: Sequence[float], scores: Sequence[float], query_index: np.ndarray, n_queries: int
+) -> np.ndarray:
+    """NDCG@10 of each query (by index), NaN where it is not rankable (fewer than two judged, no like)."""
+    by_query: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for label, score, q in zip(labels, scores, query_index, strict=True):
+        by_query[int(q)].append((float(score), float(label)))
+    result = np.full(n_queries, np.nan)
+    for q, judged in by_query.items():
+        if len(judged) >= 2 and any(label > 0 for _, label in judged):
+            result[q] = ndcg_at_k([label for _, label in sorted(judged, key=lambda t: (-t[0], t[1]))], 10)
+    return result
+
+
 def compute_metrics(
     labels: Sequence[float], scores: Sequence[float], queries: Sequence[str], threshold: float = 0.5
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from worker.encoding import collate, encode_pairs, sorted_batches
+from eduranker.pipeline.encoding import collate, encode_pairs, sorted_batches
 
 
 def score_pairs(

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.evaluation import METRIC_KEYS
+from eduranker.pipeline.evaluation import METRIC_KEYS
 
 PLOTS = (
     "label_distribution.png",

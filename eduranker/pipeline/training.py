@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from worker.encoding import bucketed_batches, collate, encode_pairs
+from eduranker.pipeline.encoding import bucketed_batches, collate, encode_pairs
 
 ProgressFn = Callable[[int, int, int, float], None]  # (epoch, step, total_steps, loss)
 

@@ -1,9 +1,6 @@
-"""The models volume: one folder per version written aside and renamed in, and the champion pointer.
+"""Writing a version folder: aside in staging, fsynced, renamed in whole; and its frozen held-out pairs.
 
-Layout under MODELS_DIR:
-    versions/<version>/      complete artifacts (appear only once whole)
-    .staging/<version>-<id>/ work in progress (removed on failure)
-    champion -> versions/<version>   symlink switched atomically
+The layout and the champion pointer are in `eduranker.models_dir`; this module writes versions.
 """
 
 from __future__ import annotations
@@ -11,32 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from eduranker.errors import UnknownVersion
+from eduranker.models_dir import checked_version, relative_artifact_path, version_dir
 
-VERSION_PATTERN = re.compile(r"^v\d{4,}$")
-
-
-def checked_version(version: str) -> str:
-    """A version name that cannot escape MODELS_DIR (no separators, no dots, no absolute paths)."""
-    if not VERSION_PATTERN.fullmatch(version):
-        raise UnknownVersion(f"not a version name: {version!r} (expected like 'v0003')")
-    return version
-
-
-def version_dir(models_dir: str | Path, version: str) -> Path:
-    return Path(models_dir) / "versions" / checked_version(version)
-
-
-def relative_artifact_path(version: str) -> str:
-    return f"versions/{checked_version(version)}"
-
+__all__ = ["checked_version", "relative_artifact_path", "version_dir", "staged_version_dir"]
 
 # A staging folder this old belonged to a worker killed while writing (no job runs for a day).
 ABANDONED_AFTER_S = 24 * 3600
@@ -65,6 +45,7 @@ def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
     try:
         yield staging
         final.parent.mkdir(parents=True, exist_ok=True)
+        _publish_modes(staging)
         _fsync_tree(staging)
         # rename(2) is atomic within one filesystem; staging sits under the same root for that reason.
         os.rename(staging, final)
@@ -85,7 +66,7 @@ def write_heldout_pairs(folder: Path, pairs) -> None:
 
 def read_heldout_pairs(folder: str | Path) -> list:
     """Pairs saved by `write_heldout_pairs`; none for a folder without them (an older version)."""
-    from worker.pairs import Pair
+    from eduranker.pipeline.pairs import Pair
 
     path = Path(folder) / HELDOUT_PAIRS
     if not path.exists():
@@ -94,28 +75,18 @@ def read_heldout_pairs(folder: str | Path) -> list:
     return [Pair("", "", "", r["query"], r["document"], float(r["label"]), None) for r in rows]
 
 
+def _publish_modes(path: Path) -> None:
+    """Files 0644 and folders 0755 under the operator's umask: a search API running as another user must
+    read the champion (some writers, safetensors among them, create 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    for item in path.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 def _fsync_tree(path: Path) -> None:
     for file in path.rglob("*"):
         if file.is_file():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
-
-
-def point_champion(models_dir: str | Path, version: str) -> Path:
-    """Switch MODELS_DIR/champion to versions/<version> in one rename, never leaving it missing."""
-    root = Path(models_dir)
-    target = version_dir(root, version)
-    if not target.is_dir():
-        raise UnknownVersion(f"no artifacts for {version} under {root}")
-    link = root / "champion"
-    temp = root / f".champion-{uuid.uuid4().hex[:8]}"
-    os.symlink(Path("versions") / version, temp)
-    os.replace(temp, link)
-    return link
-
-
-def champion_target(models_dir: str | Path) -> str | None:
-    link = Path(models_dir) / "champion"
-    if not link.is_symlink():
-        return None
-    return Path(os.readlink(link)).name

@@ -1,0 +1,91 @@
+"""Switching the champion safely: check the artifacts, switch the registry, then point the symlink.
+
+The registry (`eduranker.store.versions`) is the truth; `MODELS_DIR/champion` follows it. Every switch
+writes the registry first and the pointer second, and `reconcile` (run at worker start, on producer
+ticks and by every CLI command) repairs a pointer left behind by a crash between the two.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymongo.database import Database
+
+from eduranker import models_dir
+from eduranker.errors import UnknownVersion
+from eduranker.store import versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    registry: str | None  # the champion the registry names
+    pointer_was: str | None  # what MODELS_DIR/champion pointed at before
+    repaired: bool
+    statuses_synced: list[str]
+
+
+def _follow(db: Database, models: str | Path) -> str | None:
+    """Point the symlink at what the registry names now; returns that version.
+
+    The registry is read under a lock on the models folder, so of two processes switching at once the
+    one that points last also read last: the pointer ends on the newest record, never an older one.
+    A failure here is logged and repaired by the next reconcile.
+    """
+    version = None
+    try:
+        Path(models).mkdir(parents=True, exist_ok=True)
+        with open(Path(models) / ".champion.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            version = versions.read_champion(db).version
+            if version is None:
+                models_dir.remove_pointer(models)
+            else:
+                models_dir.point_champion(models, version)
+    except (OSError, UnknownVersion):
+        log.exception("registry names %s but the pointer could not be switched; reconcile will retry", version)
+    return version
+
+
+def promote(
+    db: Database,
+    models: str | Path,
+    version: str,
+    *,
+    by: str,
+    reason: str,
+    expected_champion: str | None | object = ...,
+    force: bool = False,
+) -> str | None:
+    """Promote `version` (its artifacts checked first); returns the previous champion."""
+    models_dir.check_loadable(models, version)
+    previous = versions.promote(db, version, by=by, reason=reason, expected_champion=expected_champion, force=force)
+    _follow(db, models)
+    return previous
+
+
+def rollback(db: Database, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
+    """Restore the previous champion (its artifacts checked before anything changes)."""
+    record, target = versions.rollback_target(db)
+    models_dir.check_loadable(models, target)
+    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record)
+    _follow(db, models)
+    return demoted, restored
+
+
+def reconcile(db: Database, models: str | Path, *, by: str) -> Reconciled:
+    """Make statuses and the pointer agree with the registry's champion; logs every repair."""
+    synced = versions.sync_statuses(db, by=by)
+    record = versions.read_champion(db)
+    pointer = models_dir.champion_target(models)
+    repaired = pointer != record.version
+    if repaired:
+        log.warning("champion pointer named %s but the registry names %s; repairing", pointer, record.version or "none")
+        _follow(db, models)
+    if synced:
+        log.warning("model_versions statuses brought in step with the registry: %s", ", ".join(synced))
+    return Reconciled(record.version, pointer, repaired, synced)

@@ -1,0 +1,105 @@
+"""A version's metadata, built once: written to `training_metadata.json`, and the registry's record."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from eduranker.models_dir import relative_artifact_path
+from eduranker.pipeline.gate import GateDecision
+from eduranker.pipeline.pairs import Snapshot
+from eduranker.settings import Settings
+from worker.stages import Baseline, Candidate, Judged, Split
+
+REGISTRY_FIELDS = ("version", "job_id", "parent_version", "base_model", "warm_started", "snapshot", "metrics",
+                   "gate", "hyperparameters", "device", "gate_reason", "artifact_path")  # fmt: skip
+
+
+def build(
+    version: str,
+    job_id: str,
+    s: Settings,
+    snapshot: Snapshot,
+    split: Split,
+    baseline: Baseline,
+    judged: Judged,
+    candidate: Candidate,
+    decision: GateDecision,
+    *,
+    device: str,
+    threads: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    config = candidate.config
+    reference = decision.evidence.get("reference")
+    return {
+        "version": version,
+        "job_id": job_id,
+        "base_model": s.base_model_name,
+        "started_from": candidate.started_from,
+        "warm_started": candidate.started_from != s.base_model_name,
+        "compared_against": baseline.champion_version or f"base model {s.base_model_name}",
+        "parent_version": baseline.champion_version,
+        "device": device,
+        "hyperparameters": {
+            "num_epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "head_learning_rate": config.head_learning_rate,
+            "max_length": config.max_length,
+            "freeze_embeddings": config.freeze_embeddings,
+            "seed": config.seed,
+            "test_fraction": s.test_fraction,
+            "warm_start": s.warm_start,
+            "torch_threads": threads,
+        },
+        "snapshot": snapshot.summary(),
+        "split": split.summary(),
+        "metrics": {
+            "before": baseline.metrics,
+            "after": judged.metrics,
+            "intervals": decision.evidence.get("intervals"),
+        },
+        "gate": {**decision.evidence, "promote": decision.promote, "refused": decision.refused},
+        "reference_metrics": reference,
+        "promoted": decision.promote,
+        "gate_reason": decision.reason,
+        "training": candidate.stats.as_dict(),
+        "oom_retries": candidate.oom_retries,
+        "timings": timings,
+        "libraries": library_versions(),
+        "code_commit": code_commit(),
+        "artifact_path": relative_artifact_path(version),
+    }
+
+
+def registry_doc(meta: dict[str, Any]) -> dict[str, Any]:
+    return {name: meta[name] for name in REGISTRY_FIELDS}
+
+
+def write(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / "training_metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def library_versions() -> dict[str, str]:
+    names = ("torch", "transformers", "sentence-transformers", "scikit-learn", "celery", "pymongo")
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def code_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,123 @@
+"""A training job's pipeline, as numbered steps: each a named stage in `worker.stages`.
+
+1 snapshot → 2 split → 3 judge the champion → 4 fine-tune → 5 judge the candidate
+→ 6 gate → 7 write the version aside → 8 register (and promote by compare-and-set)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.database import Database
+
+from eduranker import champion
+from eduranker.errors import StaleCandidate
+from eduranker.pipeline import artifacts
+from eduranker.pipeline.device import configure_threads, describe, select_device
+from eduranker.pipeline.gate import GateDecision, decide_promotion
+from eduranker.pipeline.model_io import save_cross_encoder
+from eduranker.pipeline.report import render_report, write_plots
+from eduranker.settings import Settings
+from eduranker.store import jobs, versions
+from worker import metadata
+from worker.run import Run
+from worker.stages import (
+    comparisons,
+    fine_tune_candidate,
+    gate_rule,
+    judge_candidate,
+    judge_champion,
+    plot_inputs,
+    split_for_judging,
+    take_snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Laps:
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        self.timings[name] = round(time.perf_counter() - self.started, 3)
+        self.started = time.perf_counter()
+
+
+def train_and_register(db: Database, s: Settings, run: Run) -> dict[str, Any]:
+    """Run every stage of job `run.job_id`; returns the fields of its outcome for `training_jobs`."""
+    laps = Laps()
+    run.progress("snapshot")
+    snapshot = take_snapshot(db, s, run)  # 1
+    split = split_for_judging(snapshot, s, run)  # 2
+    laps.lap("snapshot")
+
+    threads = configure_threads(s.torch_threads)
+    device = select_device()
+    run.update("recording the device", device=describe(device))
+    run.progress("evaluate_before")
+    baseline = judge_champion(db, s, split, device)  # 3
+    laps.lap("evaluate_before")
+
+    candidate = fine_tune_candidate(s, split, baseline, device, run)  # 4
+    laps.lap("train")
+
+    run.progress("evaluate_after")
+    judged = judge_candidate(candidate, s, split, baseline, device)  # 5
+    heldout, reference = comparisons(split, baseline, judged)
+    decision = decide_promotion(heldout, gate_rule(s), reference)  # 6
+    laps.lap("evaluate_after")
+
+    run.progress("write_artifacts")
+    version = versions.allocate_version(db)  # 7
+    meta = metadata.build(version, run.job_id, s, snapshot, split, baseline, judged, candidate, decision,
+                          device=describe(device), threads=threads, timings=laps.timings)  # fmt: skip
+    with artifacts.staged_version_dir(s.models_dir, version) as folder:
+        save_cross_encoder(candidate.model, candidate.tokenizer, folder, s.max_length)
+        artifacts.write_heldout_pairs(folder, split.test)
+        meta["plots"] = write_plots(folder, **plot_inputs(snapshot, split, baseline, judged))
+        laps.lap("write_artifacts")
+        metadata.write(folder, meta)
+        (folder / "training_report.txt").write_text(render_report(meta))
+
+    return register(db, s, run, meta, decision, baseline.champion_version)  # 8
+
+
+def register(
+    db: Database, s: Settings, run: Run, meta: dict[str, Any], decision: GateDecision, judged_against: str | None
+) -> dict[str, Any]:
+    """Register the version, and promote it only if the champion is still the one it was judged against.
+
+    The fenced write first: it proves this run still owns the job and refreshes its heartbeat, so no
+    other attempt can take the job over for `job_stale_after_s`, far longer than these few writes."""
+    version = meta["version"]
+    run.update("registering", progress={"job_id": run.job_id, "stage": "register", "version": version})
+    versions.insert_version(db, metadata.registry_doc(meta), by=f"job {run.job_id}")
+    promoted, reason = decision.promote, decision.reason
+    if promoted:
+        try:
+            champion.promote(db, s.models_dir, version, by=f"job {run.job_id}", reason=decision.reason,
+                             expected_champion=judged_against)  # fmt: skip
+        except StaleCandidate as exc:
+            promoted, reason = False, str(exc)
+    if not promoted:
+        versions.set_status(db, version, versions.REJECTED, by=f"job {run.job_id}", reason=reason)
+    log.info("job %s → %s (%s): %s", run.job_id, version, "champion" if promoted else "rejected", reason)
+    return {
+        "job_status": jobs.SUCCEEDED if promoted else jobs.REJECTED,
+        "version": version,
+        "promoted": promoted,
+        "reason": None if promoted else reason,
+        "gate_reason": decision.reason,
+        "gate_refused": decision.refused,
+        "gate": decision.evidence.get("intervals"),
+        "metrics": meta["metrics"],
+        "batch_size_used": meta["hyperparameters"]["batch_size"],
+        "oom_retries": meta["oom_retries"],
+        "timings": meta["timings"],
+        "artifact_path": meta["artifact_path"],
+    }
