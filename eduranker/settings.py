@@ -77,9 +77,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            check = _CHECKS.get(f.name)
             value = getattr(self, f.name)
-            problem = _type_problem(f.type, value) or (check(value) if check else None)
+            problem = _problem(f.name, f.type, value)
             if problem:
                 raise SettingsError(f"{f.name.upper()}={value!r}: {problem}")
 
@@ -111,6 +110,9 @@ class Settings:
                 values[f.name] = _coerce(f.type, raw)
             except ValueError as exc:
                 raise SettingsError(f"{f.name.upper()}={raw!r}: {exc}") from None
+            problem = _problem(f.name, f.type, values[f.name])
+            if problem:  # named with the text as written, not as parsed
+                raise SettingsError(f"{f.name.upper()}={raw!r}: {problem}")
         values.update(overrides)
         return cls(**values)
 
@@ -140,6 +142,11 @@ def _coerce(type_name: Any, raw: str) -> Any:
         except ValueError:
             raise ValueError("expected a number") from None
     return raw
+
+
+def _problem(name: str, type_name: Any, value: Any) -> str | None:
+    check = _CHECKS.get(name)
+    return _type_problem(type_name, value) or (check(value) if check else None)
 
 
 def _type_problem(type_name: Any, value: Any) -> str | None:

@@ -8,6 +8,7 @@ import pytest
 from eduranker.errors import UnknownVersion, VersionUnusable
 from eduranker.models_dir import champion_target, check_loadable, point_champion, version_dir
 from eduranker.pipeline.artifacts import ABANDONED_AFTER_S, staged_version_dir
+from tests.fake_versions import write_loadable_files
 
 
 def test_a_version_folder_appears_only_when_complete(tmp_path):
@@ -104,17 +105,14 @@ def test_a_version_is_readable_by_the_search_api_under_the_operators_umask(tmp_p
         assert path.stat().st_mode & 0o777 == file_mode
 
 
-def _fake_version(root, version, *, weights=b"", tokenizer=True):
-    import json
-    import struct
-
+def _fake_version(root, version, *, weights=None, tokenizer=True):
     folder = root / "versions" / version
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
-    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    (folder / "model.safetensors").write_bytes(weights or struct.pack("<Q", len(header)) + header + b"\0" * 4)
-    if tokenizer:
-        (folder / "tokenizer.json").write_text("{}")
+    write_loadable_files(folder)
+    if weights is not None:
+        (folder / "model.safetensors").write_bytes(weights)
+    if not tokenizer:
+        (folder / "tokenizer.json").unlink()
     return folder
 
 

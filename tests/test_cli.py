@@ -1,5 +1,9 @@
 """The `eduranker` CLI against real servers, on a registry prepared without training."""
 
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -8,8 +12,9 @@ import pytest
 import redis
 
 from eduranker import cli
-from eduranker.pipeline.artifacts import staged_version_dir
 from eduranker.store import ensure_indexes, jobs, versions
+from tests.celery_worker import ROOT
+from tests.fake_versions import make_version
 
 
 @pytest.fixture()
@@ -17,8 +22,7 @@ def registry(db, settings):
     ensure_indexes(db)
     for i, auc in enumerate((0.70, 0.75, 0.80), start=1):
         version = f"v{i:04d}"
-        with staged_version_dir(settings.models_dir, version) as folder:
-            (folder / "training_report.txt").write_text(f"report of {version}\n")
+        make_version(settings.models_dir, version)
         versions.insert_version(db, {
             "version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}",
             "metrics": {"before": {"roc_auc": 0.5}, "after": {"roc_auc": auc, "ndcg@10": 0.9, "mrr": 0.8, "f1": 0.7}},
@@ -69,9 +73,10 @@ def test_status_shows_counts_jobs_and_champion(registry, settings, capsys):
     assert cli.main(["status"], settings) == 0
     out = capsys.readouterr().out
     assert "feedback: 5 usable (like 3, dislike 2)" in out
-    assert f"first model at {settings.train_min_feedback} feedbacks" in out
-    assert "jobs queued: 1, running: 0" in out
+    assert f"first model at {settings.train_min_feedback} feedbacks (5 so far); now: waiting: job j-queued" in out
+    assert "jobs queued: 1, running: 0, waiting: 0" in out
     assert "champion: v0001" in out
+    assert "champion -> v0001 (agrees)" in out
 
 
 def test_train_records_and_sends_a_job(db, settings, redis_url, capsys):
@@ -92,20 +97,99 @@ def test_unreachable_database_exits_3(settings, capsys):
     assert "cannot reach MongoDB" in capsys.readouterr().err
 
 
-def test_concurrent_promotions_leave_exactly_one_champion(registry, settings):
-    errors = []
+def test_a_rejected_version_is_promoted_only_with_force_and_the_table_says_so(registry, settings, capsys):
+    versions.set_status(registry, "v0002", versions.REJECTED, by="job-2", reason="gain within the noise")
+    assert cli.main(["promote", "v0002"], settings) == 1
+    assert "rejected by the gate" in capsys.readouterr().err
+    assert versions.read_champion(registry).version is None
+    assert cli.main(["promote", "v0002", "--force", "--reason", "hotfix"], settings) == 0
+    capsys.readouterr()
+    cli.main(["versions"], settings)
+    out = capsys.readouterr().out
+    assert "champion*" in out and "promoted with --force" in out
+    last = versions.get_version(registry, "v0002")["history"][-1]
+    assert (last["status"], last["by"], last["reason"], last["forced"]) == ("champion", "cli", "hotfix", True)
 
-    def promote(version):
-        try:
-            for _ in range(10):
-                versions.promote(registry, version)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=promote, args=(v,)) for v in ("v0001", "v0002", "v0003")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert registry.model_versions.count_documents({"status": "champion"}) == 1
+def test_promote_and_rollback_refuse_missing_or_broken_artifacts_before_changing_anything(registry, settings, capsys):
+    cli.main(["promote", "v0001"], settings)
+    cli.main(["promote", "v0002"], settings)
+    (Path(settings.models_dir) / "versions" / "v0003" / "model.safetensors").write_bytes(b"truncated")
+    shutil.rmtree(Path(settings.models_dir) / "versions" / "v0001")
+    capsys.readouterr()
+    assert cli.main(["promote", "v0003"], settings) == 1
+    assert "do not load" in capsys.readouterr().err
+    assert cli.main(["rollback"], settings) == 1
+    assert "no artifacts" in capsys.readouterr().err
+    record = versions.read_champion(registry)
+    assert (record.version, record.chain) == ("v0002", ["v0001", "v0002"])
+    assert champion_link(settings) == "v0002"
+
+
+KILLED_BETWEEN_WRITES = """
+import os, signal, sys
+from eduranker.settings import Settings
+from eduranker.store import connect, versions
+s = Settings(mongodb_url=sys.argv[1], mongodb_db=sys.argv[2], models_dir=sys.argv[3])
+versions.promote(connect(s), "v0003", by="doomed", reason="test")
+os.kill(os.getpid(), signal.SIGKILL)  # before the pointer follows
+"""
+
+
+def test_a_process_killed_between_registry_and_pointer_is_repaired_by_the_next_command(registry, settings, capsys):
+    cli.main(["promote", "v0001"], settings)
+    args = [settings.mongodb_url, settings.mongodb_db, settings.models_dir]
+    done = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_WRITES, *args], cwd=ROOT, check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert versions.read_champion(registry).version == "v0003"
+    assert champion_link(settings) == "v0001"  # the API would still serve v0001
+    capsys.readouterr()
+    assert cli.main(["status"], settings) == 0
+    assert "champion -> v0003 (agrees)" in capsys.readouterr().out
+    assert champion_link(settings) == "v0003"
+
+
+RACER = """
+import random, sys
+from eduranker import champion
+from eduranker.errors import EduRankerError
+from eduranker.settings import Settings
+from eduranker.store import connect
+s = Settings(mongodb_url=sys.argv[1], mongodb_db=sys.argv[2], models_dir=sys.argv[3])
+db, rng = connect(s), random.Random(sys.argv[4])
+for _ in range(15):
+    try:
+        if rng.random() < 0.3:
+            champion.rollback(db, s.models_dir, by="racer", reason="race")
+        else:
+            v = rng.choice(["v0001", "v0002", "v0003"])
+            champion.promote(db, s.models_dir, v, by="racer", reason="race", expected_champion=rng.choice([..., None]))
+    except EduRankerError:
+        pass  # refused or stale: allowed outcomes of a race
+"""
+
+
+def test_promotions_and_rollbacks_racing_from_several_processes_keep_one_champion(registry, settings):
+    cli.main(["promote", "v0001"], settings)
+    seen, stop = [], threading.Event()
+
+    def observe():
+        while not stop.is_set():
+            record = versions.read_champion(registry)
+            statuses = registry.model_versions.count_documents({"status": "champion"})
+            seen.append((record.version, statuses))
+
+    observer = threading.Thread(target=observe)
+    observer.start()
+    args = [settings.mongodb_url, settings.mongodb_db, settings.models_dir]
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, *args, str(i)], cwd=ROOT) for i in range(3)]
+    try:
+        assert [p.wait(120) for p in racers] == [0, 0, 0]
+    finally:
+        stop.set()
+        observer.join()
+    assert seen and all(version is not None and statuses <= 1 for version, statuses in seen)
+    record = versions.read_champion(registry)
+    assert champion_link(settings) == record.version
+    assert [v["version"] for v in registry.model_versions.find({"status": "champion"})] == [record.version]
+    assert record.chain[-1] == record.version

@@ -49,7 +49,7 @@ def test_impossible_jobs_fail_with_a_reason_and_register_nothing(db, settings, n
 
 def test_unknown_overrides_fail_the_job(db, settings):
     jobs.create_job(db, "bad", trigger={}, overrides={"num_epochs": 0})
-    with pytest.raises(PermanentError, match="num_epochs must be a positive integer"):
+    with pytest.raises(PermanentError, match="invalid job override: NUM_EPOCHS=0: must be at least 1"):
         run_training_job(settings, "bad")
     assert jobs.get_job(db, "bad")["status"] == "failed"
 
@@ -59,7 +59,7 @@ def trained(db, settings):
     demo.seed_feedback(db, seed=1)
     jobs.create_job(db, "job-1", trigger={"reason": "test"})
     stages = []
-    outcome = run_training_job(settings, "job-1", report=lambda stage, **d: stages.append((stage, d)))
+    outcome = run_training_job(settings, "job-1", on_progress=lambda p: stages.append((p["stage"], p)))
     return outcome, stages
 
 
@@ -94,6 +94,10 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
 
     names = [s for s, _ in stages]
     assert names[:3] == ["snapshot", "evaluate_before", "train"] and names[-1] == "write_artifacts"
+    interval = version["metrics"]["intervals"]["roc_auc"]
+    assert interval["low"] > settings.min_improvement and interval["confidence"] == settings.gate_confidence
+    assert "lower bound clears" in version["gate_reason"]
+    assert [h["status"] for h in version["history"]] == ["candidate", "champion"]
     last_train = [d for s, d in stages if s == "train"][-1]
     assert last_train["step"] == last_train["total_steps"] > 0
 
@@ -151,8 +155,42 @@ def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, 
     job = jobs.get_job(db, "job-swapped")
     before, after = job["metrics"]["before"]["roc_auc"], job["metrics"]["after"]["roc_auc"]
     assert after > before + settings.min_improvement  # on the new pairs alone it would have been promoted
-    assert outcome["status"] == "rejected" and "champion's held-out pairs" in job["reason"]
+    assert outcome["status"] == "rejected" and "champion's frozen held-out pairs" in job["reason"]
     assert versions.get_champion(db)["version"] == first["version"]
     meta = json.loads((Path(settings.models_dir) / "versions" / job["version"] / "training_metadata.json").read_text())
-    reference = meta["reference_metrics"]
-    assert reference["candidate"]["roc_auc"] < reference["champion"]["roc_auc"] - 0.02
+    assert meta["reference_metrics"]["high"] < -settings.gate_max_regression
+
+
+def test_a_24_feedback_job_registers_nothing_and_says_why(db, settings):
+    _seed_pairs(db, 12, ["like", "dislike"])
+    jobs.create_job(db, "small", trigger={"reason": "test"})
+    with pytest.raises(JobRefused):
+        run_training_job(settings.with_overrides(min_feedback=10), "small")
+    job = jobs.get_job(db, "small")
+    assert job["status"] == "failed"
+    assert "held-out set too small to decide" in job["reason"] and "from 24 usable pairs" in job["reason"]
+    assert f"at least {settings.min_heldout_pairs} pairs" in job["reason"]
+    assert db.model_versions.count_documents({}) == 0 and versions.read_champion(db).version is None
+
+
+def test_a_job_whose_champion_changed_while_it_trained_is_not_promoted(db, settings):
+    """The job judges its candidate against the base model; meanwhile an operator promotes a version."""
+    from eduranker import champion
+    from tests.fake_versions import make_version
+
+    demo.seed_feedback(db, seed=1)
+    make_version(settings.models_dir, "v0050")
+    versions.insert_version(db, {"version": "v0050", "job_id": "hand-made"})
+    jobs.create_job(db, "job-late", trigger={"reason": "test"})
+
+    def switch_champion_mid_training(progress):
+        if progress["stage"] == "train" and versions.read_champion(db).version is None:
+            champion.promote(db, settings.models_dir, "v0050", by="operator", reason="while the job trained")
+
+    outcome = run_training_job(settings, "job-late", on_progress=switch_champion_mid_training)
+    job = jobs.get_job(db, "job-late")
+    assert outcome["status"] == "rejected" and job["promoted"] is False
+    assert "lower bound clears" in job["gate_reason"]  # the gate said yes, against the base model
+    assert "champion changed from the base model to v0050" in job["reason"]
+    assert versions.read_champion(db).version == "v0050"
+    assert versions.get_version(db, job["version"])["status"] == "rejected"

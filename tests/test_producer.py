@@ -34,6 +34,8 @@ def psettings(settings, redis_url):
         train_min_minority=0.2,
         train_new_feedback=30,
         train_cooldown_seconds=0,
+        # A producer killed with -9 keeps the lease until it expires: short, so restarts lead quickly.
+        producer_lease_seconds=2,
     )
 
 
@@ -74,6 +76,14 @@ class ThreadedProducer:
     def __exit__(self, *exc):
         self.producer.stop()
         self.thread.join(20)
+
+
+def finish_as_worker(db, job):
+    """Stand in for the worker: claim the job and finish it with the watermark of what it trained on."""
+    claimed = jobs.claim_job(db, job["_id"], worker="stand-in", stale_after_s=60)
+    if claimed is not None:
+        watermark = job["trigger"]["watermark"]
+        jobs.finish_job(db, job["_id"], claimed["attempts"], jobs.SUCCEEDED, snapshot={"watermark": watermark})
 
 
 def give(db, served_items, start=0):
@@ -162,9 +172,7 @@ def test_kill_9_and_restart_misses_nothing_and_enqueues_nothing_twice(db, psetti
             offset += len(phase)
             proc = _spawn_producer(psettings, log)
             assert wait_for(lambda n=n: db.training_jobs.count_documents({}) == n, timeout=60), n
-            # Stand in for the worker: the job finishes with the watermark of what it trained on.
-            job = jobs.latest_job(db)
-            jobs.finish_job(db, job["_id"], jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+            finish_as_worker(db, jobs.latest_job(db))
         time.sleep(2)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -249,8 +257,10 @@ def test_pymongo_still_tells_whether_a_change_is_buffered(db):
         assert stream.try_next() is not None and not is_buffered(stream)
 
 
-def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, psettings, queue, tmp_path):
-    """A writer streams 5,000 reactions while the producer is killed at random moments and restarted.
+@pytest.mark.parametrize("producers", [2, 3])
+def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, psettings, queue, tmp_path, producers):
+    """A writer streams 5,000 reactions while `producers` producer processes run (one leads through the
+    lease, the others stand by) and one of them, chosen at random, is killed -9 and restarted.
 
     Every job must be justified (at least the threshold of new feedback since the previous job's
     watermark), none may be missing at the end (fewer than the threshold since the last one), and no job
@@ -276,24 +286,25 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
     def stand_in_worker():
         while not (writing_done.is_set() and settled.is_set()):
             for job in db.training_jobs.find({"status": "queued", "sent_at": {"$ne": None}}):
-                jobs.finish_job(db, job["_id"], jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+                finish_as_worker(db, job)
             time.sleep(0.05)
 
     settled = threading.Event()
     log = open(tmp_path / "producer.log", "ab")  # noqa: SIM115
     threads = [threading.Thread(target=writer, daemon=True), threading.Thread(target=stand_in_worker, daemon=True)]
-    proc = _spawn_producer(s, log)
+    procs = [_spawn_producer(s, log) for _ in range(producers)]
     kills = 0
     for thread in threads:
         thread.start()
     try:
         while not writing_done.is_set():
             time.sleep(rng.uniform(0.5, 2.5))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+            victim = rng.randrange(producers)
+            os.kill(procs[victim].pid, signal.SIGKILL)
+            procs[victim].wait()
             kills += 1
-            time.sleep(rng.uniform(0.0, 0.5))  # writes go on while no producer runs
-            proc = _spawn_producer(s, log)
+            time.sleep(rng.uniform(0.0, 0.5))  # writes go on meanwhile
+            procs[victim] = _spawn_producer(s, log)
         # Let the last producer catch up: a job finished after the last write is followed by the next
         # one at the producer's idle tick (5 s), so settle once a tick passes with no new job.
         deadline = time.monotonic() + 120
@@ -304,8 +315,10 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
                 break
     finally:
         settled.set()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(20)
 
     made = list(db.training_jobs.find().sort("created_at", 1))
     watermarks = [j["trigger"]["watermark"] for j in made]

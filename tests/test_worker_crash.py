@@ -13,9 +13,10 @@ import redis
 from eduranker import demo
 from eduranker.errors import PermanentError
 from eduranker.store import jobs
+from eduranker.store.jobs import MAX_ATTEMPTS
 from producer.outbox import request_training
 from tests.celery_worker import start_worker, stop_worker
-from worker.job import MAX_ATTEMPTS, run_training_job
+from worker.job import run_training_job
 
 pytestmark = pytest.mark.slow
 
