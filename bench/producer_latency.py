@@ -41,8 +41,9 @@ from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, jobs  # noqa: E402
 from eduranker.store.connection import INFERENCES, TRAINING_JOBS  # noqa: E402
 from eduranker.store.feedback import latest_feedback_at  # noqa: E402
+from producer.history import read_history  # noqa: E402
 from producer.state import load_state  # noqa: E402
-from producer.watcher import last_job_view, read_counts  # noqa: E402
+from producer.watcher import read_counts  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -124,8 +125,10 @@ def fake_worker(settings: Settings, stop: threading.Event, received: dict) -> No
         job_id = json.loads(item[1])["headers"]["id"]
         received.setdefault(job_id, []).append(arrived)
         job = jobs.get_job(db, job_id)
-        jobs.claim_job(db, job_id, worker="bench", stale_after_s=settings.job_stale_after_s)
-        jobs.finish_job(db, job_id, jobs.SUCCEEDED, snapshot={"watermark": job["trigger"]["watermark"]})
+        claimed = jobs.claim_job(db, job_id, worker="bench", stale_after_s=settings.job_stale_after_s)
+        if claimed is not None:
+            jobs.finish_job(db, job_id, claimed["attempts"], jobs.SUCCEEDED,
+                            snapshot={"watermark": job["trigger"]["watermark"]})  # fmt: skip
 
 
 def sample_lag(settings: Settings, stop: threading.Event, lags: list) -> None:
@@ -269,12 +272,12 @@ def main() -> int:
               f"p99 {percentile(busy_lags, 0.99) * 1000:.0f} ms, max {max(busy_lags) * 1000:.0f} ms")  # fmt: skip
     print(f"producer CPU: {producer_cpu / elapsed:.2f} s per s; events seen {load_state(db).get('events_seen')}")
     print("one evaluation's reads, after the run (ms):", flush=True)
-    last = last_job_view(db)
+    history = read_history(db, settings.auto_retry_limit)
     for name, read in (
-        ("reap dead jobs", lambda: jobs.reap_dead_jobs(db, dead_after_s=settings.job_dead_after_s)),
-        ("last job", lambda: last_job_view(db)),
-        ("window counts", lambda: read_counts(db, last, cap=args.every)),
-        ("watermark", lambda: latest_feedback_at(db, since=last.watermark if last else None)),
+        ("requeue silent jobs", lambda: jobs.requeue_silent(db, silent_after_s=settings.job_requeue_after_s)),
+        ("job history", lambda: read_history(db, settings.auto_retry_limit)),
+        ("window counts", lambda: read_counts(db, history, cap=args.every)),
+        ("watermark", lambda: latest_feedback_at(db, since=history.window_since)),
     ):
         began = time.perf_counter()
         for _ in range(5):

@@ -38,6 +38,19 @@ def test_worker_reserves_one_gpu_and_runs_one_job_at_a_time(compose_config):
     assert worker["command"][worker["command"].index("-Q") + 1] == "training"
 
 
+def test_a_stopping_worker_hands_its_job_back_within_the_grace_period(compose_config):
+    worker = compose_config["services"]["worker"]
+    assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"  # SIGTERM → soft shutdown, then cancel
+    soft = float(worker["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"])
+    grace = worker["stop_grace_period"]
+    grace_s = float(str(grace).rstrip("s")) if not isinstance(grace, int | float) else grace
+    assert soft + 20 <= grace_s <= soft + 60  # room for the hand-back, not an hour of SIGKILL-less waiting
+
+
+def test_producers_run_as_a_leader_and_a_standby(compose_config):
+    assert compose_config["services"]["producer"]["deploy"]["replicas"] == 2
+
+
 def test_redis_and_flower_require_secrets_from_the_environment(compose_config):
     services = compose_config["services"]
     assert "--requirepass" in services["redis"]["command"]

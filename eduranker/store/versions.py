@@ -119,9 +119,7 @@ def sync_statuses(
                 {"version": record.version, "status": {"$ne": CHAMPION}},
                 {
                     "$set": {"status": CHAMPION, "promoted_at": now()},
-                    "$push": {
-                        "history": _event(CHAMPION, by, reason or "registry names it champion", forced=forced)
-                    },
+                    "$push": {"history": _event(CHAMPION, by, reason or "registry names it champion", forced=forced)},
                 },
             )
         except DuplicateKeyError:
