@@ -123,6 +123,17 @@ def cmd_rollback(db: Database, settings: Settings, args: argparse.Namespace) -> 
     return EXIT_OK
 
 
+def cmd_cancel(db: Database, _settings: Settings, args: argparse.Namespace) -> int:
+    job = jobs.get_job(db, args.job_id)
+    if job is None:
+        raise Refused(f"no training job {args.job_id!r}")
+    if not jobs.cancel_job(db, args.job_id, f"cancelled: {args.reason}"):
+        raise Refused(f"job {args.job_id} is {job['status']}: only waiting, queued or running jobs can be cancelled")
+    # A running run is fenced out: its next write fails and it stops without registering anything.
+    print(f"cancelled {args.job_id} (was {job['status']})")
+    return EXIT_OK
+
+
 def cmd_report(db: Database, settings: Settings, args: argparse.Namespace) -> int:
     version = models_dir.checked_version(args.version)
     versions.get_version(db, version)
@@ -151,13 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="operator (cli)")
     rollback = sub.add_parser("rollback", help="restore the champion before the current one")
     rollback.add_argument("--reason", default="operator (cli)")
+    cancel = sub.add_parser("cancel", help="cancel a waiting, queued or running job")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--reason", default="operator (cli)")
     report = sub.add_parser("report", help="print a version's training report")
     report.add_argument("version")
     return parser
 
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
-            "rollback": cmd_rollback, "report": cmd_report}  # fmt: skip
+            "rollback": cmd_rollback, "cancel": cmd_cancel, "report": cmd_report}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

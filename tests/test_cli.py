@@ -193,3 +193,17 @@ def test_promotions_and_rollbacks_racing_from_several_processes_keep_one_champio
     assert champion_link(settings) == record.version
     assert [v["version"] for v in registry.model_versions.find({"status": "champion"})] == [record.version]
     assert record.chain[-1] == record.version
+
+
+def test_cancel_frees_the_slot_and_fences_out_the_running_run(registry, settings, capsys):
+    jobs.create_job(registry, "j-run", trigger={})
+    attempt = jobs.claim_job(registry, "j-run", worker="w", stale_after_s=60)["attempts"]
+    assert jobs.create_job(registry, "j-next", trigger={}) == "waiting"
+    assert cli.main(["cancel", "j-run", "--reason", "wrong data"], settings) == 0
+    assert "cancelled j-run (was running)" in capsys.readouterr().out
+    job = jobs.get_job(registry, "j-run")
+    assert job["status"] == "cancelled" and job["reason"] == "cancelled: wrong data" and "active" not in job
+    assert not jobs.heartbeat(registry, "j-run", attempt)
+    assert jobs.advance_waiting(registry) == "j-next"
+    assert cli.main(["cancel", "j-run"], settings) == 1
+    assert "only waiting, queued or running" in capsys.readouterr().err
