@@ -29,8 +29,15 @@ class Reconciled:
     statuses_synced: list[str]
 
 
+def _point(models: str | Path, name: str, target: str | None) -> None:
+    if target is None:
+        models_dir.remove_pointer(models, name)
+    elif models_dir.champion_target(models, name) != target:
+        models_dir.point_champion(models, target, name)
+
+
 def _follow(db: Database, models: str | Path) -> str | None:
-    """Point the symlink at what the registry names now; returns that version.
+    """Point `champion` (and `previous`, the holdback's model) at what the registry names now.
 
     The registry is read under a lock on the models folder, so of two processes switching at once the
     one that points last also read last: the pointer ends on the newest record, never an older one.
@@ -41,11 +48,13 @@ def _follow(db: Database, models: str | Path) -> str | None:
         Path(models).mkdir(parents=True, exist_ok=True)
         with open(Path(models) / ".champion.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            version = versions.read_champion(db).version
-            if version is None:
-                models_dir.remove_pointer(models)
-            else:
-                models_dir.point_champion(models, version)
+            record = versions.read_champion(db)
+            version = record.version
+            _point(models, models_dir.POINTER, version)
+            try:
+                _point(models, models_dir.PREVIOUS, record.previous)
+            except UnknownVersion:  # its folder is gone: no holdback, the champion serves everyone
+                models_dir.remove_pointer(models, models_dir.PREVIOUS)
     except (OSError, UnknownVersion):
         log.exception("registry names %s but the pointer could not be switched; reconcile will retry", version)
     return version
@@ -82,7 +91,11 @@ def reconcile(db: Database, models: str | Path, *, by: str) -> Reconciled:
     synced = versions.sync_statuses(db, by=by)
     record = versions.read_champion(db)
     pointer = models_dir.champion_target(models)
-    repaired = pointer != record.version
+    previous = models_dir.champion_target(models, models_dir.PREVIOUS)
+    previous_wanted = (
+        record.previous if record.previous and models_dir.version_dir(models, record.previous).is_dir() else None
+    )
+    repaired = pointer != record.version or previous != previous_wanted
     if repaired:
         log.warning("champion pointer named %s but the registry names %s; repairing", pointer, record.version or "none")
         _follow(db, models)

@@ -18,6 +18,7 @@ from eduranker.errors import UnknownVersion, VersionUnusable
 
 VERSION_PATTERN = re.compile(r"^v\d{4,}$")
 POINTER = "champion"
+PREVIOUS = "previous"  # the champion before it: what a holdback share of requests is served by
 # What a folder must hold for `CrossEncoder(path)` to load it.
 REQUIRED_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -66,30 +67,30 @@ def check_loadable(models_dir: str | Path, version: str) -> Path:
     return folder
 
 
-def point_champion(models_dir: str | Path, version: str) -> Path:
-    """Switch MODELS_DIR/champion to versions/<version> in one rename, never leaving it missing."""
+def point_champion(models_dir: str | Path, version: str, name: str = POINTER) -> Path:
+    """Switch MODELS_DIR/<name> to versions/<version> in one rename, never leaving it missing."""
     root = Path(models_dir)
     if not version_dir(root, version).is_dir():
         raise UnknownVersion(f"no artifacts for {version} under {root}")
-    link = root / POINTER
-    temp = root / f".champion-{uuid.uuid4().hex[:8]}"
+    link = root / name
+    temp = root / f".{name}-{uuid.uuid4().hex[:8]}"
     os.symlink(Path("versions") / version, temp)
     os.replace(temp, link)
     return link
 
 
-def remove_pointer(models_dir: str | Path) -> bool:
-    """Remove MODELS_DIR/champion (the registry names no champion: the base model serves)."""
-    link = Path(models_dir) / POINTER
+def remove_pointer(models_dir: str | Path, name: str = POINTER) -> bool:
+    """Remove MODELS_DIR/<name> (the registry names no such version: the base model serves)."""
+    link = Path(models_dir) / name
     if link.is_symlink():
         link.unlink()
         return True
     return False
 
 
-def champion_target(models_dir: str | Path) -> str | None:
-    """The version MODELS_DIR/champion points at, or None without a pointer."""
-    link = Path(models_dir) / POINTER
+def champion_target(models_dir: str | Path, name: str = POINTER) -> str | None:
+    """The version MODELS_DIR/<name> points at, or None without a pointer."""
+    link = Path(models_dir) / name
     if not link.is_symlink():
         return None
     return Path(os.readlink(link)).name

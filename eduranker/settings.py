@@ -75,6 +75,12 @@ class Settings:
     job_resend_after_seconds: float = 300.0
     job_max_resends: int = 3
 
+    # Live metrics per version and the online guard (producer).
+    online_refresh_seconds: float = 60.0
+    online_guard: bool = True
+    online_guard_min_feedback: int = 200
+    online_guard_confidence: float = 0.99
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -224,6 +230,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "producer_lease_seconds": _between(1, 3600, open_low=False, open_high=False),
     "job_resend_after_seconds": _at_least(1),
     "job_max_resends": _at_least(0),
+    "online_refresh_seconds": _at_least(1),
+    "online_guard_min_feedback": _at_least(10),
+    "online_guard_confidence": _between(0.5, 1),
 }
 
 

@@ -27,7 +27,9 @@ from eduranker.store import ensure_indexes, jobs
 from eduranker.store.connection import INFERENCES
 from eduranker.store.feedback import count_usable_feedback, latest_feedback_at
 from eduranker.store.lease import Lease
+from eduranker.store.online import ensure_online_indexes
 from producer.history import read_history
+from producer.online import refresh_online
 from producer.outbox import enqueue, job_id_for, send_unsent
 from producer.policy import Decision, FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
 from producer.state import load_state, save_state
@@ -112,6 +114,7 @@ class Producer:
         self.events_seen = 0
         self.last_read_s = 0.0  # how long the last evaluation's reads took
         self.housekept_at = 0.0
+        self.online_at = 0.0
 
     def housekeeping(self, now: datetime) -> None:
         """What keeps every job moving: silent runs requeued, lost messages resent, waiting jobs moved
@@ -126,6 +129,9 @@ class Producer:
                         s.job_resend_after_seconds)  # fmt: skip
         send_unsent(self.app, self.db, max_wait_s=2.0)
         champion.reconcile(self.db, s.models_dir, by="producer")
+        if time.monotonic() - self.online_at >= s.online_refresh_seconds:
+            refresh_online(self.db, s)
+            self.online_at = time.monotonic()
         self.housekept_at = time.monotonic()
 
     # One evaluation: counts from the database, the policy's decision, maybe one enqueue.
@@ -183,6 +189,7 @@ class Producer:
         """Watch until stop() (SIGTERM); survives lost connections, lost history and invalidation."""
         backoff = 0.5
         ensure_indexes(self.db)
+        ensure_online_indexes(self.db)
         standby_logged = False
         while not self.stop_event.is_set():
             try:

@@ -149,6 +149,8 @@ def promote(
     doc = get_version(db, version)
     if doc["status"] == REJECTED and not force:
         raise Refused(f"{version} was rejected by the gate ({doc.get('gate_reason')}); promote it with --force")
+    if doc.get("guard_rolled_back") and expected_champion is not ...:
+        raise Refused(f"{version} was rolled back by the online guard: only an operator may promote it again")
     for _ in range(max_attempts):
         seen = read_champion(db)
         if expected_champion is not ... and seen.version != expected_champion:
@@ -165,6 +167,11 @@ def promote(
         if expected_champion is not ...:
             continue  # re-read: the check above turns a changed champion into StaleCandidate
     raise RuntimeError(f"could not promote {version}: champion kept changing")
+
+
+def mark_guard_rolled_back(db: Database, version: str) -> None:
+    """Users liked this version less than its holdback: never promote it again automatically."""
+    db[MODEL_VERSIONS].update_one({"version": version}, {"$set": {"guard_rolled_back": True}})
 
 
 def rollback_target(db: Database) -> tuple[ChampionRecord, str]:

@@ -1,0 +1,146 @@
+"""`ChampionReranker`: reranks with the champion and follows `MODELS_DIR/champion` while serving.
+
+A watcher thread stats the pointer every `poll_seconds`. When it names another version, that version is
+loaded beside the current one, checked on a probe pair, and swapped in with one reference assignment:
+a request takes the reference once, so requests in flight finish on the model they started with, and
+the old model is freed when the last of them ends. A version that fails to load is logged and not
+swapped in (the current one keeps serving); it is tried again when the pointer changes again.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eduranker.models_dir import POINTER, PREVIOUS, champion_target, version_dir
+from eduranker.serving.loaded import LoadedModel, load_checked
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    version: str | None  # the version that scored this request (None: the base model): write it to inferences
+    scores: list[float]  # aligned with the documents given
+    order: list[int]  # indices of the documents, best first
+    holdback: bool  # served by the previous champion, for the live comparison
+
+
+@dataclass(frozen=True)
+class _Serving:
+    champion: LoadedModel
+    previous: LoadedModel | None
+
+
+class ChampionReranker:
+    def __init__(
+        self,
+        models_dir: str | Path,
+        *,
+        base_model: str | None = None,
+        poll_seconds: float = 5.0,
+        holdback: float = 0.0,
+        device: str | torch.device | None = None,
+        max_length: int = 256,
+        batch_size: int = 64,
+    ):
+        if not 0.0 <= holdback < 1.0:
+            raise ValueError(f"holdback must be in [0, 1), got {holdback}")
+        self.models_dir, self.base_model = Path(models_dir), base_model
+        self.poll_seconds, self.holdback = poll_seconds, holdback
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.max_length, self.batch_size = max_length, batch_size
+        self.last_error: str | None = None  # why the newest pointer target is not serving
+        self._failed: tuple[str | None, str | None] | None = None
+        self._stop = threading.Event()
+        self._serving = self._load(self._targets(), current=None)
+        self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
+        self._watcher.start()
+
+    @property
+    def version(self) -> str | None:
+        return self._serving.champion.version
+
+    def rerank(self, query: str, documents: Sequence[str], *, key: str | None = None) -> RerankResult:
+        """Scores and order for `documents`. `key` (a user id, say) puts a stable `holdback` share of
+        requests on the previous champion."""
+        serving = self._serving  # one read: this request stays on these models whatever swaps meanwhile
+        held = serving.previous is not None and key is not None and _bucket(key) < self.holdback
+        loaded = serving.previous if held and serving.previous is not None else serving.champion
+        scores = loaded.score(query, documents) if documents else np.zeros(0)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return RerankResult(loaded.version, [float(s) for s in scores], order, held)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._watcher.join()
+
+    # Following the pointer.
+    def _targets(self) -> tuple[str | None, str | None]:
+        return champion_target(self.models_dir, POINTER), champion_target(self.models_dir, PREVIOUS)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Check the pointer now; True if a new champion was swapped in."""
+        targets = self._targets()
+        current = (self._serving.champion.version, self._serving.previous.version if self._serving.previous else None)
+        if targets == current or targets == self._failed:
+            return False
+        try:
+            serving = self._load(targets, current=self._serving)
+        except Exception as exc:  # a broken version must never take the current one down
+            self._failed, self.last_error = targets, f"{targets[0]}: {type(exc).__name__}: {exc}"
+            log.error("champion %s not loaded; %s keeps serving (%s)", targets[0], current[0], self.last_error)
+            return False
+        self._serving, self._failed, self.last_error = serving, None, None
+        log.info("now serving %s (holdback: %s)", targets[0] or "the base model", targets[1])
+        del serving
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return True
+
+    def _load(self, targets: tuple[str | None, str | None], current: _Serving | None) -> _Serving:
+        champion_version, previous_version = targets
+        reuse = {} if current is None else {m.version: m for m in (current.champion, current.previous) if m}
+        champion = reuse.get(champion_version) or self._load_version(champion_version)
+        previous = None
+        if self.holdback > 0 and previous_version is not None:
+            try:
+                previous = reuse.get(previous_version) or self._load_version(previous_version)
+            except Exception:  # no holdback rather than no champion
+                log.exception("holdback model %s not loaded; the champion serves every request", previous_version)
+        return _Serving(champion, previous)
+
+    def _load_version(self, version: str | None) -> LoadedModel:
+        if version is None:
+            if self.base_model is None:
+                raise FileNotFoundError(f"no champion under {self.models_dir} and no base_model given")
+            path: str | Path = self.base_model
+        else:
+            path = version_dir(self.models_dir, version)
+        return load_checked(path, version, self.device, self.max_length, self.batch_size)
+
+
+def _bucket(key: str) -> float:
+    """A stable number in [0, 1) for a request key: the same user always lands on the same side."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident set (for tests and benchmarks of swaps)."""
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

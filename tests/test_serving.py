@@ -1,0 +1,158 @@
+"""The search API's reranker following real model folders while requests never stop."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from eduranker import champion
+from eduranker.models_dir import point_champion, version_dir
+from eduranker.pipeline.model_io import load_cross_encoder, save_cross_encoder
+from eduranker.serving import ChampionReranker
+from eduranker.serving.reranker import resident_memory_bytes
+from eduranker.store import ensure_indexes, versions
+from tests.celery_worker import ROOT
+
+pytestmark = pytest.mark.slow
+DOCS = ["Photosynthesis explained with diagrams", "Steam engines and factories", "The quadratic formula"]
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory, tiny_model_path):
+    """Four real versions of the offline MiniLM, each with a differently initialised ranking head."""
+    root = tmp_path_factory.mktemp("models")
+    for seed in range(1, 5):
+        model, tokenizer = load_cross_encoder(tiny_model_path, torch.device("cpu"), seed)
+        folder = version_dir(root, f"v{seed:04d}")
+        folder.mkdir(parents=True)
+        save_cross_encoder(model, tokenizer, folder, 48)
+    return root
+
+
+@pytest.fixture()
+def models(model_folders, tmp_path):
+    """A models volume of its own per test (symlinked version folders, so nothing is copied)."""
+    (tmp_path / "versions").mkdir()
+    for folder in (model_folders / "versions").iterdir():
+        (tmp_path / "versions" / folder.name).symlink_to(folder, target_is_directory=True)
+    return tmp_path
+
+
+def test_importing_serving_loads_no_celery_and_no_database_client():
+    code = "import sys, eduranker.serving; print(sorted(m for m in ('celery', 'pymongo', 'kombu') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_requests_never_fail_and_each_result_names_a_version_serving_at_that_moment(db, models):
+    ensure_indexes(db)
+    for v in ("v0001", "v0002", "v0003", "v0004"):
+        versions.insert_version(db, {"version": v, "job_id": f"job-{v}"})
+    champion.promote(db, models, "v0001", by="test", reason="start")
+    ranker = ChampionReranker(models, poll_seconds=0.2, max_length=48)
+    served, errors, stop = [], [], threading.Event()
+
+    def scorer():
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                result = ranker.rerank("how do plants make food", DOCS)
+            except Exception as exc:  # noqa: BLE001 - counted below
+                errors.append(exc)
+                continue
+            served.append((started, time.monotonic(), result.version))
+            assert len(result.scores) == 3 and sorted(result.order) == [0, 1, 2]
+
+    thread = threading.Thread(target=scorer)
+    thread.start()
+    switches = [(time.monotonic(), "v0001")]
+    try:
+        for action in ("v0002", "v0003", "v0004", "rollback"):
+            time.sleep(1.5)
+            if action == "rollback":
+                _, restored = champion.rollback(db, models, by="test", reason="test")
+                switches.append((time.monotonic(), restored))
+            else:
+                champion.promote(db, models, action, by="test", reason="test")
+                switches.append((time.monotonic(), action))
+            seen_by = time.monotonic() + 10
+            while ranker.version != switches[-1][1] and time.monotonic() < seen_by:
+                time.sleep(0.02)
+            switches[-1] = (*switches[-1], time.monotonic() - switches[-1][0])
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+        ranker.close()
+    assert errors == [] and len(served) > 20
+    assert [s[1] for s in switches] == ["v0001", "v0002", "v0003", "v0004", "v0003"]
+    lags = [s[2] for s in switches[1:]]
+    assert max(lags) < 0.2 + 5.0, lags  # poll_seconds + load time (a MiniLM loads in well under 5 s)
+    # A result's version was the pointer's champion at some moment in [start − lag, end].
+    bounds = [(at, switches[i + 1][0] + switches[i + 1][2] if i + 1 < len(switches) else float("inf"), v)
+              for i, (at, v, *_) in enumerate(switches)]  # fmt: skip
+    for start, end, version in served:
+        assert any(v == version and at <= end and start <= until for at, until, v in bounds), (start, version)
+
+
+def test_a_corrupt_version_is_not_swapped_in_and_the_reason_is_kept(models):
+    point_champion(models, "v0001")
+    ranker = ChampionReranker(models, poll_seconds=3600, max_length=48)
+    try:
+        (models / "versions" / "v0002").unlink()  # this test's own copy: a real folder with broken weights
+        broken = models / "versions" / "v0002"
+        broken.mkdir()
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            source = version_dir(models, "v0001") / name
+            if source.exists():
+                (broken / name).write_bytes(source.read_bytes())
+        (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+        point_champion(models, "v0002")
+        assert ranker.refresh() is False
+        assert ranker.version == "v0001" and "v0002" in ranker.last_error
+        assert ranker.rerank("q", DOCS).version == "v0001"
+        assert ranker.refresh() is False  # not retried until the pointer changes again
+        point_champion(models, "v0003")
+        assert ranker.refresh() is True and ranker.version == "v0003" and ranker.last_error is None
+    finally:
+        ranker.close()
+
+
+def test_resident_memory_stays_flat_over_20_swaps(models):
+    point_champion(models, "v0001")
+    ranker = ChampionReranker(models, poll_seconds=3600, max_length=48)
+    rss = []
+    try:
+        for i in range(20):
+            point_champion(models, "v0002" if i % 2 == 0 else "v0001")
+            assert ranker.refresh()
+            ranker.rerank("how do plants make food", DOCS)
+            rss.append(resident_memory_bytes())
+    finally:
+        ranker.close()
+    growth = rss[-1] - rss[4]
+    assert growth < 60 * 2**20, [r // 2**20 for r in rss]  # one MiniLM is ~90 MB: no model is kept per swap
+
+
+def test_holdback_serves_a_stable_share_of_keys_with_the_previous_champion(db, models):
+    ensure_indexes(db)
+    for v in ("v0001", "v0002"):
+        versions.insert_version(db, {"version": v, "job_id": f"job-{v}"})
+    champion.promote(db, models, "v0001", by="test", reason="test")
+    champion.promote(db, models, "v0002", by="test", reason="test")
+    ranker = ChampionReranker(models, poll_seconds=3600, holdback=0.2, max_length=48)
+    try:
+        results = {f"user-{i}": ranker.rerank("q", DOCS[:1], key=f"user-{i}") for i in range(400)}
+        again = {k: ranker.rerank("q", DOCS[:1], key=k).version for k in results}
+        anonymous = ranker.rerank("q", DOCS[:1])
+    finally:
+        ranker.close()
+    held = [k for k, r in results.items() if r.holdback]
+    assert all(results[k].version == "v0001" for k in held)
+    assert all(r.version == "v0002" for k, r in results.items() if not r.holdback)
+    assert 40 <= len(held) <= 120  # about 20% of 400
+    assert again == {k: r.version for k, r in results.items()}  # stable per key
+    assert anonymous.version == "v0002" and not anonymous.holdback
