@@ -53,6 +53,10 @@ def cmd_status(db: Database, settings: Settings, _args: argparse.Namespace) -> i
     if champion_doc:
         auc = champion_doc["metrics"]["after"].get("roc_auc")
         print(f"champion: {champion_doc['version']} (held-out ROC-AUC {_fmt(auc)})")
+        online = champion_doc.get("online")
+        if online:
+            print(f"  live: {_live(online)}; holdback: {_live(online.get('holdback'))}")
+            print(f"  online guard: {online.get('guard')}")
     else:
         print("champion: none (the base model serves)")
     pointer = models_dir.champion_target(settings.models_dir)
@@ -60,6 +64,14 @@ def cmd_status(db: Database, settings: Settings, _args: argparse.Namespace) -> i
     agreement = "agrees" if pointer == registry else "DISAGREES with the registry"
     print(f"pointer: {settings.models_dir}/champion -> {pointer or 'none'} ({agreement})")
     return EXIT_OK
+
+
+def _live(online: dict[str, Any] | None) -> str:
+    """Like rate with its Wilson interval, from the producer's last refresh."""
+    if not online or not online.get("feedback"):
+        return "-"
+    low, high = online["like_rate_interval"]
+    return f"{online['like_rate']:.2f} [{low:.2f},{high:.2f}] of {online['feedback']}"
 
 
 def _interval(v: dict[str, Any]) -> str:
@@ -75,7 +87,7 @@ def cmd_versions(db: Database, _settings: Settings, _args: argparse.Namespace) -
         print("no versions yet")
         return EXIT_OK
     columns = f"{'version':<9}{'status':<12}{'roc_auc':>9}{'Δ auc':>8}{'95% CI of Δ':>18}{'ndcg@10':>9}{'f1':>7}"
-    print(f"{columns}{'pairs':>7}  created")
+    print(f"{columns}{'pairs':>7}  {'live like rate':<24}created")
     for v in rows:
         after, before = v.get("metrics", {}).get("after", {}), v.get("metrics", {}).get("before", {})
         gain = None
@@ -86,7 +98,8 @@ def cmd_versions(db: Database, _settings: Settings, _args: argparse.Namespace) -
         print(
             f"{v['version']:<9}{status:<12}{_fmt(after.get('roc_auc')):>9}"
             f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>18}{_fmt(after.get('ndcg@10')):>9}"
-            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {created}"
+            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {_live(v.get('online')):<24}"
+            f"{created}"
         )
     if any(v.get("forced") for v in rows):
         print("* promoted with --force over the gate's rejection")

@@ -7,8 +7,9 @@ update on some of them. Users like results on the query's subject and mostly dis
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
@@ -196,10 +197,21 @@ def insert_corpus(db: Database, rng: random.Random | None = None) -> DemoCorpus:
     return corpus
 
 
+class Ranker(Protocol):
+    """What the demo's search API ranks with (`eduranker.serving.ChampionReranker` fits)."""
+
+    def rerank(self, query: str, documents: Sequence[str], *, key: str | None = None) -> Any: ...
+
+
+def document_text(corpus: DemoCorpus, title: str) -> str:
+    return f"{title}\n\nA {corpus.subject_of_resource[title]} lesson for secondary students. {title}."
+
+
 def serve_results(
-    db: Database, corpus: DemoCorpus, rng: random.Random, results_per_query: int = 6
+    db: Database, corpus: DemoCorpus, rng: random.Random, results_per_query: int = 6, ranker: Ranker | None = None
 ) -> list[tuple[ObjectId, bool]]:
-    """One served result list per query: half on-subject, half off. Returns (inference id, relevant)."""
+    """One served result list per query: half on-subject, half off, ordered by `ranker` (random scores
+    without one) and tagged with the version that ranked it. Returns (inference id, relevant)."""
     served = []
     now = datetime.now(UTC)
     for query, query_id in corpus.query_ids.items():
@@ -208,22 +220,15 @@ def serve_results(
         off = [t for t, s in corpus.subject_of_resource.items() if s != subject]
         picks = rng.sample(on, results_per_query // 2) + rng.sample(off, results_per_query - results_per_query // 2)
         rng.shuffle(picks)
-        for rank, title in enumerate(picks, start=1):
-            inference_id = (
-                db[INFERENCES]
-                .insert_one(
-                    {
-                        "query_id": query_id,
-                        "resource_id": corpus.resource_ids[title],
-                        "rank": rank,
-                        "score": rng.random(),
-                        "model_version": None,
-                        "created_at": now,
-                    }
-                )
-                .inserted_id
-            )
-            served.append((inference_id, corpus.subject_of_resource[title] == subject))
+        version, scores = None, [rng.random() for _ in picks]
+        if ranker is not None:
+            result = ranker.rerank(query, [document_text(corpus, t) for t in picks], key=f"user-{rng.randrange(1000)}")
+            version, scores = result.version, result.scores
+        ranked = sorted(zip(picks, scores, strict=True), key=lambda pick: -pick[1])
+        for rank, (title, score) in enumerate(ranked, start=1):
+            doc = {"query_id": query_id, "resource_id": corpus.resource_ids[title], "rank": rank, "score": score,
+                   "model_version": version, "created_at": now}  # fmt: skip
+            served.append((db[INFERENCES].insert_one(doc).inserted_id, corpus.subject_of_resource[title] == subject))
     return served
 
 

@@ -98,12 +98,14 @@ class Cluster:
             server.stop()
 
 
-def stream_feedback(db, rng: random.Random, per_second: float, stop_when) -> int:
-    """Serve results and let users react over time until `stop_when()`; returns feedback written."""
+def stream_feedback(db, rng: random.Random, per_second: float, stop_when, ranker=None) -> int:
+    """Serve results (ranked by `ranker`, the search API's reranker) and let users react over time until
+    `stop_when()`; returns feedback written."""
     corpus = demo.insert_corpus(db, rng)
     written = 0
     while not stop_when():
-        for inference_id, value in demo.feedback_updates(demo.serve_results(db, corpus, rng), rng, noise=0.05):
+        served = demo.serve_results(db, corpus, rng, ranker=ranker)
+        for inference_id, value in demo.feedback_updates(served, rng, noise=0.05):
             demo.give_feedback(db, inference_id, value, datetime.now(UTC) + timedelta(microseconds=written))
             written += 1
             time.sleep(1 / per_second)

@@ -169,9 +169,10 @@ class Producer:
                 job_id_for(decision.retry_of.watermark, decision.retry_of.failures),
             )
         else:
-            # A skewed client clock can date feedback in the future: such a watermark is taken as now.
+            # A skewed client clock can date feedback in the future: such a watermark is taken as now, read
+            # after the newest feedback (not the evaluation's start), so nothing counted falls outside it.
             newest = latest_feedback_at(self.db, since=history.window_since) or now
-            watermark = min(newest, now)
+            watermark = min(newest, jobs.now())
             job_id = job_id_for(watermark)
         trigger = {
             "reason": decision.reason,
