@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from bson import ObjectId
 from pymongo.database import Database

@@ -189,25 +189,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); the producer triggers at "
               f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
+        # The demo's search API: reranks every served list with the champion, following promotions
+        # without a restart, a 5% holdback on the previous champion, each result tagged with its version.
+        from eduranker.serving import ChampionReranker
+
+        ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=2,
+                                  holdback=0.05, max_length=settings.max_length)  # fmt: skip
         started = time.monotonic()
-        done = {"job": None}
+        first_done, stop_writing = threading.Event(), threading.Event()
         writer = threading.Thread(
             target=stream_feedback,
             args=(connect(settings), random.Random(args.seed), args.feedback_per_second,
-                  lambda: done["job"] is not None or time.monotonic() - started > args.timeout),
+                  lambda: stop_writing.is_set() or (first_done.is_set() and not args.keep_running), ranker),
             daemon=True,
         )  # fmt: skip
         writer.start()
-        done["job"] = follow(db, started + args.timeout)
-        writer.join(10)
-        if done["job"] is None:
+        job = follow(db, started + args.timeout)
+        first_done.set()
+        if job is None:
             print(f"no version after {args.timeout:.0f} s; see {data_dir / 'logs'}")
             return 1
         print_champion(db, settings)
         if args.keep_running:
             print("\ncluster running; Ctrl-C stops it", flush=True)
+            serving = None
             while True:
-                time.sleep(3600)
+                if ranker.version != serving:
+                    serving = ranker.version
+                    print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
+                time.sleep(1)
+        stop_writing.set()
+        writer.join(10)
         return 0
     except KeyboardInterrupt:
         return 0

@@ -135,3 +135,21 @@ def test_split_is_seeded():
 
 def test_split_of_a_single_query_is_impossible():
     assert split_pairs(_pairs(n_queries=1), 0.2, 0) == ([], [])
+
+
+def test_feedback_dated_in_the_future_counts_as_given_now():
+    from datetime import UTC, datetime, timedelta
+
+    from bson import ObjectId
+
+    from eduranker.pipeline.pairs import build_snapshot
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    row = {
+        "_id": ObjectId(), "query_id": ObjectId(), "resource_id": ObjectId(), "feedback": "like",
+        "feedback_at": now + timedelta(days=365), "query_found": True, "resource_found": True,
+        "query_text": "q", "query_text_type": "string", "title": "t", "title_type": "string",
+        "description_type": "missing",
+    }  # fmt: skip
+    snapshot = build_snapshot([row], 100, now=now)
+    assert snapshot.watermark == now

@@ -87,7 +87,9 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def classify_row(row: Mapping[str, Any], max_text_chars: int) -> tuple[Pair | None, str | None, bool]:
+def classify_row(
+    row: Mapping[str, Any], max_text_chars: int, now: datetime | None = None
+) -> tuple[Pair | None, str | None, bool]:
     """One joined row → (pair, None, truncated) or (None, skip reason, False)."""
     feedback = row.get("feedback")
     if not isinstance(feedback, str) or feedback not in LABELS:
@@ -123,6 +125,8 @@ def classify_row(row: Mapping[str, Any], max_text_chars: int) -> tuple[Pair | No
     if when is None:
         generation_time = getattr(row.get("_id"), "generation_time", None)
         when = _aware(generation_time) or _EPOCH
+    if now is not None and when > now:  # a skewed client clock: feedback from the future is taken as now
+        when = now
     pair = Pair(
         inference_id=str(row.get("_id")),
         query_id=str(row["query_id"]),
@@ -135,13 +139,15 @@ def classify_row(row: Mapping[str, Any], max_text_chars: int) -> tuple[Pair | No
     return pair, None, truncated
 
 
-def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int) -> Snapshot:
-    """Clean every row, count what is skipped and why, keep the latest feedback per (query, resource)."""
+def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int, now: datetime | None = None) -> Snapshot:
+    """Clean every row, count what is skipped and why, keep the latest feedback per (query, resource).
+    Feedback dated after `now` (default: the start of the snapshot) counts as given at `now`."""
+    now = now or datetime.now(UTC)
     snapshot = Snapshot(pairs=[])
     latest: dict[tuple[str, str], Pair] = {}
     for row in rows:
         snapshot.rows_seen += 1
-        pair, reason, truncated = classify_row(row, max_text_chars)
+        pair, reason, truncated = classify_row(row, max_text_chars, now)
         if pair is None:
             snapshot.skipped[reason or "unknown"] += 1
             continue
