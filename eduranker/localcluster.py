@@ -154,6 +154,43 @@ def print_champion(db, settings: Settings) -> None:
     print(f"serve it with CROSS_ENCODER_PATH={Path(settings.models_dir).resolve() / 'champion'}")
 
 
+def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -> int:
+    """Serve and write demo feedback, follow the first job to its end, print the champion; with
+    --keep-running go on writing and show the search API following each new champion."""
+    # The demo's search API: reranks every served list with the champion, following promotions
+    # without a restart, a 5% holdback on the previous champion, each result tagged with its version.
+    from eduranker.serving import ChampionReranker
+
+    ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=2,
+                              holdback=0.05, max_length=settings.max_length)  # fmt: skip
+    started = time.monotonic()
+    first_done, stop_writing = threading.Event(), threading.Event()
+    writer = threading.Thread(
+        target=stream_feedback,
+        args=(connect(settings), random.Random(args.seed), args.feedback_per_second,
+              lambda: stop_writing.is_set() or (first_done.is_set() and not args.keep_running), ranker),
+        daemon=True,
+    )  # fmt: skip
+    writer.start()
+    job = follow(db, started + args.timeout)
+    first_done.set()
+    if job is None:
+        print(f"no version after {args.timeout:.0f} s; see {data_dir / 'logs'}")
+        return 1
+    print_champion(db, settings)
+    if args.keep_running:
+        print("\ncluster running; Ctrl-C stops it", flush=True)
+        serving = None
+        while True:
+            if ranker.version != serving:
+                serving = ranker.version
+                print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
+            time.sleep(1)
+    stop_writing.set()
+    writer.join(10)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=".local", help="where SecantusDB, redis and logs keep their files")
@@ -189,38 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); the producer triggers at "
               f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
-        # The demo's search API: reranks every served list with the champion, following promotions
-        # without a restart, a 5% holdback on the previous champion, each result tagged with its version.
-        from eduranker.serving import ChampionReranker
-
-        ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=2,
-                                  holdback=0.05, max_length=settings.max_length)  # fmt: skip
-        started = time.monotonic()
-        first_done, stop_writing = threading.Event(), threading.Event()
-        writer = threading.Thread(
-            target=stream_feedback,
-            args=(connect(settings), random.Random(args.seed), args.feedback_per_second,
-                  lambda: stop_writing.is_set() or (first_done.is_set() and not args.keep_running), ranker),
-            daemon=True,
-        )  # fmt: skip
-        writer.start()
-        job = follow(db, started + args.timeout)
-        first_done.set()
-        if job is None:
-            print(f"no version after {args.timeout:.0f} s; see {data_dir / 'logs'}")
-            return 1
-        print_champion(db, settings)
-        if args.keep_running:
-            print("\ncluster running; Ctrl-C stops it", flush=True)
-            serving = None
-            while True:
-                if ranker.version != serving:
-                    serving = ranker.version
-                    print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
-                time.sleep(1)
-        stop_writing.set()
-        writer.join(10)
-        return 0
+        return demo_run(settings, args, db, data_dir)
     except KeyboardInterrupt:
         return 0
     finally:

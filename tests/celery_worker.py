@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from eduranker.localcluster import ROOT
 from eduranker.localcluster import child_env as settings_env
 from eduranker.settings import Settings
+from eduranker.store import jobs
 
-__all__ = ["ROOT", "settings_env", "start_worker", "stop_worker"]
+__all__ = ["ROOT", "settings_env", "start_worker", "stop_worker", "training", "wait_for_job"]
 
 
 def start_worker(settings: Settings, log_path: Path, name: str = "test") -> subprocess.Popen:
@@ -33,3 +35,18 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def wait_for_job(db, job_id: str, predicate, timeout: float) -> dict:
+    """The job once `predicate(job)` holds; AssertionError with its last state after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get_job(db, job_id)
+        if job is not None and predicate(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never got there: {jobs.get_job(db, job_id)}")
+
+
+def training(job: dict) -> bool:
+    return job["status"] == "running" and (job.get("progress") or {}).get("stage") == "train"

@@ -89,7 +89,8 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
     meta = json.loads((folder / "training_metadata.json").read_text())
     assert meta["metrics"]["after"]["roc_auc"] == pytest.approx(version["metrics"]["after"]["roc_auc"])
     assert meta["metrics"]["after"]["confusion_matrix"] == version["metrics"]["after"]["confusion_matrix"]
-    assert "roc_auc" in (folder / "training_report.txt").read_text()
+    report = (folder / "training_report.txt").read_text()
+    assert "roc_auc" in report and "95% CI" in report and "Gate evidence" in report
     assert (Path(settings.models_dir) / "champion").resolve() == folder.resolve()
 
     names = [s for s, _ in stages]

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pymongo
 import pytest
 
 from tests.celery_worker import ROOT
@@ -42,10 +44,23 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "cluster running" in line or time.monotonic() > deadline:
+            if "search API now serves v0001" in line or time.monotonic() > deadline:
                 break
         output = "".join(lines)
         assert "champion: v0001" in output, output
+        # The demo's search API picked the champion up without a restart and tags what it serves.
+        assert "search API now serves v0001 (no restart)" in output, output
+        url = re.search(r"MongoDB: (\S+)", output).group(1)
+        client = pymongo.MongoClient(url)
+        try:
+            inferences = client["edu_ranker_db"]["inferences"]
+            deadline_tagged = time.monotonic() + 60
+            while not inferences.find_one({"model_version": "v0001"}) and time.monotonic() < deadline_tagged:
+                time.sleep(0.5)
+            assert inferences.find_one({"model_version": "v0001"}) is not None
+            assert inferences.find_one({"model_version": None}) is not None  # served before the promotion
+        finally:
+            client.close()
         assert (tmp_path / "models" / "champion" / "model.safetensors").exists()
 
         flower = f"http://127.0.0.1:{env['FLOWER_PORT']}/api/tasks"

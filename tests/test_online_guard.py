@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from eduranker import champion
+from eduranker import champion, cli
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, versions
 from producer.guard import LiveRate, judge, one_sided_p
@@ -82,7 +82,7 @@ def test_a_champion_users_like_clearly_less_is_rolled_back_with_its_figures(db, 
         versions.promote(db, "v0002", by="job x", reason="x", expected_champion="v0001")
 
 
-def test_equal_like_rates_change_nothing(db, settings, promoted):
+def test_equal_like_rates_change_nothing(db, settings, promoted, capsys):
     rng = np.random.default_rng(2)
     after = promoted + timedelta(seconds=1)
     _serve(db, "v0002", 400, 0.6, rng, after)
@@ -93,6 +93,9 @@ def test_equal_like_rates_change_nothing(db, settings, promoted):
     assert versions.read_champion(db).version == "v0002" and v2["status"] == "champion"
     low, high = v2["online"]["like_rate_interval"]
     assert low < v2["online"]["like_rate"] < high and v2["online"]["served"] == 400
+    cli.main(["versions"], settings)
+    table = capsys.readouterr().out
+    assert f"{v2['online']['like_rate']:.2f} [{low:.2f},{high:.2f}] of {v2['online']['feedback']}" in table
 
 
 def test_with_the_guard_off_it_only_reports(db, settings, promoted):

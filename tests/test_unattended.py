@@ -19,21 +19,7 @@ from eduranker import demo
 from eduranker.localservers import mongo_url, secantus_server
 from eduranker.store import connect, jobs, versions
 from producer.outbox import request_training
-from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
-
-
-def wait_for_job(db, job_id, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(db, job_id)
-        if job is not None and predicate(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never got there: {jobs.get_job(db, job_id)}")
-
-
-def training(job):
-    return job["status"] == "running" and (job.get("progress") or {}).get("stage") == "train"
+from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker, training, wait_for_job
 
 
 def ended(job):
@@ -109,6 +95,7 @@ def test_a_job_whose_message_was_flushed_from_the_broker_is_resent_and_completes
     processes.worker(usettings, "w1")
     job = wait_for_job(db, job_id, ended, timeout=300)
     assert job["status"] in ("succeeded", "rejected"), processes.tail()
+    print(f"\nflushed → resent at {job['resent_at'] - job['created_at']} after creation; {job['status']}")
     assert job["sends"] >= 2 and job["attempts"] == 1
     assert db.model_versions.count_documents({}) == 1
 
@@ -127,6 +114,7 @@ def test_a_worker_asked_to_stop_mid_job_hands_it_back_and_another_worker_starts_
     restarted_after = time.monotonic() - stopped_at
     assert first.wait(30) is not None  # the stopped worker exited within the grace period
     job = wait_for_job(db, job_id, ended, timeout=300)
+    print(f"\nSIGTERM → running on w2 after {restarted_after:.1f} s")
     assert restarted_after < 60, processes.tail()
     assert job["status"] in ("succeeded", "rejected") and job["worker"].startswith("w2@"), processes.tail()
     assert job["attempts"] == 2 and job.get("handed_back") == 1
@@ -190,6 +178,10 @@ def test_mongodb_stopped_for_60_s_mid_training_the_job_still_ends(usettings, tmp
         server.start()
         processes.producer(s)
         job = wait_for_job(db, job_id, ended, timeout=300)
+        print(
+            f"\nMongoDB down 60 s mid-training → {job['status']} ({job.get('reason')}), "
+            f"{job['finished_at'] - job['started_at']} after the claim, attempts {job['attempts']}"
+        )
         assert job["status"] in ("succeeded", "rejected", "failed"), processes.tail()
         assert job.get("reason") or job["status"] != "failed"
         assert db.training_jobs.count_documents({"status": {"$in": ["queued", "running"]}}) == 0
@@ -255,6 +247,7 @@ def test_when_the_leading_producer_is_killed_a_standby_enqueues_the_next_crossin
         time.sleep(0.1)
         wait = time.monotonic() - killed_at
     assert db.training_jobs.count_documents({}) == 1, processes.tail()
+    print(f"\nleader killed → standby enqueued after {wait:.1f} s (lease {usettings.producer_lease_seconds} s)")
     assert wait < usettings.producer_lease_seconds + 10
     assert standby.poll() is None
     new_holder = db.producer_state.find_one({"_id": "producer-lease"})["holder"]

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from eduranker.errors import PermanentError
 from eduranker.store import jobs
 from eduranker.store.jobs import MAX_ATTEMPTS
 from producer.outbox import request_training
-from tests.celery_worker import start_worker, stop_worker
+from tests.celery_worker import start_worker, stop_worker, training, wait_for_job
 from worker.job import run_training_job
 
 pytestmark = pytest.mark.slow
@@ -27,7 +26,7 @@ def crash_settings(settings, redis_url):
         settings,
         celery_broker_url=f"{redis_url}/12",
         celery_result_backend=f"{redis_url}/13",
-        num_epochs=3,
+        num_epochs=2,  # keeps a redelivered run well inside the 40 s limit on two busy cores
         # Short limits so that redelivery (visibility timeout = 2 × 40 s) fits in a test.
         task_time_limit=40,
         job_heartbeat_seconds=1.0,
@@ -37,20 +36,6 @@ def crash_settings(settings, redis_url):
     yield s
     for url in (s.celery_broker_url, s.celery_result_backend):
         redis.Redis.from_url(url).flushdb()
-
-
-def wait_for_job(db, job_id, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get_job(db, job_id)
-        if job is not None and predicate(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never got there: {jobs.get_job(db, job_id)}")
-
-
-def training(job):
-    return job["status"] == "running" and (job.get("progress") or {}).get("stage") == "train"
 
 
 def version_folders(settings):

@@ -137,6 +137,23 @@ def render_report(meta: dict[str, Any]) -> str:
         b, a = before.get(key), after.get(key)
         change = "" if a is None or b is None else f"{a - b:+.4f}"
         lines.append(f"{key:<20}{_fmt(b):>10}{_fmt(a):>10}{change:>10}")
+    intervals = (meta["metrics"].get("intervals") or {}) if isinstance(meta.get("metrics"), dict) else {}
+    if intervals:
+        lines += ["", "Gate evidence (paired bootstrap over held-out queries, change after − before)"]
+        for name, interval in intervals.items():
+            if interval.get("low") is None:
+                lines.append(f"  {name:<18} undefined")
+                continue
+            lines.append(
+                f"  {name:<18} {interval['delta']:+.4f}  {interval['confidence']:.0%} CI "
+                f"[{interval['low']:+.4f}, {interval['high']:+.4f}] over {interval['samples']} resamples"
+            )
+    reference = meta.get("reference_metrics")
+    if reference and reference.get("low") is not None:
+        lines.append(
+            f"  on the champion's frozen pairs ({reference['pairs']} pairs): {reference['delta']:+.4f} "
+            f"[{reference['low']:+.4f}, {reference['high']:+.4f}]"
+        )
     train = meta["training"]
     lines += [
         "",
