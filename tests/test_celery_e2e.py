@@ -21,7 +21,7 @@ def celery_settings(settings, redis_url):
         settings,
         celery_broker_url=f"{redis_url}/0",
         celery_result_backend=f"{redis_url}/1",
-        num_epochs=2,
+        num_epochs=3,  # the default: on this seed two epochs gain +0.10 with an interval reaching below 0
     )
 
 
@@ -32,7 +32,7 @@ def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(
         # Exactly what the README tells an operator to type.
         shell = (
             "import json; from worker.tasks import train_reranker;"
-            "r = train_reranker.delay(num_epochs=2, reason='from a shell');"
+            "r = train_reranker.delay(reason='from a shell');"
             "print(json.dumps(r.get(timeout=600)))"
         )
         out = subprocess.run(
@@ -47,7 +47,7 @@ def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(
     assert result["status"] == "succeeded"
     job = db.training_jobs.find_one({"_id": result["job_id"]})
     assert job["trigger"] == {"reason": "from a shell", "source": "task"}
-    assert job["overrides"]["num_epochs"] == 2
+    assert job["overrides"] == {"reason": "from a shell"}
     assert job["worker"].startswith("test@")
     doc = versions.get_version(db, result["version"])
     assert doc["status"] == "champion"

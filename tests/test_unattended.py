@@ -186,6 +186,7 @@ def test_mongodb_stopped_for_60_s_mid_training_the_job_still_ends(usettings, tmp
         assert job.get("reason") or job["status"] != "failed"
         assert db.training_jobs.count_documents({"status": {"$in": ["queued", "running"]}}) == 0
     finally:
+        processes.stop_all()  # before their database goes away, or they wait on it to stop
         db.client.close()
         server.stop()
 
