@@ -27,6 +27,18 @@ def _get(url, auth=None):
         return response.status, response.read()
 
 
+def _poll_flower_progress(base, job_id, timeout=30):
+    """Flower's task page and task info for `job_id` once its events show training progress."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, info = _get(f"{base}/api/task/info/{job_id}", "admin:eduranker")
+        info = json.loads(info)
+        if info.get("state") == "PROGRESS" or time.monotonic() > deadline:
+            _, page = _get(f"{base}/task/{job_id}", "admin:eduranker")
+            return page.decode(), info
+        time.sleep(0.5)
+
+
 def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL")}
     # Default epochs: one epoch over ~300 demo pairs sometimes leaves a model the gate rightly rejects.
@@ -42,8 +54,14 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     lines = []
     deadline = time.monotonic() + 600
     try:
+        flower_while_training = None
         for line in proc.stdout:
             lines.append(line)
+            training = re.search(r"job (\S+): train epoch", line)
+            if training and flower_while_training is None:
+                # What an operator sees in Flower while the job trains (login as the README says).
+                base = f"http://127.0.0.1:{env['FLOWER_PORT']}"
+                flower_while_training = _poll_flower_progress(base, training.group(1))
             if "search API now serves v0001" in line or time.monotonic() > deadline:
                 break
         output = "".join(lines)
@@ -71,6 +89,11 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         tasks = json.loads(body)
         assert status == 200
         assert any(t["name"] == "eduranker.train_reranker" and t["state"] == "SUCCESS" for t in tasks.values())
+        # A promotion reads as one in the task list's Result column (a rejection reads "REJECTED ...").
+        assert any("'outcome': 'PROMOTED v0001" in (t.get("result") or "") for t in tasks.values()), tasks
+        page, info = flower_while_training
+        assert "PROGRESS" in page and "train: epoch" in page, page[-2000:]
+        assert info["state"] == "PROGRESS" and "loss" in info["result"], info
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)

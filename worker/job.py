@@ -133,7 +133,10 @@ def _record(write: Any, what: str) -> None:
 
 
 def outcome(job: dict[str, Any]) -> dict[str, Any]:
+    """The task's result. `outcome` comes first: it is what Flower's task list shows of it, so a promotion,
+    a rejection by the gate and a failure read differently at a glance."""
     return {
+        "outcome": headline(job),
         "job_id": job.get("_id"),
         "status": job.get("status"),
         "version": job.get("version"),
@@ -142,3 +145,12 @@ def outcome(job: dict[str, Any]) -> dict[str, Any]:
         "gate_reason": job.get("gate_reason"),
         "metrics": job.get("metrics"),
     }
+
+
+def headline(job: dict[str, Any]) -> str:
+    status = job.get("status")
+    if status == jobs.SUCCEEDED and job.get("promoted"):
+        return f"PROMOTED {job.get('version')}: {job.get('gate_reason')}"
+    if status == jobs.REJECTED:
+        return f"REJECTED {job.get('version')}: {job.get('reason')}"
+    return f"{str(status).upper()}: {job.get('reason') or ''}".rstrip(": ")
