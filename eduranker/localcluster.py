@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import time
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pymongo.errors import PyMongoError
 
 from eduranker import demo
 from eduranker.localservers import (
@@ -86,16 +89,39 @@ class Cluster:
         self.children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
-        for child in self.children:
+        """Producer first (no new job), then the active job is cancelled and recorded as such (the next
+        run starts unblocked), then the worker, Flower and the servers."""
+        producer, others = self.children[1:2], self.children[:1] + self.children[2:]
+        self._terminate(producer)
+        try:
+            db = connect(self.settings, timeout_ms=3000)
+            for job in jobs.active_jobs(db):
+                if jobs.cancel_job(db, job["_id"], "cancelled: the local cluster was stopped"):
+                    print(f"  job {job['_id']}: cancelled (was {job['status']})", flush=True)
+        except PyMongoError:
+            print("  could not record the active job as cancelled; the producer requeues it next time")
+        self._terminate(others)
+        for server in reversed(self.servers):
+            server.stop()
+
+    @staticmethod
+    def _terminate(children: list[subprocess.Popen]) -> None:
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in self.children:
+        for child in children:
             try:
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 child.kill()
-        for server in reversed(self.servers):
-            server.stop()
+
+    def write_env(self, path: Path) -> None:
+        """The cluster's environment in one file: `source` it in another terminal to use the CLI."""
+        env = {f.name.upper(): str(getattr(self.settings, f.name)) for f in fields(self.settings)}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
+        path.write_text("# Written by the local cluster: `source` this file to reach it.\n" + "\n".join(lines) + "\n")
 
 
 def stream_feedback(db, rng: random.Random, per_second: float, stop_when, ranker=None) -> int:
@@ -114,17 +140,17 @@ def stream_feedback(db, rng: random.Random, per_second: float, stop_when, ranker
     return written
 
 
-def follow(db, deadline: float) -> dict | None:
-    """Print job progress until a job finishes with a version; returns that job."""
-    shown = None
-    while time.monotonic() < deadline:
-        job = jobs.latest_job(db)
-        if job is not None:
+def follow(db, deadline: float | None, since: datetime, *, until_first_end: bool) -> dict | None:
+    """Print every job's progress and outcome from its record; with `until_first_end` return the first
+    job that ends (whatever its outcome), else follow until interrupted."""
+    shown: dict[str, str] = {}
+    while deadline is None or time.monotonic() < deadline:
+        for job in jobs.jobs_since(db, since):
             line = _progress_line(job)
-            if line != shown:
+            if shown.get(job["_id"]) != line:
                 print(line, flush=True)
-                shown = line
-            if job["status"] in jobs.TERMINAL and job.get("version"):
+                shown[job["_id"]] = line
+            if until_first_end and job["status"] in jobs.TERMINAL:
                 return job
         time.sleep(0.5)
     return None
@@ -132,6 +158,8 @@ def follow(db, deadline: float) -> dict | None:
 
 def _progress_line(job: dict) -> str:
     p = job.get("progress") or {}
+    if job["status"] in jobs.TERMINAL:
+        return f"  job {job['_id']}: {jobs.headline(job)}"
     detail = ""
     if p.get("stage") == "train":
         detail = f" epoch {p.get('epoch')} step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}"
@@ -163,7 +191,7 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -
 
     ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=2,
                               holdback=0.05, max_length=settings.max_length)  # fmt: skip
-    started = time.monotonic()
+    started, since = time.monotonic(), datetime.now(UTC)
     first_done, stop_writing = threading.Event(), threading.Event()
     writer = threading.Thread(
         target=stream_feedback,
@@ -172,15 +200,16 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -
         daemon=True,
     )  # fmt: skip
     writer.start()
-    job = follow(db, started + args.timeout)
+    job = follow(db, started + args.timeout, since, until_first_end=True)
     first_done.set()
     if job is None:
-        print(f"no version after {args.timeout:.0f} s; see {data_dir / 'logs'}")
+        print(f"no job ended after {args.timeout:.0f} s; see {data_dir / 'logs'}")
         return 1
     print_champion(db, settings)
     if args.keep_running:
         print("\ncluster running; Ctrl-C stops it", flush=True)
         serving = None
+        threading.Thread(target=follow, args=(db, None, since), kwargs={"until_first_end": False}, daemon=True).start()
         while True:
             if ranker.version != serving:
                 serving = ranker.version
@@ -224,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         db = connect(settings)
         print(f"Flower: http://127.0.0.1:{flower_port}  (login {FLOWER_USER} / {FLOWER_PASSWORD})")
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
+        cluster.write_env(data_dir / "cluster.env")
+        print(f"in another terminal: source {data_dir / 'cluster.env'} && eduranker status")
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); the producer triggers at "
               f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
         return demo_run(settings, args, db, data_dir)

@@ -14,6 +14,7 @@ import urllib.request
 import pymongo
 import pytest
 
+from eduranker.localservers import mongo_url, secantus_server
 from tests.celery_worker import ROOT
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,11 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         assert any(t["name"] == "eduranker.train_reranker" and t["state"] == "SUCCESS" for t in tasks.values())
         # A promotion reads as one in the task list's Result column (a rejection reads "REJECTED ...").
         assert any("'outcome': 'PROMOTED v0001" in (t.get("result") or "") for t in tasks.values()), tasks
+        # A second terminal reaches the cluster with one line.
+        status = subprocess.run(["bash", "-c", f"source {tmp_path / 'cluster.env'} && eduranker status"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert "champion: v0001" in status.stdout and "(agrees)" in status.stdout, status.stdout
         page, info = flower_while_training
         assert "PROGRESS" in page and "train: epoch" in page, page[-2000:]
         assert info["state"] == "PROGRESS" and "loss" in info["result"], info
@@ -101,3 +107,11 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     assert "stopping every process started" in rest
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftovers == []
+    # Stopped with a job possibly running: it was recorded as cancelled, so the next run starts unblocked.
+    server = secantus_server(tmp_path / "secantus").start()
+    try:
+        client = pymongo.MongoClient(mongo_url(server.port))
+        assert client["edu_ranker_db"]["training_jobs"].count_documents({"status": {"$in": ["queued", "running"]}}) == 0
+        client.close()
+    finally:
+        server.stop()

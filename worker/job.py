@@ -136,7 +136,7 @@ def outcome(job: dict[str, Any]) -> dict[str, Any]:
     """The task's result. `outcome` comes first: it is what Flower's task list shows of it, so a promotion,
     a rejection by the gate and a failure read differently at a glance."""
     return {
-        "outcome": headline(job),
+        "outcome": jobs.headline(job),
         "job_id": job.get("_id"),
         "status": job.get("status"),
         "version": job.get("version"),
@@ -145,12 +145,3 @@ def outcome(job: dict[str, Any]) -> dict[str, Any]:
         "gate_reason": job.get("gate_reason"),
         "metrics": job.get("metrics"),
     }
-
-
-def headline(job: dict[str, Any]) -> str:
-    status = job.get("status")
-    if status == jobs.SUCCEEDED and job.get("promoted"):
-        return f"PROMOTED {job.get('version')}: {job.get('gate_reason')}"
-    if status == jobs.REJECTED:
-        return f"REJECTED {job.get('version')}: {job.get('reason')}"
-    return f"{str(status).upper()}: {job.get('reason') or ''}".rstrip(": ")

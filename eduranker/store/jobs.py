@@ -225,9 +225,23 @@ def latest_job(db: Database, query: dict[str, Any] | None = None) -> dict[str, A
     return db[TRAINING_JOBS].find_one(query or {}, sort=[("created_at", -1)])
 
 
+def jobs_since(db: Database, since: datetime) -> list[dict[str, Any]]:
+    return list(db[TRAINING_JOBS].find({"created_at": {"$gte": since}}).sort("created_at", 1))
+
+
 def count_jobs(db: Database, query: dict[str, Any]) -> int:
     return db[TRAINING_JOBS].count_documents(query)
 
 
 def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def headline(job: dict[str, Any]) -> str:
+    """How a job ended, in one line: what Flower's task list and the demo show first."""
+    status = job.get("status")
+    if status == SUCCEEDED and job.get("promoted"):
+        return f"PROMOTED {job.get('version')}: {job.get('gate_reason')}"
+    if status == REJECTED:
+        return f"REJECTED {job.get('version')}: {job.get('reason')}"
+    return f"{str(status).upper()}: {job.get('reason') or ''}".rstrip(": ")
