@@ -140,7 +140,7 @@ def cmd_cancel(db: Database, _settings: Settings, args: argparse.Namespace) -> i
     job = jobs.get_job(db, args.job_id)
     if job is None:
         raise Refused(f"no training job {args.job_id!r}")
-    if not jobs.cancel_job(db, args.job_id, f"cancelled: {args.reason}"):
+    if not jobs.cancel_job(db, args.job_id, args.reason):
         raise Refused(f"job {args.job_id} is {job['status']}: only waiting, queued or running jobs can be cancelled")
     # A running run is fenced out: its next write fails and it stops without registering anything.
     print(f"cancelled {args.job_id} (was {job['status']})")

@@ -36,6 +36,8 @@ from eduranker.store import connect, jobs, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER_USER, FLOWER_PASSWORD = "admin", "eduranker"
+# The task list's columns: with `result`, a job's live stage, epoch and loss, then its outcome, show in it.
+FLOWER_COLUMNS = "name,uuid,state,result,received,runtime,worker"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -80,7 +82,8 @@ class Cluster:
         self._spawn([python, "-m", "producer"], env, logs / "producer.log")
         self._spawn([python, "-m", "celery", "-A", "worker", "flower", f"--port={self.flower_port}",
                      "--address=127.0.0.1", f"--basic-auth={FLOWER_USER}:{FLOWER_PASSWORD}",
-                     "--persistent=True", f"--db={self.data_dir / 'flower.db'}"], env, logs / "flower.log")  # fmt: skip
+                     "--persistent=True", f"--db={self.data_dir / 'flower.db'}", f"--tasks_columns={FLOWER_COLUMNS}"],
+                    env, logs / "flower.log")  # fmt: skip
         wait_for_port(self.flower_port, 60)
         return s
 
@@ -96,7 +99,7 @@ class Cluster:
         try:
             db = connect(self.settings, timeout_ms=3000)
             for job in jobs.active_jobs(db):
-                if jobs.cancel_job(db, job["_id"], "cancelled: the local cluster was stopped"):
+                if jobs.cancel_job(db, job["_id"], "the local cluster was stopped"):
                     print(f"  job {job['_id']}: cancelled (was {job['status']})", flush=True)
         except PyMongoError:
             print("  could not record the active job as cancelled; the producer requeues it next time")

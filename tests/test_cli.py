@@ -202,7 +202,7 @@ def test_cancel_frees_the_slot_and_fences_out_the_running_run(registry, settings
     assert cli.main(["cancel", "j-run", "--reason", "wrong data"], settings) == 0
     assert "cancelled j-run (was running)" in capsys.readouterr().out
     job = jobs.get_job(registry, "j-run")
-    assert job["status"] == "cancelled" and job["reason"] == "cancelled: wrong data" and "active" not in job
+    assert job["status"] == "cancelled" and job["reason"] == "wrong data" and "active" not in job
     assert not jobs.heartbeat(registry, "j-run", attempt)
     assert jobs.advance_waiting(registry) == "j-next"
     assert cli.main(["cancel", "j-run"], settings) == 1
