@@ -47,7 +47,7 @@ def write_plots(
 
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar(list(label_counts), list(label_counts.values()), color=["#4c9f70", "#c8553d"])
-    ax.set_title("Feedback labels in the snapshot")
+    ax.set(title="Feedback labels in the snapshot", xlabel="feedback", ylabel="pairs")
     _save(fig, folder / PLOTS[0])
 
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -60,9 +60,10 @@ def write_plots(
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(x - 0.2, [before.get(k) or 0 for k in keys], 0.4, label="before")
     ax.bar(x + 0.2, [after.get(k) or 0 for k in keys], 0.4, label="after")
-    ax.set_xticks(x, keys, rotation=30)
-    ax.set(ylim=(0, 1), title="Held-out metrics")
-    ax.legend()
+    ax.set_xticks(x, keys, rotation=30, ha="right")
+    # Head room above 1.0 for the legend, so it covers no bar.
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), title="Held-out metrics", ylabel="value (higher is better)")
+    ax.legend(loc="upper center", ncols=2, frameon=False)
     _save(fig, folder / PLOTS[2])
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
@@ -70,8 +71,10 @@ def write_plots(
         s = np.asarray(scores)
         ax.hist(s[y == 1], bins=20, range=(0, 1), alpha=0.6, label="like")
         ax.hist(s[y == 0], bins=20, range=(0, 1), alpha=0.6, label="dislike")
-        ax.set_title(f"Scores {name}")
-    axes[0].legend()
+        ax.set(title=f"Scores {name}", xlabel="score (held-out pairs)")
+    axes[0].set_ylabel("pairs")
+    axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.6)  # head room: the legend sits above every bar
+    axes[1].legend(title="actual", loc="upper center", ncols=2, frameon=False)
     _save(fig, folder / PLOTS[3])
 
     matrix = np.asarray(after["confusion_matrix"])
