@@ -15,6 +15,7 @@ from pymongo.database import Database
 
 from eduranker import champion, models_dir
 from eduranker.errors import AccessDenied, Refused, RetryableError, StaleCandidate, UnknownVersion
+from eduranker.progress import follow_jobs
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.connection import redact_url
@@ -28,21 +29,11 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_status(db: Database, settings: Settings, _args: argparse.Namespace) -> int:
-    from producer.history import read_history
-    from producer.policy import decide, is_first_model, waiting_reason
-    from producer.watcher import read_counts, thresholds_from
+    from producer.watcher import describe_next_trigger
 
-    th = thresholds_from(settings)
-    history = read_history(db, settings.auto_retry_limit)
     totals = count_usable_feedback(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
-    window = read_counts(db, history)
-    at = jobs.now()
-    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
-    if is_first_model(history):
-        print(f"next trigger: first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}")
-    else:
-        print(f"next trigger: retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}")
+    print(f"next trigger: {describe_next_trigger(db, settings)}")
     active = jobs.active_jobs(db)
     by_status = {status: sum(j["status"] == status for j in active) for status in ("queued", "running", "waiting")}
     print(f"jobs queued: {by_status['queued']}, running: {by_status['running']}, waiting: {by_status['waiting']}")
@@ -119,7 +110,17 @@ def cmd_train(_db: Database, settings: Settings, args: argparse.Namespace) -> in
     if args.warm_start:
         overrides["warm_start"] = True
     job_id = request_training(args.reason, settings=settings, **overrides)
-    print(job_id)
+    print(job_id, flush=True)
+    if args.follow:
+        follow_jobs(_db, job_ids=[job_id])
+    return EXIT_OK
+
+
+def cmd_watch(db: Database, _settings: Settings, args: argparse.Namespace) -> int:
+    missing = [j for j in args.job_ids if jobs.get_job(db, j) is None]
+    if missing:
+        raise Refused(f"no training job {', '.join(missing)}")
+    follow_jobs(db, job_ids=args.job_ids)
     return EXIT_OK
 
 
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--base-model")
     train.add_argument("--warm-start", action="store_true")
+    train.add_argument("--follow", action="store_true", help="show the job's progress until it ends")
+    watch = sub.add_parser("watch", help="show jobs' progress (a bar on a terminal) until they end")
+    watch.add_argument("job_ids", nargs="+", metavar="JOB")
     promote = sub.add_parser("promote", help="make VERSION the champion")
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="promote a version the gate rejected")
@@ -184,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
-            "rollback": cmd_rollback, "cancel": cmd_cancel, "report": cmd_report}  # fmt: skip
+            "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

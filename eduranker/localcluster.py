@@ -31,6 +31,7 @@ from eduranker.localservers import (
     secantus_server,
     wait_for_port,
 )
+from eduranker.progress import follow_jobs
 from eduranker.settings import Settings
 from eduranker.store import connect, jobs, versions
 
@@ -143,33 +144,6 @@ def stream_feedback(db, rng: random.Random, per_second: float, stop_when, ranker
     return written
 
 
-def follow(db, deadline: float | None, since: datetime, *, until_first_end: bool) -> dict | None:
-    """Print every job's progress and outcome from its record; with `until_first_end` return the first
-    job that ends (whatever its outcome), else follow until interrupted."""
-    shown: dict[str, str] = {}
-    while deadline is None or time.monotonic() < deadline:
-        for job in jobs.jobs_since(db, since):
-            line = _progress_line(job)
-            if shown.get(job["_id"]) != line:
-                print(line, flush=True)
-                shown[job["_id"]] = line
-            if until_first_end and job["status"] in jobs.TERMINAL:
-                return job
-        time.sleep(0.5)
-    return None
-
-
-def _progress_line(job: dict) -> str:
-    p = job.get("progress") or {}
-    if job["status"] in jobs.TERMINAL:
-        return f"  job {job['_id']}: {jobs.headline(job)}"
-    detail = ""
-    if p.get("stage") == "train":
-        detail = f" epoch {p.get('epoch')} step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}"
-    stage = p.get("stage", "-") if job["status"] == "running" else job["status"]
-    return f"  job {job['_id']}: {stage}{detail}"
-
-
 def print_champion(db, settings: Settings) -> None:
     champion = versions.get_champion(db)
     if champion is None:
@@ -203,7 +177,9 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -
         daemon=True,
     )  # fmt: skip
     writer.start()
-    job = follow(db, started + args.timeout, since, until_first_end=True)
+    # --keep-running never gives up on a timer: it runs until Ctrl-C.
+    deadline = None if args.keep_running else started + args.timeout
+    job = follow_jobs(db, since=since, until_first_end=True, deadline=deadline)
     first_done.set()
     if job is None:
         print(f"no job ended after {args.timeout:.0f} s; see {data_dir / 'logs'}")
@@ -212,7 +188,8 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -
     if args.keep_running:
         print("\ncluster running; Ctrl-C stops it", flush=True)
         serving = None
-        threading.Thread(target=follow, args=(db, None, since), kwargs={"until_first_end": False}, daemon=True).start()
+        later = {"since": job["created_at"] + timedelta(microseconds=1)}
+        threading.Thread(target=follow_jobs, args=(db,), kwargs=later, daemon=True).start()
         while True:
             if ranker.version != serving:
                 serving = ranker.version
@@ -258,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
         cluster.write_env(data_dir / "cluster.env")
         print(f"in another terminal: source {data_dir / 'cluster.env'} && eduranker status")
-        print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); the producer triggers at "
-              f"{settings.train_min_feedback} feedbacks ...", flush=True)  # fmt: skip
+        from producer.watcher import describe_next_trigger
+
+        print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); next trigger: "
+              f"{describe_next_trigger(db, settings)}", flush=True)  # fmt: skip
         return demo_run(settings, args, db, data_dir)
     except KeyboardInterrupt:
         return 0

@@ -88,6 +88,18 @@ def read_counts(db: Database, history: JobHistory, *, cap: int | None = None) ->
     return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
 
 
+def describe_next_trigger(db: Database, settings: Settings) -> str:
+    """The next trigger and what the producer waits for now, in the policy's own words."""
+    th = thresholds_from(settings)
+    history = read_history(db, settings.auto_retry_limit)
+    window = read_counts(db, history)
+    at = jobs.now()
+    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
+    if is_first_model(history):
+        return f"first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}"
+    return f"retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}"
+
+
 class LeaseLost(Exception):
     """This producer no longer leads: it stops acting and stands by."""
 

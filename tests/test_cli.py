@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,3 +208,45 @@ def test_cancel_frees_the_slot_and_fences_out_the_running_run(registry, settings
     assert jobs.advance_waiting(registry) == "j-next"
     assert cli.main(["cancel", "j-run"], settings) == 1
     assert "only waiting, queued or running" in capsys.readouterr().err
+
+
+def _play_a_job(db, job_id):
+    """A job's record as a worker moves it along: claimed, snapshot, two epochs, promoted."""
+    time.sleep(0.3)
+    attempt = jobs.claim_job(db, job_id, worker="w", stale_after_s=60)["attempts"]
+    jobs.update_job(db, job_id, attempt, progress={"stage": "snapshot"})
+    for epoch, step in ((1, 1), (1, 2), (2, 3), (2, 4)):
+        time.sleep(0.15)
+        progress = {"stage": "train", "epoch": epoch, "step": step, "total_steps": 4, "loss": 0.5}
+        jobs.update_job(db, job_id, attempt, progress=progress)
+    time.sleep(0.15)
+    jobs.finish_job(db, job_id, attempt, jobs.SUCCEEDED, promoted=True, version="v0007", gate_reason="clear gain")
+
+
+def test_watch_prints_a_line_per_stage_and_epoch_off_a_terminal_then_the_outcome(registry, settings, capsys):
+    jobs.create_job(registry, "j-watch", trigger={})
+    player = threading.Thread(target=_play_a_job, args=(registry, "j-watch"))
+    player.start()
+    assert cli.main(["watch", "j-watch"], settings) == 0
+    player.join()
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1] == "job j-watch: PROMOTED v0007: clear gain"
+    assert "job j-watch: train epoch 1" in lines and "job j-watch: train epoch 2" in lines
+    assert len([line for line in lines if "train" in line]) == 2  # one per epoch, not one per step
+    assert cli.main(["watch", "nope"], settings) == 1
+
+
+def test_on_a_terminal_a_job_is_a_progress_bar():
+    import io
+
+    from eduranker.progress import JobView
+
+    out = io.StringIO()
+    view = JobView("j", out, bar=True)
+    for step in range(1, 5):
+        view.show({"status": "running", "progress": {"stage": "train", "epoch": 1, "step": step, "total_steps": 4,
+                                                     "loss": 0.25}})  # fmt: skip
+    view.show({"_id": "j", "status": "rejected", "version": "v0002", "reason": "gain within the noise"})
+    text = out.getvalue()
+    assert "4/4" in text and "epoch 1, loss 0.25" in text
+    assert text.rstrip().endswith("job j: REJECTED v0002: gain within the noise")
