@@ -181,16 +181,13 @@ def test_kill_9_and_restart_misses_nothing_and_enqueues_nothing_twice(db, psetti
     assert queue.llen("training") == len(phases)  # one message per job, none sent twice
 
 
-def test_producer_never_imports_torch_and_starts_fast():
+def test_producer_never_imports_torch_sentence_transformers_or_pandas():
     code = (
-        "import time, sys; t = time.perf_counter();"
-        "import producer, producer.watcher, producer.__main__;"
-        "print(time.perf_counter() - t, any(m in sys.modules for m in ('torch', 'sentence_transformers', 'pandas')))"
+        "import sys; import producer, producer.watcher, producer.__main__;"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    seconds, heavy = out.stdout.split()
-    assert heavy == "False"
-    assert float(seconds) < 2.0
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_stream_that_never_pauses_still_triggers_while_writes_go_on(db, psettings, queue, served):
