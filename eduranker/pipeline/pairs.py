@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,56 +87,58 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _is_object_id(value: Any) -> bool:
+    return type(value).__name__ == "ObjectId"
+
+
+# The structural checks of a joined row, in order: (skip reason, the row is fine when this holds).
+_ROW_CHECKS: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
+    ("invalid_feedback", lambda r: isinstance(r.get("feedback"), str) and r["feedback"] in LABELS),
+    ("invalid_query_id", lambda r: _is_object_id(r.get("query_id"))),
+    ("invalid_resource_id", lambda r: _is_object_id(r.get("resource_id"))),
+    ("missing_query", lambda r: bool(r.get("query_found"))),
+    ("missing_resource", lambda r: bool(r.get("resource_found"))),
+    ("query_text_not_string", lambda r: r.get("query_text_type") == "string"),
+    ("title_not_string", lambda r: r.get("title_type") == "string"),
+    ("description_not_string", lambda r: r.get("description_type") in ("string", "missing", "null")),
+)
+
+
+def _feedback_time(row: Mapping[str, Any], now: datetime | None) -> datetime:
+    """When the feedback was set: feedback_at, else created_at, else the id's time; never after `now`
+    (a skewed client clock: feedback from the future is taken as now)."""
+    when = _aware(row.get("feedback_at")) or _aware(row.get("created_at"))
+    if when is None:
+        when = _aware(getattr(row.get("_id"), "generation_time", None)) or _EPOCH
+    return now if now is not None and when > now else when
+
+
 def classify_row(
     row: Mapping[str, Any], max_text_chars: int, now: datetime | None = None
 ) -> tuple[Pair | None, str | None, bool]:
     """One joined row → (pair, None, truncated) or (None, skip reason, False)."""
-    feedback = row.get("feedback")
-    if not isinstance(feedback, str) or feedback not in LABELS:
-        return None, "invalid_feedback", False
-    if type(row.get("query_id")).__name__ != "ObjectId":
-        return None, "invalid_query_id", False
-    if type(row.get("resource_id")).__name__ != "ObjectId":
-        return None, "invalid_resource_id", False
-    if not row.get("query_found"):
-        return None, "missing_query", False
-    if not row.get("resource_found"):
-        return None, "missing_resource", False
-    if row.get("query_text_type") != "string":
-        return None, "query_text_not_string", False
-    if row.get("title_type") != "string":
-        return None, "title_not_string", False
-    if row.get("description_type") not in ("string", "missing", "null"):
-        return None, "description_not_string", False
-
+    for reason, holds in _ROW_CHECKS:
+        if not holds(row):
+            return None, reason, False
     query = clean_text(row["query_text"] or "")
     if not query:
         return None, "empty_query_text", False
     title = clean_text(row["title"] or "")
-    description = clean_text(row.get("description") or "")
-    document = f"{title}\n\n{description}" if title and description else title or description
     if not title:
         return None, "empty_title", False
-
-    truncated = (row.get("query_text_length") or 0) > max_text_chars or (
-        row.get("document_length") or 0
-    ) > max_text_chars
-    when = _aware(row.get("feedback_at")) or _aware(row.get("created_at"))
-    if when is None:
-        generation_time = getattr(row.get("_id"), "generation_time", None)
-        when = _aware(generation_time) or _EPOCH
-    if now is not None and when > now:  # a skewed client clock: feedback from the future is taken as now
-        when = now
+    description = clean_text(row.get("description") or "")
+    document = f"{title}\n\n{description}" if description else title
+    longest = max(row.get("query_text_length") or 0, row.get("document_length") or 0)
     pair = Pair(
         inference_id=str(row.get("_id")),
         query_id=str(row["query_id"]),
         resource_id=str(row["resource_id"]),
         query=query,
         document=document,
-        label=LABELS[feedback],
-        feedback_at=when,
+        label=LABELS[row["feedback"]],
+        feedback_at=_feedback_time(row, now),
     )
-    return pair, None, truncated
+    return pair, None, longest > max_text_chars
 
 
 def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int, now: datetime | None = None) -> Snapshot:
