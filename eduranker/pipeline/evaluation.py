@@ -34,19 +34,25 @@ def reciprocal_rank(labels_by_score: Sequence[float]) -> float:
     return math.nan
 
 
-def ranking_metrics(labels: Sequence[float], scores: Sequence[float], queries: Sequence[str]) -> dict[str, Any]:
-    """NDCG@10 and MRR averaged over queries with two or more judged documents and at least one like."""
-    by_query: dict[str, list[tuple[float, float]]] = defaultdict(list)
+def ranked_labels(labels: Sequence[float], scores: Sequence[float], queries: Sequence[Any]) -> dict[Any, list[float]]:
+    """Each rankable query's labels in descending score order: queries with two or more judged documents
+    and at least one like. Ties are broken pessimistically (dislikes first), so a constant scorer earns no
+    credit."""
+    by_query: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for label, score, query in zip(labels, scores, queries, strict=True):
         by_query[query].append((float(score), float(label)))
-    ndcgs, rrs = [], []
-    for judged in by_query.values():
-        if len(judged) < 2 or not any(label > 0 for _, label in judged):
-            continue
-        # Ties broken pessimistically (dislikes first), so a constant scorer earns no credit.
-        ordered = [label for _, label in sorted(judged, key=lambda t: (-t[0], t[1]))]
-        ndcgs.append(ndcg_at_k(ordered, 10))
-        rrs.append(reciprocal_rank(ordered))
+    return {
+        query: [label for _, label in sorted(judged, key=lambda t: (-t[0], t[1]))]
+        for query, judged in by_query.items()
+        if len(judged) >= 2 and any(label > 0 for _, label in judged)
+    }
+
+
+def ranking_metrics(labels: Sequence[float], scores: Sequence[float], queries: Sequence[str]) -> dict[str, Any]:
+    """NDCG@10 and MRR averaged over the rankable queries."""
+    ranked = ranked_labels(labels, scores, queries).values()
+    ndcgs = [ndcg_at_k(ordered, 10) for ordered in ranked]
+    rrs = [reciprocal_rank(ordered) for ordered in ranked]
     return {
         "ndcg@10": float(np.mean(ndcgs)) if ndcgs else None,
         "mrr": float(np.mean(rrs)) if rrs else None,
@@ -57,14 +63,10 @@ def ranking_metrics(labels: Sequence[float], scores: Sequence[float], queries: S
 def per_query_ndcg(
     labels: Sequence[float], scores: Sequence[float], query_index: np.ndarray, n_queries: int
 ) -> np.ndarray:
-    """NDCG@10 of each query (by index), NaN where it is not rankable (fewer than two judged, no like)."""
-    by_query: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for label, score, q in zip(labels, scores, query_index, strict=True):
-        by_query[int(q)].append((float(score), float(label)))
+    """NDCG@10 of each query (by index), NaN where it is not rankable."""
     result = np.full(n_queries, np.nan)
-    for q, judged in by_query.items():
-        if len(judged) >= 2 and any(label > 0 for _, label in judged):
-            result[q] = ndcg_at_k([label for _, label in sorted(judged, key=lambda t: (-t[0], t[1]))], 10)
+    for q, ordered in ranked_labels(labels, scores, [int(q) for q in query_index]).items():
+        result[q] = ndcg_at_k(ordered, 10)
     return result
 
 

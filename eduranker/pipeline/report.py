@@ -40,21 +40,33 @@ def write_plots(
     scores_before: Sequence[float],
     scores_after: Sequence[float],
 ) -> list[str]:
-    from sklearn.metrics import roc_curve
-
+    """The version's PNG plots, one function each; returns their file names."""
     plt = _pyplot()
     y = np.asarray(test_labels, dtype=int)
+    _label_chart(plt, folder / PLOTS[0], label_counts)
+    _length_histogram(plt, folder / PLOTS[1], query_lengths)
+    _metrics_chart(plt, folder / PLOTS[2], before, after)
+    _score_histograms(plt, folder / PLOTS[3], y, scores_before, scores_after)
+    _confusion_matrix(plt, folder / PLOTS[4], np.asarray(after["confusion_matrix"]))
+    _roc_curves(plt, folder / PLOTS[5], y, scores_before, scores_after)
+    return list(PLOTS)
 
+
+def _label_chart(plt: Any, path: Path, label_counts: dict[str, int]) -> None:
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar(list(label_counts), list(label_counts.values()), color=["#4c9f70", "#c8553d"])
     ax.set(title="Feedback labels in the snapshot", xlabel="feedback", ylabel="pairs")
-    _save(fig, folder / PLOTS[0])
+    _save(fig, path)
 
+
+def _length_histogram(plt: Any, path: Path, query_lengths: Sequence[int]) -> None:
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(query_lengths, bins=30, color="#3c6e9f")
     ax.set(title="Query length (words)", xlabel="words", ylabel="pairs")
-    _save(fig, folder / PLOTS[1])
+    _save(fig, path)
 
+
+def _metrics_chart(plt: Any, path: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
     keys = [k for k in METRIC_KEYS if before.get(k) is not None or after.get(k) is not None]
     x = np.arange(len(keys))
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -64,10 +76,12 @@ def write_plots(
     # Head room above 1.0 for the legend, so it covers no bar.
     ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), title="Held-out metrics", ylabel="value (higher is better)")
     ax.legend(loc="upper center", ncols=2, frameon=False)
-    _save(fig, folder / PLOTS[2])
+    _save(fig, path)
 
+
+def _score_histograms(plt: Any, path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
-    for ax, scores, name in zip(axes, (scores_before, scores_after), ("before", "after"), strict=True):
+    for ax, scores, name in zip(axes, (before, after), ("before", "after"), strict=True):
         s = np.asarray(scores)
         ax.hist(s[y == 1], bins=20, range=(0, 1), alpha=0.6, label="like")
         ax.hist(s[y == 0], bins=20, range=(0, 1), alpha=0.6, label="dislike")
@@ -75,28 +89,33 @@ def write_plots(
     axes[0].set_ylabel("pairs")
     axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.6)  # head room: the legend sits above every bar
     axes[1].legend(title="actual", loc="upper center", ncols=2, frameon=False)
-    _save(fig, folder / PLOTS[3])
+    _save(fig, path)
 
-    matrix = np.asarray(after["confusion_matrix"])
+
+def _confusion_matrix(plt: Any, path: Path, matrix: np.ndarray) -> None:
     fig, ax = plt.subplots(figsize=(3.5, 3.2))
     ax.imshow(matrix, cmap="Blues")
+    dark = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center")
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > dark else "black")
     ax.set_xticks([0, 1], ["dislike", "like"])
     ax.set_yticks([0, 1], ["dislike", "like"])
     ax.set(xlabel="predicted", ylabel="actual", title="Confusion (after)")
-    _save(fig, folder / PLOTS[4])
+    _save(fig, path)
+
+
+def _roc_curves(plt: Any, path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
+    from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(4, 4))
     if len(set(y.tolist())) == 2:
-        for scores, name in ((scores_before, "before"), (scores_after, "after")):
+        for scores, name in ((before, "before"), (after, "after")):
             fpr, tpr, _ = roc_curve(y, scores)
             ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held-out)")
-    ax.legend()
-    _save(fig, folder / PLOTS[5])
-    return list(PLOTS)
+    ax.legend(loc="lower right")
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:
