@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,7 +217,3 @@ def plot_inputs(snapshot: Snapshot, split: Split, baseline: Baseline, judged: Ju
         "scores_before": baseline.scores,
         "scores_after": judged.scores,
     }
-
-
-def artifact_folder(s: Settings, version: str) -> Path:
-    return version_dir(s.models_dir, version)

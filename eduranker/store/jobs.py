@@ -178,14 +178,6 @@ def hand_back(db: Database, job_id: str, attempt: int, reason: str) -> bool:
     return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 1
 
 
-def fail_unowned(db: Database, job_id: str, reason: str) -> bool:
-    """Fail a job that is not running (given up before a claim, or a cancelled wait)."""
-    result = db[TRAINING_JOBS].update_one(
-        {"_id": job_id, "status": {"$in": [QUEUED, WAITING]}}, _terminal(FAILED, now(), reason=reason)
-    )
-    return result.modified_count == 1
-
-
 def cancel_job(db: Database, job_id: str, reason: str) -> bool:
     """Cancel a job that has not ended (an operator stopping it); a running job's run is fenced out."""
     result = db[TRAINING_JOBS].update_one(

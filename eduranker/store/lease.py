@@ -64,7 +64,3 @@ class Lease:
         """Give the lease up at a clean stop, so a standby takes over at once instead of after expiry."""
         self.valid_until = 0.0
         self.db[PRODUCER_STATE].update_one({"_id": LEASE_ID, "holder": self.holder}, {"$set": {"expires_at": now()}})
-
-    def holder_now(self) -> str | None:
-        doc = self.db[PRODUCER_STATE].find_one({"_id": LEASE_ID}) or {}
-        return doc.get("holder") if doc.get("expires_at") and doc["expires_at"] > now() else None

@@ -24,17 +24,15 @@ def ensure_online_indexes(db: Database) -> None:
 
 def live_counts(db: Database, version: str | None, since: datetime) -> dict[str, Any]:
     """Results served by `version` since `since`, and the likes and dislikes users gave them."""
-    window = {"model_version": version, "created_at": {"$gte": since}}
-    likes = db[INFERENCES].count_documents(
-        {"model_version": version, "feedback": "like", "created_at": window["created_at"]}
-    )
-    dislikes = db[INFERENCES].count_documents(
-        {"model_version": version, "feedback": "dislike", "created_at": window["created_at"]}
-    )
+
+    def count(**extra: Any) -> int:
+        return db[INFERENCES].count_documents({"model_version": version, **extra, "created_at": {"$gte": since}})
+
+    likes, dislikes = count(feedback="like"), count(feedback="dislike")
     return {
         "version": version,
         "since": since,
-        "served": db[INFERENCES].count_documents(window),
+        "served": count(),
         "feedback": likes + dislikes,
         "likes": likes,
     }
