@@ -1,10 +1,17 @@
-"""Celery's settings, derived from the trainer's Settings (never read from the environment here)."""
+"""Celery's configuration module: `app.config_from_object("celeryconfig")`, as the worker does.
+
+Each Celery setting is a module-level lowercase name (`celeryconfig.broker_url`, ...), derived from the
+trainer's Settings by `from_settings` below, where every value carries its reason. The names are computed
+on first access from the process's settings (`eduranker.settings.process_settings`, read from the
+environment once), so importing this module reads nothing and connects to nothing. Code that holds its
+own Settings (the producer, the CLI, tests) calls `from_settings(settings)` directly.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from eduranker.settings import Settings
+from eduranker.settings import Settings, process_settings
 
 TASK_NAME = "eduranker.train_reranker"
 TRAINING_QUEUE = "training"
@@ -53,3 +60,16 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
     }
+
+
+def __getattr__(name: str) -> Any:
+    """Module attributes for Celery's lowercase names (PEP 562); Celery reads them through `dir()`."""
+    if name.islower() and not name.startswith("_"):
+        config = from_settings(process_settings())
+        if name in config:
+            return config[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *from_settings(process_settings())})

@@ -161,6 +161,20 @@ def crossing_times(writes: list, job_watermarks: list, every: int) -> list[float
     return times
 
 
+def print_database_cost(before: dict, after: dict, seconds: float) -> None:
+    """The commands the producer sent while the writers ran (its own counter, saved with its state)."""
+    if "db_commands" not in after:
+        print("producer's database commands: not reported by this producer")
+        return
+    old = before.get("db_commands") or {}
+    sent = {name: n - old.get(name, 0) for name, n in after["db_commands"].items() if n - old.get(name, 0)}
+    evaluations = after.get("evaluations", 0) - before.get("evaluations", 0)
+    total = sum(sent.values())
+    per_evaluation = f"{total / evaluations:.2f} per evaluation over {evaluations}" if evaluations else "no evaluations"
+    print(f"producer's database commands: {total / seconds:.1f}/s, {per_evaluation}: "
+          + ", ".join(f"{name} {n}" for name, n in sorted(sent.items(), key=lambda kv: -kv[1])))  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="feedback writes per second, all writers")
@@ -212,13 +226,6 @@ def main() -> int:
             reader.join(5)
         twin_db.client.drop_database(twin.mongodb_db)
     alone_rate = baselines["alone"][0]
-    ensure_indexes(twin_db)
-    print(f"baseline: {args.baseline_seconds:.0f} s of writes with no producer ...", flush=True)
-    twin_ids = prepare_inferences(twin_db, int(args.rate * args.baseline_seconds * 1.1) + 1000, seed=1)
-    began = time.monotonic()
-    alone = sum(len(log) for log in run_writers(twin, twin_ids, args.rate, args.baseline_seconds, args.writers))
-    alone_rate = alone / (time.monotonic() - began)
-    twin_db.client.drop_database(twin.mongodb_db)
 
     producer_log = open(tmp / "producer.log", "wb")  # noqa: SIM115 - the producer's for its lifetime
     producer = subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env,
@@ -236,10 +243,12 @@ def main() -> int:
 
     print(f"writing {args.rate:.0f} feedback/s for {args.seconds:.0f} s with {args.writers} writers ...", flush=True)
     cpu_before, started = cpu_seconds(producer.pid), time.monotonic()
+    state_before = load_state(db)
     logs = run_writers(settings, ids, args.rate, args.seconds, args.writers)
     elapsed = time.monotonic() - started
     time.sleep(2)  # let the last crossing reach the broker
     producer_cpu = cpu_seconds(producer.pid) - cpu_before
+    state_after = load_state(db)
     stop.set()
     for thread in helpers:
         thread.join(5)
@@ -258,8 +267,9 @@ def main() -> int:
     rate = len(writes) / elapsed
     bare_rate, bare_lags = baselines["bare stream"]
     print(f"\nwrites/s (asked {args.rate:.0f}): nothing watching {alone_rate:.0f}; "
-          f"a bare change stream {bare_rate:.0f} "
-          f"({bare_rate / alone_rate:.2f}); the producer {rate:.0f} ({rate / alone_rate:.2f})")  # fmt: skip
+          f"a bare change stream {bare_rate:.0f} ({bare_rate / alone_rate:.2f}); "
+          f"the producer {rate:.0f} ({rate / alone_rate:.2f}; {rate / bare_rate:.2f} of the bare stream)")  # fmt: skip
+    print_database_cost(state_before, state_after, elapsed + 2)
     if bare_lags:
         print(f"bare change stream delivery delay: p50 {statistics.median(bare_lags) * 1000:.0f} ms, "
               f"p99 {percentile(bare_lags, 0.99) * 1000:.0f} ms")  # fmt: skip

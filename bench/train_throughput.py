@@ -62,7 +62,7 @@ def run_side(side: str, args) -> dict:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     train, test = make_pairs(args.pairs, args.seed, args.long_documents)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     base = str(get_model_path())
     if side == "ours":
         from eduranker.pipeline.training import TrainConfig, fine_tune
@@ -70,7 +70,7 @@ def run_side(side: str, args) -> dict:
         model, tok = load_cross_encoder(base, device, args.seed)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed,
-                          freeze_embeddings=not args.no_freeze)  # fmt: skip
+                          freeze_embeddings=not args.no_freeze, precision=args.precision)  # fmt: skip
         started = time.perf_counter()
         stats = fine_tune(model, tok, [r[0] for r in train], [r[1] for r in train], [r[2] for r in train], cfg,
                           device=device)  # fmt: skip
@@ -83,13 +83,14 @@ def run_side(side: str, args) -> dict:
         from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
 
         torch.manual_seed(args.seed)
-        ce = CrossEncoder(base, num_labels=1, max_length=args.max_length, device="cpu")
+        ce = CrossEncoder(base, num_labels=1, max_length=args.max_length, device=args.device)
         data = Dataset.from_dict({"query": [r[0] for r in train], "document": [r[1] for r in train],
                                   "label": [r[2] for r in train]})  # fmt: skip
         targs = CrossEncoderTrainingArguments(
             output_dir="/tmp/bench-ce", num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
             learning_rate=args.lr, warmup_ratio=0.1, save_strategy="no", report_to="none", logging_steps=10_000,
-            seed=args.seed, dataloader_num_workers=0, disable_tqdm=True, use_cpu=True,
+            seed=args.seed, dataloader_num_workers=0, disable_tqdm=True, use_cpu=args.device == "cpu",
+            bf16=args.device == "cuda",  # on a GPU the baseline gets mixed precision too
         )  # fmt: skip
         trainer = CrossEncoderTrainer(model=ce, args=targs, train_dataset=data, loss=BinaryCrossEntropyLoss(ce))
         started = time.perf_counter()
@@ -110,23 +111,35 @@ def run_side(side: str, args) -> dict:
         # Forward + backward ≈ 6 FLOP per parameter per real (unpadded) token.
         "useful_flops_per_s": 6 * params * tokens / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
         "mean_tokens": tokens / (len(train) * args.epochs),
     }
 
 
-def matmul_peak() -> float:
+def matmul_peak(device: str = "cpu", dtype_name: str = "fp32") -> float:
+    """FLOP/s of a square matmul in this run (1024² on a CPU, 8192² on a GPU), in our side's precision:
+    achieved FLOP/s are judged against what that precision's arithmetic can do here."""
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    n = 1024 if device == "cpu" else 8192
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype_name, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     for _ in range(3):
         a @ b
     best = 0.0
     for _ in range(5):
+        sync()
         t = time.perf_counter()
         for _ in range(10):
             a @ b
-        best = max(best, 10 * 2 * 1024**3 / (time.perf_counter() - t))
+        sync()
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t))
     return best
 
 
@@ -141,25 +154,36 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-freeze", action="store_true", help="train the embedding matrix too")
     parser.add_argument("--long-documents", action="store_true", help="descriptions of mixed length, up to ~400 tokens")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="our side's TRAIN_PRECISION (the baseline trains in fp32)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     parser.add_argument("--side", choices=["ours", "baseline"])
     args = parser.parse_args()
     if args.side:
         print(json.dumps(run_side(args.side, args)))
         return
-    peak = matmul_peak()
+    peak = matmul_peak(args.device, args.precision)
     results = {}
     for side in ("baseline", "ours"):
         argv = [sys.executable, __file__, "--side", side] + [a for a in sys.argv[1:]]
         out = subprocess.run(argv, capture_output=True, text=True, check=True)
         results[side] = json.loads(out.stdout.strip().splitlines()[-1])
     b, o = results["baseline"], results["ours"]
-    print(f"machine: {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024² sgemm, this run)")
+    size = 1024 if args.device == "cpu" else 8192
+    kind = f"{args.precision if args.precision in ('bf16', 'fp16') else 'fp32'} {size}² matmul on {args.device}"
+    print(f"machine: {os.cpu_count()} cores, {args.device}; matmul peak {peak / 1e9:.1f} GFLOP/s ({kind}, this run)")
+    print(f"our precision: {args.precision}; the baseline: {'bf16' if args.device == 'cuda' else 'fp32'}")
     print(f"pairs: {args.pairs} train, mean {o['mean_tokens']:.1f} tokens, max_length {args.max_length}, "
           f"{args.epochs} epoch(s), batch {args.batch_size}")  # fmt: skip
     for r in (b, o):
         print(f"{r['side']:<9} {r['pairs_per_s']:7.2f} pairs/s  {r['seconds']:7.1f} s  ROC-AUC {r['roc_auc']:.3f}  "
               f"useful {r['useful_flops_per_s'] / 1e9:6.1f} GFLOP/s ({r['useful_flops_per_s'] / peak:.2f} of peak)  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+              f"peak RSS {r['peak_rss_mb']:.0f} MB"
+              + (f", GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] else ""))  # fmt: skip
     speedup, auc_gap = o["pairs_per_s"] / b["pairs_per_s"], o["roc_auc"] - b["roc_auc"]
     print(f"speed-up: {speedup:.2f}x   ROC-AUC difference: {auc_gap:+.3f}")
 

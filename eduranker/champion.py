@@ -12,11 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pymongo.database import Database
-
 from eduranker import models_dir
 from eduranker.errors import UnknownVersion
 from eduranker.store import versions
+from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def _point(models: str | Path, name: str, target: str | None) -> None:
         models_dir.point_champion(models, target, name)
 
 
-def _follow(db: Database, models: str | Path) -> str | None:
+def _follow(db: Db, models: str | Path) -> str | None:
     """Point `champion` (and `previous`, the holdback's model) at what the registry names now.
 
     The registry is read under a lock on the models folder, so of two processes switching at once the
@@ -61,7 +60,7 @@ def _follow(db: Database, models: str | Path) -> str | None:
 
 
 def promote(
-    db: Database,
+    db: Db,
     models: str | Path,
     version: str,
     *,
@@ -77,7 +76,7 @@ def promote(
     return previous
 
 
-def rollback(db: Database, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
+def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
     """Restore the previous champion (its artifacts checked before anything changes)."""
     record, target = versions.rollback_target(db)
     models_dir.check_loadable(models, target)
@@ -86,7 +85,7 @@ def rollback(db: Database, models: str | Path, *, by: str, reason: str) -> tuple
     return demoted, restored
 
 
-def reconcile(db: Database, models: str | Path, *, by: str) -> Reconciled:
+def reconcile(db: Db, models: str | Path, *, by: str) -> Reconciled:
     """Make statuses and the pointer agree with the registry's champion; logs every repair."""
     synced = versions.sync_statuses(db, by=by)
     record = versions.read_champion(db)

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker import champion, models_dir
 from eduranker.errors import AccessDenied, Refused, RetryableError, StaleCandidate, UnknownVersion
 from eduranker.progress import follow_jobs
@@ -20,6 +18,7 @@ from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.connection import redact_url
 from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.types import Db
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
@@ -28,7 +27,7 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def cmd_status(db: Database, settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     from producer.watcher import describe_next_trigger
 
     totals = count_usable_feedback(db)
@@ -72,7 +71,7 @@ def _interval(v: dict[str, Any]) -> str:
     return f"[{auc['low']:+.3f},{auc['high']:+.3f}]"
 
 
-def cmd_versions(db: Database, _settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_versions(db: Db, _settings: Settings, _args: argparse.Namespace) -> int:
     rows = versions.list_versions(db)
     if not rows:
         print("no versions yet")
@@ -97,7 +96,7 @@ def cmd_versions(db: Database, _settings: Settings, _args: argparse.Namespace) -
     return EXIT_OK
 
 
-def cmd_train(_db: Database, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_train(_db: Db, settings: Settings, args: argparse.Namespace) -> int:
     from producer.outbox import request_training
 
     given = {
@@ -116,7 +115,7 @@ def cmd_train(_db: Database, settings: Settings, args: argparse.Namespace) -> in
     return EXIT_OK
 
 
-def cmd_watch(db: Database, _settings: Settings, args: argparse.Namespace) -> int:
+def cmd_watch(db: Db, _settings: Settings, args: argparse.Namespace) -> int:
     missing = [j for j in args.job_ids if jobs.get_job(db, j) is None]
     if missing:
         raise Refused(f"no training job {', '.join(missing)}")
@@ -124,20 +123,20 @@ def cmd_watch(db: Database, _settings: Settings, args: argparse.Namespace) -> in
     return EXIT_OK
 
 
-def cmd_promote(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_promote(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     version = models_dir.checked_version(args.version)
     previous = champion.promote(db, settings.models_dir, version, by="cli", reason=args.reason, force=args.force)
     print(f"champion: {version} (was {previous or 'none'})")
     return EXIT_OK
 
 
-def cmd_rollback(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_rollback(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     demoted, restored = champion.rollback(db, settings.models_dir, by="cli", reason=args.reason)
     print(f"champion: {restored} (rolled back from {demoted})")
     return EXIT_OK
 
 
-def cmd_cancel(db: Database, _settings: Settings, args: argparse.Namespace) -> int:
+def cmd_cancel(db: Db, _settings: Settings, args: argparse.Namespace) -> int:
     job = jobs.get_job(db, args.job_id)
     if job is None:
         raise Refused(f"no training job {args.job_id!r}")
@@ -148,7 +147,7 @@ def cmd_cancel(db: Database, _settings: Settings, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
-def cmd_report(db: Database, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_report(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     version = models_dir.checked_version(args.version)
     versions.get_version(db, version)
     path = models_dir.version_dir(settings.models_dir, version) / "training_report.txt"

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bson import ObjectId
-from pymongo.database import Database
 
 from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
+from eduranker.store.types import Db
 
 SUBJECTS: dict[str, dict[str, list[str]]] = {
     "biology": {
@@ -173,7 +173,7 @@ class DemoCorpus:
     subject_of_resource: dict[str, str]
 
 
-def insert_corpus(db: Database, rng: random.Random | None = None) -> DemoCorpus:
+def insert_corpus(db: Db, rng: random.Random | None = None) -> DemoCorpus:
     """Insert every demo query and resource once."""
     rng = rng or random.Random(0)
     now = datetime.now(UTC)
@@ -208,7 +208,7 @@ def document_text(corpus: DemoCorpus, title: str) -> str:
 
 
 def serve_results(
-    db: Database, corpus: DemoCorpus, rng: random.Random, results_per_query: int = 6, ranker: Ranker | None = None
+    db: Db, corpus: DemoCorpus, rng: random.Random, results_per_query: int = 6, ranker: Ranker | None = None
 ) -> list[tuple[ObjectId, bool]]:
     """One served result list per query: half on-subject, half off, ordered by `ranker` (random scores
     without one) and tagged with the version that ranked it. Returns (inference id, relevant)."""
@@ -243,7 +243,7 @@ def feedback_updates(
         yield inference_id, "like" if liked else "dislike"
 
 
-def give_feedback(db: Database, inference_id: ObjectId, value: str | None, at: datetime | None = None) -> None:
+def give_feedback(db: Db, inference_id: ObjectId, value: str | None, at: datetime | None = None) -> None:
     """What the API does when a user reacts (None removes the reaction)."""
     if value is None:
         db[INFERENCES].update_one({"_id": inference_id}, {"$unset": {"feedback": ""}})
@@ -252,7 +252,7 @@ def give_feedback(db: Database, inference_id: ObjectId, value: str | None, at: d
     db[INFERENCES].update_one({"_id": inference_id}, {"$set": {"feedback": value, "feedback_at": at}})
 
 
-def seed_feedback(db: Database, *, seed: int = 0, rounds: int = 1, noise: float = 0.05) -> int:
+def seed_feedback(db: Db, *, seed: int = 0, rounds: int = 1, noise: float = 0.05) -> int:
     """Corpus + `rounds` served lists per query, every result judged. Returns feedback written."""
     rng = random.Random(seed)
     corpus = insert_corpus(db, rng)

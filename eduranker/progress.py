@@ -8,10 +8,10 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from pymongo.database import Database
 from tqdm import tqdm
 
 from eduranker.store import jobs
+from eduranker.store.types import Db
 
 
 class JobView:
@@ -61,7 +61,7 @@ class JobView:
 
 
 def follow_jobs(
-    db: Database,
+    db: Db,
     *,
     job_ids: list[str] | None = None,
     since: datetime | None = None,

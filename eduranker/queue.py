@@ -7,12 +7,12 @@ import time
 
 from celery import Celery
 from kombu.exceptions import OperationalError
-from pymongo.database import Database
 
 import celeryconfig
 from celeryconfig import TASK_NAME, TRAINING_QUEUE
 from eduranker.settings import Settings
 from eduranker.store import jobs
+from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def send_training_job(app: Celery, job_id: str) -> None:
     )
 
 
-def send_with_retry(app: Celery, db: Database, job_id: str, *, max_wait_s: float | None = None) -> bool:
+def send_with_retry(app: Celery, db: Db, job_id: str, *, max_wait_s: float | None = None) -> bool:
     """Send until the broker takes it (backoff up to 30 s), then mark it sent. False only if
     `max_wait_s` ran out: the job stays recorded and unsent, and the next pass sends it."""
     delay, started = 0.5, time.monotonic()
@@ -54,7 +54,7 @@ def send_with_retry(app: Celery, db: Database, job_id: str, *, max_wait_s: float
             delay = min(delay * 2, 30.0)
 
 
-def send_unsent(app: Celery, db: Database, *, max_wait_s: float | None = None) -> list[str]:
+def send_unsent(app: Celery, db: Db, *, max_wait_s: float | None = None) -> list[str]:
     """Move a waiting job into a free slot, then send every queued job not yet sent (a crash between
     insert and send, a hand-back, a resend): the outbox's one sending pass."""
     jobs.advance_waiting(db)

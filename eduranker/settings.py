@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -43,6 +44,8 @@ class Settings:
     head_learning_rate: float = 1e-2
     max_length: int = 256
     freeze_embeddings: bool = True
+    # auto: bf16 autocast on a GPU (fp16 with loss scaling where bf16 is missing), fp32 on a CPU.
+    train_precision: str = "auto"
     seed: int = 42
     min_feedback: int = 10
     test_fraction: float = 0.2
@@ -206,6 +209,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "learning_rate": _between(0, 1),
     "head_learning_rate": _between(0, 1),
     "max_length": _between(8, 8192, open_low=False, open_high=False),
+    "train_precision": lambda v: None if v in {"auto", "fp32", "bf16", "fp16"} else "must be auto, fp32, bf16 or fp16",
     "seed": _at_least(0),
     "min_feedback": _at_least(2),
     "test_fraction": _between(0.05, 0.5, open_low=False, open_high=False),
@@ -243,3 +247,10 @@ def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     except SettingsError as exc:
         print(f"invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@functools.cache
+def process_settings() -> Settings:
+    """This process's settings, read from the environment once, on first use (the worker and its Celery
+    configuration share them); entry points that take settings explicitly call `load_or_exit` instead."""
+    return load_or_exit()

@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker.store import jobs
+from eduranker.store.types import Db
 from producer.policy import FailedChain, JobHistory
 
 FAILED_LIKE = [jobs.FAILED, jobs.CANCELLED]
@@ -20,7 +19,7 @@ def watermark_of(job: dict[str, Any] | None) -> datetime | None:
     return (job.get("snapshot") or {}).get("watermark") or (job.get("trigger") or {}).get("watermark")
 
 
-def read_history(db: Database, retry_limit: int) -> JobHistory:
+def read_history(db: Db, retry_limit: int) -> JobHistory:
     active = jobs.active_job(db)
     newest = jobs.latest_job(db)
     settled = jobs.latest_job(db, {"status": {"$in": [jobs.SUCCEEDED, jobs.REJECTED]}})

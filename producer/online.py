@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker import champion
 from eduranker.errors import EduRankerError
 from eduranker.settings import Settings
 from eduranker.store import versions
 from eduranker.store.online import live_counts, store_online
+from eduranker.store.types import Db
 from producer.guard import GuardDecision, LiveRate, judge
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ def _summary(counts: dict[str, Any], confidence: float) -> dict[str, Any]:
     return {**counts, "like_rate": rate.rate, "like_rate_interval": list(interval) if interval else None}
 
 
-def refresh_online(db: Database, settings: Settings) -> GuardDecision | None:
+def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
     """Live figures since the champion's promotion, stored on both versions; the guard's decision."""
     record = versions.read_champion(db)
     if record.version is None:
@@ -48,7 +47,7 @@ def refresh_online(db: Database, settings: Settings) -> GuardDecision | None:
     return decision
 
 
-def _roll_back(db: Database, settings: Settings, version: str, decision: GuardDecision) -> None:
+def _roll_back(db: Db, settings: Settings, version: str, decision: GuardDecision) -> None:
     try:
         demoted, restored = champion.rollback(db, settings.models_dir, by="online guard", reason=decision.reason)
     except EduRankerError as exc:  # the champion changed meanwhile, or the holdback's folder is gone

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from pymongo.database import Database
 
 from eduranker.queue import make_celery, send_unsent, send_with_retry
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs
+from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def job_id_for(watermark: datetime, retry: int = 0) -> str:
 
 def enqueue(
     app: Celery,
-    db: Database,
+    db: Db,
     job_id: str,
     trigger: dict[str, Any],
     overrides: dict[str, Any],

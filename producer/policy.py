@@ -58,7 +58,7 @@ class Decision:
 
 def retry_due_at(chain: FailedChain, thresholds: Thresholds) -> float:
     """Seconds after the last failure when the next retry may start: the cooldown, doubling each time."""
-    return thresholds.cooldown_seconds * 2 ** (chain.failures - 1)
+    return float(thresholds.cooldown_seconds * 2 ** (chain.failures - 1))
 
 
 def waiting_reason(history: JobHistory, thresholds: Thresholds, now: datetime) -> str | None:
@@ -88,6 +88,18 @@ def retry_decision(history: JobHistory, thresholds: Thresholds, now: datetime) -
 
 def is_first_model(history: JobHistory) -> bool:
     return history.window_since is None
+
+
+def worth_counting(last: FeedbackCounts | None, events_since: int, history: JobHistory, thresholds: Thresholds) -> bool:
+    """Whether counting again could turn "not yet" into "train". Each change event adds at most one
+    feedback, so while the last count plus the events since stays below the threshold no count can.
+    `last` must belong to `history`'s trigger window (None: never counted there)."""
+    if last is None:
+        return True
+    if events_since == 0:
+        return False
+    needed = thresholds.min_feedback if is_first_model(history) else thresholds.new_feedback
+    return last.total + events_since >= needed
 
 
 def decide(counts: FeedbackCounts, history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker.store.connection import PRODUCER_STATE
 from eduranker.store.jobs import now
+from eduranker.store.types import Db
 
 STATE_ID = "producer"
 
 
-def load_state(db: Database) -> dict[str, Any]:
+def load_state(db: Db) -> dict[str, Any]:
     return db[PRODUCER_STATE].find_one({"_id": STATE_ID}) or {"_id": STATE_ID}
 
 
-def save_state(db: Database, **fields: Any) -> None:
+def save_state(db: Db, **fields: Any) -> None:
     db[PRODUCER_STATE].update_one({"_id": STATE_ID}, {"$set": {**fields, "updated_at": now()}}, upsert=True)

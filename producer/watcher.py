@@ -1,9 +1,12 @@
 """The change-stream loop: feedback events wake the producer; counts come from the database.
 
 Every event batch (at least every `max_batch_s` under a stream that never pauses, and every idle tick)
-re-reads the counts of its trigger window from one index and asks the policy. The resume
-token is saved after the evaluation that covered its events, so a restart replays at most what was
-not yet evaluated, and replaying is harmless: job ids derive from the feedback watermark.
+is an evaluation, and an evaluation reads only what could change its answer: the job history at most
+once a second (with housekeeping), the counts of the trigger window only when the events since the
+last count could have crossed the threshold (`policy.worth_counting`), and both again, fresh, before it
+enqueues. The producer's state, resume token included, is written when the decision changes and at
+most once a second otherwise, so a restart replays at most a second of events that were already
+evaluated; replaying is harmless: job ids derive from the feedback watermark.
 """
 
 from __future__ import annotations
@@ -14,24 +17,34 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
-from eduranker.store.connection import INFERENCES
+from eduranker.store.connection import INFERENCES, CommandCounter
 from eduranker.store.feedback import count_usable_feedback, latest_feedback_at
 from eduranker.store.lease import Lease
 from eduranker.store.online import ensure_online_indexes
+from eduranker.store.types import Db, Document
 from producer.history import read_history
 from producer.online import refresh_online
 from producer.outbox import enqueue, job_id_for, send_unsent
-from producer.policy import Decision, FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
+from producer.policy import (
+    Decision,
+    FeedbackCounts,
+    JobHistory,
+    Thresholds,
+    decide,
+    is_first_model,
+    waiting_reason,
+    worth_counting,
+)
 from producer.state import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -55,7 +68,9 @@ WATCH_PIPELINE: list[dict[str, Any]] = [
 RESUME_FAILED_CODES = {9, 260, 280, 286}
 AWAIT_S = 0.25  # how long one getMore waits on the server for an event
 MAX_FETCHES = 2
-HOUSEKEEPING_S = 1.0  # requeue, resend, send and reconcile at most this often
+HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile and read the job history at most this often
+STATE_WRITE_S = 1.0  # the producer's state (last decision, resume token) is written at most this often
+RECOUNT_S = 60.0  # counted at least this often even without events: a restored collection sends none
 
 
 def is_buffered(stream: Any) -> bool:
@@ -78,7 +93,7 @@ def thresholds_from(settings: Settings) -> Thresholds:
     )
 
 
-def read_counts(db: Database, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
+def read_counts(db: Db, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
     """Usable feedback in the trigger window: all of it before a first model, since the window's
     watermark after (counting stops at `cap`, all a retrain decision needs)."""
     if is_first_model(history):
@@ -88,7 +103,7 @@ def read_counts(db: Database, history: JobHistory, *, cap: int | None = None) ->
     return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
 
 
-def describe_next_trigger(db: Database, settings: Settings) -> str:
+def describe_next_trigger(db: Db, settings: Settings) -> str:
     """The next trigger and what the producer waits for now, in the policy's own words."""
     th = thresholds_from(settings)
     history = read_history(db, settings.auto_retry_limit)
@@ -108,12 +123,13 @@ class Producer:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        db: Db,
         app: Celery,
         *,
         idle_eval_s: float = 5.0,
         max_batch_s: float = 0.25,
         holder: str | None = None,
+        commands: CommandCounter | None = None,
     ):
         self.settings, self.db, self.app = settings, db, app
         self.thresholds = thresholds_from(settings)
@@ -127,6 +143,13 @@ class Producer:
         self.last_read_s = 0.0  # how long the last evaluation's reads took
         self.housekept_at = 0.0
         self.online_at = 0.0
+        self.history: JobHistory | None = None  # read with housekeeping, and before every enqueue
+        self.counted: tuple[datetime | None, FeedbackCounts] | None = None  # (window, counts) last read
+        self.counted_at = 0.0
+        self.uncounted_events = 0  # change events since the last count
+        self.evaluations = 0
+        self.state_written_at = 0.0
+        self.commands = commands or CommandCounter()  # what this process costs the database (if counted)
 
     def housekeeping(self, now: datetime) -> None:
         """What keeps every job moving: silent runs requeued, lost messages resent, waiting jobs moved
@@ -141,38 +164,84 @@ class Producer:
                         s.job_resend_after_seconds)  # fmt: skip
         send_unsent(self.app, self.db, max_wait_s=2.0)
         champion.reconcile(self.db, s.models_dir, by="producer")
+        self.history = read_history(self.db, s.auto_retry_limit)
         if time.monotonic() - self.online_at >= s.online_refresh_seconds:
             refresh_online(self.db, s)
             self.online_at = time.monotonic()
         self.housekept_at = time.monotonic()
 
-    # One evaluation: counts from the database, the policy's decision, maybe one enqueue.
-    def evaluate(self, now: datetime | None = None, *, events_until: datetime | None = None) -> Decision:
-        """`events_until`: wall time of the newest change event this evaluation covers (for lag)."""
+    # One evaluation: the policy's decision on what may have changed, maybe one enqueue.
+    def evaluate(
+        self,
+        now: datetime | None = None,
+        *,
+        events: int = 0,
+        events_until: datetime | None = None,
+        resume_token: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """`events`: change events since the last evaluation; `events_until`: wall time of the newest
+        (for lag); `resume_token`: the stream's position after them, saved with the state."""
         if not self.lease.keep():
             raise LeaseLost("lease lost before an evaluation")
         now = now or jobs.now()
         began = time.monotonic()
-        if began - self.housekept_at >= HOUSEKEEPING_S:
+        self.uncounted_events += events
+        self.evaluations += 1
+        if began - self.housekept_at >= HOUSEKEEPING_S or self.history is None:
             self.housekeeping(now)
-        history = read_history(self.db, self.settings.auto_retry_limit)
-        waiting = waiting_reason(history, self.thresholds, now)
-        # While a job is active or cooling down no count can change the answer, so none is read.
-        counts = None if waiting else read_counts(self.db, history, cap=self.thresholds.new_feedback)
-        decision = Decision(False, waiting) if counts is None else decide(counts, history, self.thresholds, now)
+        assert self.history is not None
+        decision, counts = self._decide(self.history, now, fresh=False)
+        if decision.train:
+            # Acting on a second-old history could start a job beside one just started: read both again.
+            self.history = read_history(self.db, self.settings.auto_retry_limit)
+            decision, counts = self._decide(self.history, now, fresh=True)
         self.last_read_s = time.monotonic() - began
-        if decision.reason != self.last_reason:
+        if decision.train and counts is not None:
+            self._enqueue(decision, self.history, counts, now)
+            self.history = read_history(self.db, self.settings.auto_retry_limit)
+        self._write_state(decision, counts, now, events_until, resume_token)
+        return decision
+
+    def _decide(self, history: JobHistory, now: datetime, *, fresh: bool) -> tuple[Decision, FeedbackCounts | None]:
+        waiting = waiting_reason(history, self.thresholds, now)
+        if waiting:  # while a job is active or cooling down no count can change the answer
+            return Decision(False, waiting), None
+        last = self.counted[1] if self.counted and self.counted[0] == history.window_since else None
+        # The progress shown (state, log) lags the events by at most one idle interval; the answer by none.
+        since_count = time.monotonic() - self.counted_at
+        overdue = since_count >= RECOUNT_S or (self.uncounted_events > 0 and since_count >= self.idle_eval_s)
+        if fresh or overdue or worth_counting(last, self.uncounted_events, history, self.thresholds):
+            last = read_counts(self.db, history, cap=self.thresholds.new_feedback)
+            self.counted, self.counted_at, self.uncounted_events = (history.window_since, last), time.monotonic(), 0
+        assert last is not None
+        return decide(last, history, self.thresholds, now), last
+
+    def _write_state(
+        self,
+        decision: Decision,
+        counts: FeedbackCounts | None,
+        now: datetime,
+        events_until: datetime | None,
+        resume_token: Mapping[str, Any] | None,
+    ) -> None:
+        changed = decision.reason != self.last_reason
+        if changed:
             log.info("%s", decision.reason)
             self.last_reason = decision.reason
-        if decision.train and counts is not None:
-            self._enqueue(decision, history, counts, now)
+        if not changed and time.monotonic() - self.state_written_at < STATE_WRITE_S:
+            return
         state: dict[str, Any] = {"last_decision": decision.reason, "evaluated_at": now, "leader": self.lease.holder}
         if counts is not None:
             state["counts"] = {"like": counts.likes, "dislike": counts.dislikes}
         if events_until is not None:
             state["last_event_wall_time"] = events_until
+        if resume_token is not None:
+            state["resume_token"] = resume_token
+        state["events_seen"] = self.events_seen
+        state["evaluations"] = self.evaluations
+        state["db_commands"] = dict(self.commands.by_name)
         save_state(self.db, **state)
-        return decision
+        self.state_written_at = time.monotonic()
 
     def _enqueue(self, decision: Decision, history: JobHistory, counts: FeedbackCounts, now: datetime) -> None:
         if decision.retry_of is not None:
@@ -214,6 +283,8 @@ class Producer:
                     continue
                 log.info("leading (lease %s)", self.lease.holder)
                 standby_logged = False
+                # Another leader may have acted meanwhile: nothing remembered from before is trusted.
+                self.history, self.counted = None, None
                 self.evaluate()
                 self._watch(load_state(self.db).get("resume_token"))
                 backoff = 0.5
@@ -234,16 +305,16 @@ class Producer:
             log.warning("could not release the lease; a standby takes over when it expires")
         log.info("producer stopped")
 
-    def _watch(self, resume_token: dict | None) -> None:
+    def _watch(self, resume_token: Mapping[str, Any] | None) -> None:
         try:
             self._follow(resume_token)
         finally:
             self.watching.clear()
 
-    def _follow(self, resume_token: dict | None) -> None:
+    def _follow(self, resume_token: Mapping[str, Any] | None) -> None:
         await_ms = int(AWAIT_S * 1000)
         with self.db[INFERENCES].watch(WATCH_PIPELINE, resume_after=resume_token, max_await_time_ms=await_ms) as stream:
-            saved, pending, last_eval, newest = resume_token, 0, time.monotonic(), None
+            pending, last_eval, newest = 0, time.monotonic(), None
             gap = self.max_batch_s
             self.watching.set()
             while not self.stop_event.is_set():
@@ -260,30 +331,24 @@ class Producer:
                     newest = changes[-1].get("wallTime") or newest
                     if changes[-1]["operationType"] == "invalidate":
                         log.warning("change stream invalidated; recounting")
+                        self.counted = None
                         self.evaluate()
                         save_state(self.db, resume_token=None)
                         return
                 waited = time.monotonic() - last_eval
                 if (pending and waited >= gap) or waited >= self.idle_eval_s:
-                    token = stream.resume_token  # covers every event read so far, all in this evaluation
-                    self.evaluate(events_until=newest)
+                    # The token covers every event read so far, all of them in this evaluation; idle
+                    # evaluations save it too, so an idle stream's token never goes stale.
+                    self.evaluate(events=pending, events_until=newest, resume_token=stream.resume_token)
                     pending, last_eval = 0, time.monotonic()
                     # Slow counting (a large window, a busy server) stretches the gap so that it takes at
                     # most a fifth of the time.
                     gap = max(self.max_batch_s, 4 * self.last_read_s)
-                elif pending:
-                    continue  # events read but not yet evaluated: their token must not be saved
-                else:
-                    token = stream.resume_token
-                # Saved also after empty batches, so an idle stream's token never goes stale.
-                if token is not None and token != saved:
-                    save_state(self.db, resume_token=token, events_seen=self.events_seen)
-                    saved = token
 
-    def _drain(self, stream: Any, *, budget_s: float, idle: bool) -> list[dict]:
+    def _drain(self, stream: Any, *, budget_s: float, idle: bool) -> list[Document]:
         """The events that have piled up, not the tail: under steady writes every getMore would return the
         one event written meanwhile, so a drain makes at most MAX_FETCHES round trips in `budget_s`."""
-        changes: list[dict] = []
+        changes: list[Document] = []
         until, fetches = time.monotonic() + budget_s, 0
         while time.monotonic() < until and not self.stop_event.is_set():
             if not is_buffered(stream):

@@ -16,6 +16,21 @@ from eduranker.settings import Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# A test that asks for one of these (directly or through another fixture) talks to a real server process.
+SERVER_FIXTURES = {"mongo_server_url", "redis_proc"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks must tell the truth: `pytest -m "not integration"` must run no server, so a test reaching a
+    server through its fixtures without `@pytest.mark.integration` stops the run, naming it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests on real servers without @pytest.mark.integration: " + ", ".join(unmarked))
+
 
 @pytest.fixture(scope="session")
 def server_root(tmp_path_factory) -> Path:
@@ -82,3 +97,28 @@ def db(settings) -> Iterator:
     finally:
         client.drop_database(settings.mongodb_db)
         client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+@pytest.fixture()
+def registry(db, settings):
+    """Three registered versions with loadable-looking artifacts (no training), v0001 to v0003."""
+    from eduranker.store import ensure_indexes, versions
+    from tests.fake_versions import make_version
+
+    ensure_indexes(db)
+    for i, auc in enumerate((0.70, 0.75, 0.80), start=1):
+        version = f"v{i:04d}"
+        make_version(settings.models_dir, version)
+        versions.insert_version(db, {
+            "version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}",
+            "metrics": {"before": {"roc_auc": 0.5}, "after": {"roc_auc": auc, "ndcg@10": 0.9, "mrr": 0.8, "f1": 0.7}},
+            "snapshot": {"pairs": 100 * i},
+        })  # fmt: skip
+    return db

@@ -19,3 +19,8 @@ def make_version(models_dir: str | Path, version: str) -> None:
     with staged_version_dir(models_dir, version) as folder:
         write_loadable_files(folder)
         (folder / "training_report.txt").write_text(f"report of {version}\n")
+
+
+def champion_link(settings) -> str:
+    """The version the `champion` symlink points at."""
+    return (Path(settings.models_dir) / "champion").resolve().name

@@ -25,6 +25,7 @@ def celery_settings(settings, redis_url):
     )
 
 
+@pytest.mark.integration
 def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(db, celery_settings, tmp_path):
     demo.seed_feedback(db, seed=2)
     worker = start_worker(celery_settings, tmp_path / "worker.log")

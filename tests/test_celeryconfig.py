@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 import celeryconfig
@@ -35,3 +39,36 @@ def test_app_takes_its_urls_from_settings():
     app = make_celery(Settings(celery_broker_url="redis://10.0.0.9:6390/3"))
     assert app.conf.broker_url == "redis://10.0.0.9:6390/3"
     assert app.conf.accept_content == ["json"]
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME", "PYTHONPATH"}}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_module_form_is_what_the_worker_runs_and_follows_the_environment():
+    code = (
+        "import celeryconfig, worker\n"
+        "from celery import Celery\n"
+        "app = Celery(); app.config_from_object('celeryconfig')\n"
+        "print(app.conf.broker_url, app.conf.task_time_limit, celeryconfig.task_acks_late)\n"
+        "print(worker.app.conf.broker_url, worker.app.conf.task_time_limit, worker.app.conf.task_acks_late)\n"
+        "print('broker_url' in dir(celeryconfig))"
+    )
+    done = _python(code, CELERY_BROKER_URL="redis://10.1.2.3:6390/4", TASK_TIME_LIMIT="1800")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["redis://10.1.2.3:6390/4 1800 True"] * 2 + ["True"]
+
+
+def test_importing_the_module_reads_no_environment_and_a_bad_value_stops_with_one_line():
+    done = _python("import celeryconfig; print('imported'); celeryconfig.broker_url", TASK_TIME_LIMIT="soon")
+    assert done.stdout == "imported\n"
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["invalid setting: TASK_TIME_LIMIT='soon': expected a whole number"]
+
+
+def test_unknown_names_are_attribute_errors_not_settings():
+    with pytest.raises(AttributeError):
+        celeryconfig.not_a_celery_setting  # noqa: B018

@@ -13,29 +13,12 @@ import pytest
 import redis
 
 from eduranker import cli
-from eduranker.store import ensure_indexes, jobs, versions
+from eduranker.store import jobs, versions
 from tests.celery_worker import ROOT
-from tests.fake_versions import make_version
+from tests.fake_versions import champion_link
 
 
-@pytest.fixture()
-def registry(db, settings):
-    ensure_indexes(db)
-    for i, auc in enumerate((0.70, 0.75, 0.80), start=1):
-        version = f"v{i:04d}"
-        make_version(settings.models_dir, version)
-        versions.insert_version(db, {
-            "version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}",
-            "metrics": {"before": {"roc_auc": 0.5}, "after": {"roc_auc": auc, "ndcg@10": 0.9, "mrr": 0.8, "f1": 0.7}},
-            "snapshot": {"pairs": 100 * i},
-        })  # fmt: skip
-    return db
-
-
-def champion_link(settings):
-    return (Path(settings.models_dir) / "champion").resolve().name
-
-
+@pytest.mark.integration
 def test_promote_and_rollback_move_the_champion_and_its_path(registry, settings, capsys):
     assert cli.main(["promote", "v0001"], settings) == 0
     assert cli.main(["promote", "v0003"], settings) == 0
@@ -48,6 +31,7 @@ def test_promote_and_rollback_move_the_champion_and_its_path(registry, settings,
     assert "no previous champion" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("version", ["v0099", "../../etc", "v0001/../v0002", "latest"])
 def test_unknown_or_escaping_versions_are_refused(registry, settings, capsys, version):
     assert cli.main(["promote", version], settings) == 1
@@ -56,6 +40,7 @@ def test_unknown_or_escaping_versions_are_refused(registry, settings, capsys, ve
     assert registry.model_versions.count_documents({"status": "champion"}) == 0
 
 
+@pytest.mark.integration
 def test_versions_table_and_report(registry, settings, capsys):
     cli.main(["promote", "v0002"], settings)
     capsys.readouterr()
@@ -67,6 +52,7 @@ def test_versions_table_and_report(registry, settings, capsys):
     assert capsys.readouterr().out == "report of v0003\n"
 
 
+@pytest.mark.integration
 def test_status_shows_counts_jobs_and_champion(registry, settings, capsys):
     registry.inferences.insert_many([{"feedback": f} for f in ["like"] * 3 + ["dislike"] * 2])
     jobs.create_job(registry, "j-queued", trigger={})
@@ -80,6 +66,7 @@ def test_status_shows_counts_jobs_and_champion(registry, settings, capsys):
     assert "champion -> v0001 (agrees)" in out
 
 
+@pytest.mark.integration
 def test_train_records_and_sends_a_job(db, settings, redis_url, capsys):
     s = replace(settings, celery_broker_url=f"{redis_url}/15")
     queue = redis.Redis.from_url(s.celery_broker_url)
@@ -92,12 +79,14 @@ def test_train_records_and_sends_a_job(db, settings, redis_url, capsys):
     queue.flushdb()
 
 
+@pytest.mark.integration
 def test_unreachable_database_exits_3(settings, capsys):
     s = replace(settings, mongodb_url="mongodb://127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=300")
     assert cli.main(["versions"], s) == 3
     assert "cannot reach MongoDB" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_a_rejected_version_is_promoted_only_with_force_and_the_table_says_so(registry, settings, capsys):
     versions.set_status(registry, "v0002", versions.REJECTED, by="job-2", reason="gain within the noise")
     assert cli.main(["promote", "v0002"], settings) == 1
@@ -112,6 +101,7 @@ def test_a_rejected_version_is_promoted_only_with_force_and_the_table_says_so(re
     assert (last["status"], last["by"], last["reason"], last["forced"]) == ("champion", "cli", "hotfix", True)
 
 
+@pytest.mark.integration
 def test_promote_and_rollback_refuse_missing_or_broken_artifacts_before_changing_anything(registry, settings, capsys):
     cli.main(["promote", "v0001"], settings)
     cli.main(["promote", "v0002"], settings)
@@ -137,6 +127,7 @@ os.kill(os.getpid(), signal.SIGKILL)  # before the pointer follows
 """
 
 
+@pytest.mark.integration
 def test_a_process_killed_between_registry_and_pointer_is_repaired_by_the_next_command(registry, settings, capsys):
     cli.main(["promote", "v0001"], settings)
     args = [settings.mongodb_url, settings.mongodb_db, settings.models_dir]
@@ -150,52 +141,7 @@ def test_a_process_killed_between_registry_and_pointer_is_repaired_by_the_next_c
     assert champion_link(settings) == "v0003"
 
 
-RACER = """
-import random, sys
-from eduranker import champion
-from eduranker.errors import EduRankerError
-from eduranker.settings import Settings
-from eduranker.store import connect
-s = Settings(mongodb_url=sys.argv[1], mongodb_db=sys.argv[2], models_dir=sys.argv[3])
-db, rng = connect(s), random.Random(sys.argv[4])
-for _ in range(15):
-    try:
-        if rng.random() < 0.3:
-            champion.rollback(db, s.models_dir, by="racer", reason="race")
-        else:
-            v = rng.choice(["v0001", "v0002", "v0003"])
-            champion.promote(db, s.models_dir, v, by="racer", reason="race", expected_champion=rng.choice([..., None]))
-    except EduRankerError:
-        pass  # refused or stale: allowed outcomes of a race
-"""
-
-
-def test_promotions_and_rollbacks_racing_from_several_processes_keep_one_champion(registry, settings):
-    cli.main(["promote", "v0001"], settings)
-    seen, stop = [], threading.Event()
-
-    def observe():
-        while not stop.is_set():
-            record = versions.read_champion(registry)
-            statuses = registry.model_versions.count_documents({"status": "champion"})
-            seen.append((record.version, statuses))
-
-    observer = threading.Thread(target=observe)
-    observer.start()
-    args = [settings.mongodb_url, settings.mongodb_db, settings.models_dir]
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, *args, str(i)], cwd=ROOT) for i in range(3)]
-    try:
-        assert [p.wait(120) for p in racers] == [0, 0, 0]
-    finally:
-        stop.set()
-        observer.join()
-    assert seen and all(version is not None and statuses <= 1 for version, statuses in seen)
-    record = versions.read_champion(registry)
-    assert champion_link(settings) == record.version
-    assert [v["version"] for v in registry.model_versions.find({"status": "champion"})] == [record.version]
-    assert record.chain[-1] == record.version
-
-
+@pytest.mark.integration
 def test_cancel_frees_the_slot_and_fences_out_the_running_run(registry, settings, capsys):
     jobs.create_job(registry, "j-run", trigger={})
     attempt = jobs.claim_job(registry, "j-run", worker="w", stale_after_s=60)["attempts"]
@@ -223,6 +169,7 @@ def _play_a_job(db, job_id):
     jobs.finish_job(db, job_id, attempt, jobs.SUCCEEDED, promoted=True, version="v0007", gate_reason="clear gain")
 
 
+@pytest.mark.integration
 def test_watch_prints_a_line_per_stage_and_epoch_off_a_terminal_then_the_outcome(registry, settings, capsys):
     jobs.create_job(registry, "j-watch", trigger={})
     player = threading.Thread(target=_play_a_job, args=(registry, "j-watch"))

@@ -25,6 +25,7 @@ def _seed_pairs(db, n_queries, labels):
             db.inferences.insert_one({"query_id": qid, "resource_id": rid, "feedback": label})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "n_queries,labels,message",
     [
@@ -47,6 +48,7 @@ def test_impossible_jobs_fail_with_a_reason_and_register_nothing(db, settings, n
     assert not (Path(settings.models_dir) / "versions").exists()
 
 
+@pytest.mark.integration
 def test_unknown_overrides_fail_the_job(db, settings):
     jobs.create_job(db, "bad", trigger={}, overrides={"num_epochs": 0})
     with pytest.raises(PermanentError, match="invalid job override: NUM_EPOCHS=0: must be at least 1"):
@@ -63,6 +65,7 @@ def trained(db, settings):
     return outcome, stages
 
 
+@pytest.mark.integration
 def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, settings, trained):
     outcome, stages = trained
     assert outcome["status"] == "succeeded" and outcome["promoted"]
@@ -108,6 +111,7 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
     assert job["snapshot"]["content_hash"] and job["snapshot"]["watermark"]
 
 
+@pytest.mark.integration
 def test_the_champion_path_loads_in_a_fresh_process(settings, trained):
     code = (
         "import sys; from sentence_transformers import CrossEncoder;"
@@ -123,6 +127,7 @@ def test_the_champion_path_loads_in_a_fresh_process(settings, trained):
     assert 0.0 <= irrelevant < relevant <= 1.0
 
 
+@pytest.mark.integration
 def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_rerun(db, settings, trained):
     first, _ = trained
     assert run_training_job(settings, "job-1")["version"] == first["version"]  # redelivery: no rerun
@@ -140,6 +145,7 @@ def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_re
     assert jobs.get_job(db, "job-2")["status"] == ("succeeded" if second["promoted"] else "rejected")
 
 
+@pytest.mark.integration
 def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, settings, trained):
     """A client bug swaps every like and dislike: the new held-out pairs agree with the swapped model,
     so only the champion's frozen held-out pairs can show that it learned the opposite."""
@@ -162,6 +168,7 @@ def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, 
     assert meta["reference_metrics"]["high"] < -settings.gate_max_regression
 
 
+@pytest.mark.integration
 def test_a_24_feedback_job_registers_nothing_and_says_why(db, settings):
     _seed_pairs(db, 12, ["like", "dislike"])
     jobs.create_job(db, "small", trigger={"reason": "test"})
@@ -174,6 +181,7 @@ def test_a_24_feedback_job_registers_nothing_and_says_why(db, settings):
     assert db.model_versions.count_documents({}) == 0 and versions.read_champion(db).version is None
 
 
+@pytest.mark.integration
 def test_a_job_whose_champion_changed_while_it_trained_is_not_promoted(db, settings):
     """The job judges its candidate against the base model; meanwhile an operator promotes a version."""
     from eduranker import champion

@@ -40,6 +40,7 @@ def _poll_flower_progress(base, job_id, timeout=30):
         time.sleep(0.5)
 
 
+@pytest.mark.integration
 def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL")}
     # Default epochs: one epoch over ~300 demo pairs sometimes leaves a model the gate rightly rejects.

@@ -33,6 +33,7 @@ def url(port, user=None, password=None):
     return f"mongodb://{who}127.0.0.1:{port}/?directConnection=true&authSource=admin"
 
 
+@pytest.mark.integration
 def test_credentials_in_the_url_work_and_anonymous_access_is_refused(auth_server, settings):
     good = replace(settings, mongodb_url=url(auth_server.port, "trainer", PASSWORD))
     db = connect(good)
@@ -45,6 +46,7 @@ def test_credentials_in_the_url_work_and_anonymous_access_is_refused(auth_server
             connect(replace(settings, mongodb_url=bad)).training_jobs.find_one()
 
 
+@pytest.mark.integration
 def test_the_cli_reports_refused_credentials_without_printing_the_password(auth_server, settings, capsys):
     good = replace(settings, mongodb_url=url(auth_server.port, "trainer", PASSWORD))
     assert cli.main(["status"], settings=good) == cli.EXIT_OK
@@ -56,6 +58,7 @@ def test_the_cli_reports_refused_credentials_without_printing_the_password(auth_
     assert PASSWORD not in err and "trainer:***@" in err
 
 
+@pytest.mark.integration
 def test_redact_url_hides_only_the_password():
     assert redact_url("mongodb://u:p%40ss@h:1/db?x=1") == "mongodb://u:***@h:1/db?x=1"
     assert redact_url("mongodb://h:27017/?directConnection=true") == "mongodb://h:27017/?directConnection=true"

@@ -64,6 +64,7 @@ def promoted(db, settings):
     return versions.get_version(db, "v0002")["promoted_at"]
 
 
+@pytest.mark.integration
 def test_a_champion_users_like_clearly_less_is_rolled_back_with_its_figures(db, settings, promoted):
     rng = np.random.default_rng(1)
     after = promoted + timedelta(seconds=1)
@@ -82,6 +83,7 @@ def test_a_champion_users_like_clearly_less_is_rolled_back_with_its_figures(db, 
         versions.promote(db, "v0002", by="job x", reason="x", expected_champion="v0001")
 
 
+@pytest.mark.integration
 def test_equal_like_rates_change_nothing(db, settings, promoted, capsys):
     rng = np.random.default_rng(2)
     after = promoted + timedelta(seconds=1)
@@ -98,6 +100,7 @@ def test_equal_like_rates_change_nothing(db, settings, promoted, capsys):
     assert f"{v2['online']['like_rate']:.2f} [{low:.2f},{high:.2f}] of {v2['online']['feedback']}" in table
 
 
+@pytest.mark.integration
 def test_with_the_guard_off_it_only_reports(db, settings, promoted):
     rng = np.random.default_rng(3)
     after = promoted + timedelta(seconds=1)

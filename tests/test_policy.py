@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producer.policy import Decision, FailedChain, FeedbackCounts, JobHistory, Thresholds, decide
+from producer.policy import Decision, FailedChain, FeedbackCounts, JobHistory, Thresholds, decide, worth_counting
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TH = Thresholds(min_feedback=50, min_minority=0.2, new_feedback=100, cooldown_seconds=600, retry_limit=3)
@@ -65,3 +65,40 @@ def test_a_retry_decision_names_the_chain_it_retries():
     decision: Decision = decide(FeedbackCounts(0, 0), failed(2, 99999), TH, NOW)
     assert decision.train and decision.retry_of is not None
     assert decision.retry_of.watermark == WM and decision.retry_of.failures == 2
+
+
+@pytest.mark.parametrize(
+    "last,events,history,worth",
+    [
+        # Never counted in this window: count.
+        (None, 0, JobHistory(), True),
+        (None, 0, after_model(), True),
+        # Nothing happened since the count: nothing to read.
+        (FeedbackCounts(10, 10), 0, JobHistory(), False),
+        (FeedbackCounts(40, 40), 0, after_model(), False),
+        # First model at 50: each event adds at most one feedback.
+        (FeedbackCounts(20, 10), 19, JobHistory(), False),
+        (FeedbackCounts(20, 10), 20, JobHistory(), True),
+        # Enough feedback but one class short: any event may fix the balance.
+        (FeedbackCounts(60, 0), 1, JobHistory(), True),
+        # Retrain at 100 new feedbacks.
+        (FeedbackCounts(50, 40), 9, after_model(), False),
+        (FeedbackCounts(50, 40), 10, after_model(), True),
+    ],
+)
+def test_counting_is_worth_it_only_when_the_events_since_could_cross_the_threshold(last, events, history, worth):
+    assert worth_counting(last, events, history, TH) is worth
+
+
+@pytest.mark.parametrize(
+    "likes,dislikes,history", [(30, 19, JobHistory()), (50, 49, after_model()), (45, 9, JobHistory())]
+)
+def test_a_skipped_count_never_hides_a_crossing(likes, dislikes, history):
+    """Whatever `events` new feedbacks arrive (any mix of labels), the policy says train only where
+    `worth_counting` would have counted."""
+    last = FeedbackCounts(likes, dislikes)
+    for events in range(0, 120):
+        for new_likes in {0, events // 2, events}:
+            after = FeedbackCounts(likes + new_likes, dislikes + events - new_likes)
+            if decide(after, history, TH, NOW).train:
+                assert worth_counting(last, events, history, TH), (events, new_likes)

@@ -92,6 +92,7 @@ def give(db, served_items, start=0):
         demo.give_feedback(db, inference_id, value, base + timedelta(milliseconds=start + i))
 
 
+@pytest.mark.integration
 def test_feedback_written_like_the_api_triggers_one_job_at_the_threshold(db, psettings, queue, served):
     with ThreadedProducer(psettings) as producer:
         give(db, served[:19])
@@ -109,6 +110,7 @@ def test_feedback_written_like_the_api_triggers_one_job_at_the_threshold(db, pse
     assert db.training_jobs.count_documents({}) == 1
 
 
+@pytest.mark.integration
 def test_flipped_and_removed_feedback_is_counted(db, psettings, queue, served):
     with ThreadedProducer(psettings.with_overrides(train_min_feedback=1000)):
         give(db, served[:10])
@@ -120,6 +122,7 @@ def test_flipped_and_removed_feedback_is_counted(db, psettings, queue, served):
         assert wait_for(lambda: load_state(db).get("counts") == expected)
 
 
+@pytest.mark.integration
 def test_lost_history_drops_the_token_and_recounts(db, psettings, queue, served):
     give(db, served[:25])
     save_state(db, resume_token={"_data": "00deadbeef"})
@@ -132,6 +135,7 @@ def test_lost_history_drops_the_token_and_recounts(db, psettings, queue, served)
     }
 
 
+@pytest.mark.integration
 def test_a_job_crossing_while_the_broker_is_down_is_sent_when_it_is_back(db, settings, tmp_path, served):
     broker = redis_server(tmp_path / "redis").start()
     s = replace(settings, celery_broker_url=f"redis://127.0.0.1:{broker.port}/0", train_min_feedback=20,
@@ -155,6 +159,7 @@ def _spawn_producer(settings, log):
     return subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
+@pytest.mark.integration
 def test_kill_9_and_restart_misses_nothing_and_enqueues_nothing_twice(db, psettings, queue, served, tmp_path):
     """Phases of feedback, each crossing the threshold once; the producer is killed inside every phase."""
     log = open(tmp_path / "producer.log", "ab")  # noqa: SIM115
@@ -190,6 +195,7 @@ def test_producer_never_imports_torch_sentence_transformers_or_pandas():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.integration
 def test_a_stream_that_never_pauses_still_triggers_while_writes_go_on(db, psettings, queue, served):
     """Events arriving faster than the stream drains must not postpone every evaluation."""
     writing = threading.Event()
@@ -216,6 +222,7 @@ def test_a_stream_that_never_pauses_still_triggers_while_writes_go_on(db, psetti
     assert db.training_jobs.count_documents({}) == 1
 
 
+@pytest.mark.integration
 def test_the_database_restarting_under_the_producer_loses_no_feedback(psettings, queue, tmp_path):
     """SecantusDB stopped and started again on the same data while the producer watches it."""
     server = secantus_server(tmp_path / "db").start()
@@ -243,6 +250,7 @@ def test_the_database_restarting_under_the_producer_loses_no_feedback(psettings,
         server.stop()
 
 
+@pytest.mark.integration
 def test_pymongo_still_tells_whether_a_change_is_buffered(db):
     """The drain's round-trip budget rests on a private pymongo cursor method; fail loudly if it goes."""
     with db.inferences.watch(max_await_time_ms=100) as stream:
@@ -254,6 +262,7 @@ def test_pymongo_still_tells_whether_a_change_is_buffered(db):
         assert stream.try_next() is not None and not is_buffered(stream)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("producers", [2, 3])
 def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, psettings, queue, tmp_path, producers):
     """A writer streams 5,000 reactions while `producers` producer processes run (one leads through the
@@ -331,6 +340,7 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
     assert len(messages) - len(set(messages)) <= kills
 
 
+@pytest.mark.integration
 def test_feedback_dated_a_year_ahead_does_not_freeze_the_trigger(db, psettings, queue, served):
     """A skewed client clock: the watermark is at most now, so later feedback still counts as new."""
     with ThreadedProducer(psettings):

@@ -47,6 +47,7 @@ def test_importing_serving_loads_no_celery_and_no_database_client():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.integration
 def test_requests_never_fail_and_each_result_names_a_version_serving_at_that_moment(db, models):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003", "v0004"):
@@ -137,6 +138,7 @@ def test_resident_memory_stays_flat_over_20_swaps(models):
     assert growth < 60 * 2**20, [r // 2**20 for r in rss]  # one MiniLM is ~90 MB: no model is kept per swap
 
 
+@pytest.mark.integration
 def test_holdback_serves_a_stable_share_of_keys_with_the_previous_champion(db, models):
     ensure_indexes(db)
     for v in ("v0001", "v0002"):

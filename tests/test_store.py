@@ -49,6 +49,7 @@ def seed_messy(db):
     )
 
 
+@pytest.mark.integration
 def test_snapshot_joins_and_skips_malformed_documents_by_reason(db):
     seed_messy(db)
     snap = build_snapshot(iter_feedback_rows(db, max_text_chars=1000), max_text_chars=1000)
@@ -71,6 +72,7 @@ def test_snapshot_joins_and_skips_malformed_documents_by_reason(db):
     assert len(huge) == 1 and len(huge[0].query) <= 1000
 
 
+@pytest.mark.integration
 def test_usable_feedback_counts_follow_updates_and_removals(db):
     seed_messy(db)
     assert count_usable_feedback(db) == {"like": 8, "dislike": 2}
@@ -102,6 +104,7 @@ def _feedback_window_rows(db):
         db.inferences.insert_one(doc)
 
 
+@pytest.mark.integration
 def test_feedback_windows_count_by_feedback_at_or_created_at_and_stop_at_the_cap(db):
     _feedback_window_rows(db)
     assert count_usable_feedback(db) == {"like": 3, "dislike": 2}
@@ -115,6 +118,7 @@ def test_feedback_windows_count_by_feedback_at_or_created_at_and_stop_at_the_cap
     assert latest_feedback_at(db, since=T0 + timedelta(minutes=45)) is None
 
 
+@pytest.mark.integration
 def test_feedback_window_queries_are_index_ranges_not_collection_scans(db):
     _feedback_window_rows(db)
     for query in _window("like", T0) + _window("dislike", None):
@@ -130,6 +134,7 @@ def _promote(db, version, **kw):
     return versions.promote(db, version, by="test", reason="test", **kw)
 
 
+@pytest.mark.integration
 def test_the_database_refuses_a_second_champion_status(db):
     ensure_indexes(db)
     _register(db, "v0001")
@@ -139,6 +144,7 @@ def test_the_database_refuses_a_second_champion_status(db):
         db.model_versions.update_one({"version": "v0002"}, {"$set": {"status": "champion"}})
 
 
+@pytest.mark.integration
 def test_rollback_walks_back_through_the_champions_instead_of_swapping_two(db):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003"):
@@ -159,6 +165,7 @@ def test_rollback_walks_back_through_the_champions_instead_of_swapping_two(db):
         _promote(db, "v0099")
 
 
+@pytest.mark.integration
 def test_a_rejected_version_needs_force_and_keeps_that_it_was_forced(db):
     ensure_indexes(db)
     _register(db, "v0001")
@@ -172,6 +179,7 @@ def test_a_rejected_version_needs_force_and_keeps_that_it_was_forced(db):
     assert [(h["status"], h.get("forced")) for h in v1["history"]][-2:] == [("rejected", None), ("champion", True)]
 
 
+@pytest.mark.integration
 def test_a_candidate_judged_against_a_champion_that_changed_is_not_promoted(db):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003"):
@@ -185,6 +193,7 @@ def test_a_candidate_judged_against_a_champion_that_changed_is_not_promoted(db):
     assert _promote(db, "v0003", expected_champion="v0001") == "v0001"
 
 
+@pytest.mark.integration
 def test_a_switch_from_a_stale_read_changes_nothing(db):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003"):
@@ -198,6 +207,7 @@ def test_a_switch_from_a_stale_read_changes_nothing(db):
     assert versions.read_champion(db).version == "v0003"
 
 
+@pytest.mark.integration
 def test_statuses_follow_the_record_after_a_crash_between_the_writes(db):
     ensure_indexes(db)
     for v in ("v0001", "v0002"):
@@ -211,10 +221,12 @@ def test_statuses_follow_the_record_after_a_crash_between_the_writes(db):
     assert versions.sync_statuses(db) == []
 
 
+@pytest.mark.integration
 def test_versions_increase(db):
     assert [versions.allocate_version(db) for _ in range(3)] == ["v0001", "v0002", "v0003"]
 
 
+@pytest.mark.integration
 def test_job_ids_are_unique_and_claims_count_attempts(db):
     ensure_indexes(db)
     assert jobs.create_job(db, "j1", trigger={"reason": "t"}) == "queued"
@@ -227,6 +239,7 @@ def test_job_ids_are_unique_and_claims_count_attempts(db):
     assert jobs.claim_job(db, "j1", worker="w", stale_after_s=60) is None
 
 
+@pytest.mark.integration
 def test_one_active_job_automatic_ones_are_refused_and_manual_ones_wait(db):
     ensure_indexes(db)
     assert jobs.create_job(db, "manual-1", trigger={}) == "queued"
@@ -241,6 +254,7 @@ def test_one_active_job_automatic_ones_are_refused_and_manual_ones_wait(db):
     assert db.training_jobs.count_documents({"active": True}) == 1
 
 
+@pytest.mark.integration
 def test_a_superseded_run_changes_nothing(db):
     ensure_indexes(db)
     jobs.create_job(db, "j", trigger={})
@@ -259,6 +273,7 @@ def test_a_superseded_run_changes_nothing(db):
     assert jobs.get_job(db, "j")["status"] == "rejected"
 
 
+@pytest.mark.integration
 def test_unclaimed_jobs_are_resent_then_failed_and_silent_runs_requeued(db):
     ensure_indexes(db)
     at = T0 + timedelta(hours=1)
@@ -284,6 +299,7 @@ def test_unclaimed_jobs_are_resent_then_failed_and_silent_runs_requeued(db):
     assert not jobs.heartbeat(db, "silent", attempt)  # the silent run, if it wakes, is fenced out
 
 
+@pytest.mark.integration
 def test_the_lease_has_one_holder_and_passes_on_only_after_expiry_or_release(db):
     a, b = Lease(db, "a", 1.0), Lease(db, "b", 1.0)
     assert a.acquire() and a.held()

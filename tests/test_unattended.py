@@ -84,6 +84,7 @@ def processes(tmp_path):
     running.stop_all()
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_job_whose_message_was_flushed_from_the_broker_is_resent_and_completes(db, usettings, processes):
     demo.seed_feedback(db, seed=3)
@@ -100,6 +101,7 @@ def test_a_job_whose_message_was_flushed_from_the_broker_is_resent_and_completes
     assert db.model_versions.count_documents({}) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_worker_asked_to_stop_mid_job_hands_it_back_and_another_worker_starts_it(db, usettings, processes):
     demo.seed_feedback(db, seed=4)
@@ -132,6 +134,7 @@ print(json.dumps(run_training_job(s, sys.argv[2], worker_name="stalled"), defaul
 """
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_stalled_run_that_wakes_after_its_successor_finished_writes_nothing(db, usettings, tmp_path):
     """A run paused (SIGSTOP: alive but silent) loses its job to another attempt; resumed, it must stop
@@ -163,6 +166,7 @@ def test_a_stalled_run_that_wakes_after_its_successor_finished_writes_nothing(db
     assert sorted(p.name for p in (Path(usettings.models_dir) / "versions").iterdir()) == [job["version"]]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_mongodb_stopped_for_60_s_mid_training_the_job_still_ends(usettings, tmp_path, processes):
     server = secantus_server(tmp_path / "db").start()
@@ -191,6 +195,7 @@ def test_mongodb_stopped_for_60_s_mid_training_the_job_still_ends(usettings, tmp
         server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_failed_first_automatic_job_is_retried_after_the_cooldown_and_a_model_appears(db, usettings, processes,
                                                                                         tmp_path):  # fmt: skip
@@ -226,6 +231,7 @@ def wait_for_lease_holder(db, timeout=30):
     raise AssertionError("no producer took the lease")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_when_the_leading_producer_is_killed_a_standby_enqueues_the_next_crossing(db, usettings, processes):
     rng = demo.random.Random(8)

@@ -61,6 +61,7 @@ def job_in_training(db, settings, log_path, seed):
     return job_id, worker
 
 
+@pytest.mark.integration
 def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, crash_settings, tmp_path):
     """The OOM killer's case: the child dies, the worker survives and gets the message back at once."""
     job_id, worker = job_in_training(db, crash_settings, tmp_path / "worker.log", seed=3)
@@ -79,6 +80,7 @@ def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, cra
     assert db.model_versions.count_documents({}) == 1
 
 
+@pytest.mark.integration
 def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_timeout(db, crash_settings, tmp_path):
     """The power-loss case: the whole worker dies; its unacked message goes to a worker started later."""
     job_id, first = job_in_training(db, crash_settings, tmp_path / "w1.log", seed=4)
@@ -101,6 +103,7 @@ def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_
     assert not any((Path(crash_settings.models_dir) / "versions").glob(".*"))
 
 
+@pytest.mark.integration
 def test_a_job_whose_worker_dies_every_time_fails_with_its_reason(db, settings):
     jobs.create_job(db, "doomed", trigger={"reason": "test"})
     db.training_jobs.update_one({"_id": "doomed"}, {"$set": {"attempts": MAX_ATTEMPTS}})

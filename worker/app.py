@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import os
 
+from celery import Celery
 from celery.signals import worker_init, worker_ready
 from pymongo.errors import PyMongoError
 
 from eduranker import champion
-from eduranker.queue import make_celery
-from eduranker.settings import load_or_exit
+from eduranker.settings import process_settings
 from eduranker.store import connect
 
 log = logging.getLogger(__name__)
 
-settings = load_or_exit()
-app = make_celery(settings, "eduranker-worker")
+settings = process_settings()
+app = Celery("eduranker-worker")
+# Celery's own form: the configuration module, whose names derive from the same `settings` object.
+app.config_from_object("celeryconfig")
 app.conf.include = ["worker.tasks"]
 
 

@@ -11,8 +11,6 @@ import logging
 import threading
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker.errors import (
     HandedBack,
     JobBusy,
@@ -24,6 +22,7 @@ from eduranker.errors import (
 from eduranker.settings import Settings, SettingsError
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import patiently
+from eduranker.store.types import Db
 from worker.run import WRITE_PATIENCE_S, ProgressHook, Run
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         raise PermanentError(f"invalid job override: {exc}") from None
 
 
-def claim(db: Database, settings: Settings, job_id: str, worker_name: str) -> dict[str, Any] | None:
+def claim(db: Db, settings: Settings, job_id: str, worker_name: str) -> dict[str, Any] | None:
     """The claimed job, or None when there is nothing to do (it ended already)."""
     with retryable_on_mongo_errors():
         ensure_indexes(db)
@@ -78,7 +77,7 @@ def run_training_job(
     *,
     worker_name: str = "local",
     on_progress: ProgressHook | None = None,
-    db: Database | None = None,
+    db: Db | None = None,
     stop_requested: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run (or take over after a crash) the job `job_id`; returns a summary of its outcome."""

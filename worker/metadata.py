@@ -52,6 +52,7 @@ def build(
             "head_learning_rate": config.head_learning_rate,
             "max_length": config.max_length,
             "freeze_embeddings": config.freeze_embeddings,
+            "precision": candidate.stats.precision,
             "seed": config.seed,
             "test_fraction": s.test_fraction,
             "warm_start": s.warm_start,

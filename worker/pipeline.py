@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker import champion
 from eduranker.errors import StaleCandidate
 from eduranker.pipeline import artifacts
@@ -22,6 +20,7 @@ from eduranker.pipeline.model_io import save_cross_encoder
 from eduranker.pipeline.report import render_report, write_plots
 from eduranker.settings import Settings
 from eduranker.store import jobs, versions
+from eduranker.store.types import Db
 from worker import metadata
 from worker.run import Run
 from worker.stages import (
@@ -48,7 +47,7 @@ class Laps:
         self.started = time.perf_counter()
 
 
-def train_and_register(db: Database, s: Settings, run: Run) -> dict[str, Any]:
+def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     """Run every stage of job `run.job_id`; returns the fields of its outcome for `training_jobs`."""
     laps = Laps()
     run.progress("snapshot")
@@ -88,7 +87,7 @@ def train_and_register(db: Database, s: Settings, run: Run) -> dict[str, Any]:
 
 
 def register(
-    db: Database, s: Settings, run: Run, meta: dict[str, Any], decision: GateDecision, judged_against: str | None
+    db: Db, s: Settings, run: Run, meta: dict[str, Any], decision: GateDecision, judged_against: str | None
 ) -> dict[str, Any]:
     """Register the version, and promote it only if the champion is still the one it was judged against.
 

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from eduranker.errors import HandedBack, Superseded
 from eduranker.store import jobs
 from eduranker.store.connection import patiently
+from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ WRITE_PATIENCE_S = 120.0  # how long a run waits for an unreachable database bef
 
 
 class Run:
-    def __init__(self, db: Database, job_id: str, attempt: int, heartbeat_s: float, on_progress: ProgressHook | None):
+    def __init__(self, db: Db, job_id: str, attempt: int, heartbeat_s: float, on_progress: ProgressHook | None):
         self.db, self.job_id, self.attempt = db, job_id, attempt
         self.heartbeat_s = heartbeat_s
         self.on_progress = on_progress

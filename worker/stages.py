@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pymongo.database import Database
 
 from eduranker.errors import JobRefused
 from eduranker.models_dir import version_dir
@@ -28,6 +27,7 @@ from eduranker.pipeline.training import TrainConfig, TrainStats, fine_tune
 from eduranker.settings import Settings
 from eduranker.store import versions
 from eduranker.store.snapshot import iter_feedback_rows
+from eduranker.store.types import Db
 from worker.run import Run
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def gate_rule(s: Settings) -> GateRule:
     )
 
 
-def take_snapshot(db: Database, s: Settings, run: Run) -> Snapshot:
+def take_snapshot(db: Db, s: Settings, run: Run) -> Snapshot:
     """1. The feedback as it is now: joined, cleaned, deduplicated, skips counted."""
     started = time.perf_counter()
     snapshot = build_snapshot(iter_feedback_rows(db, s.max_text_chars), s.max_text_chars)
@@ -137,7 +137,7 @@ def metrics_of(pairs: list[Pair], scores: np.ndarray) -> dict[str, Any]:
     return compute_metrics([p.label for p in pairs], scores, [query_key(p.query) for p in pairs])
 
 
-def judge_champion(db: Database, s: Settings, split: Split, device: torch.device) -> Baseline:
+def judge_champion(db: Db, s: Settings, split: Split, device: torch.device) -> Baseline:
     """3. Score the held-out pairs, and the champion's frozen ones, with the model serving now."""
     record = versions.read_champion(db)
     source = str(version_dir(s.models_dir, record.version)) if record.version else s.base_model_name
@@ -160,6 +160,7 @@ def fine_tune_candidate(s: Settings, split: Split, baseline: Baseline, device: t
         max_length=s.max_length,
         seed=s.seed,
         freeze_embeddings=s.freeze_embeddings,
+        precision=s.train_precision,
     )
     pairs = split.train
     oom_retries: list[dict[str, int]] = []

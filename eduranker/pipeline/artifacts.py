@@ -11,15 +11,19 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from eduranker.models_dir import checked_version, relative_artifact_path, version_dir
+from eduranker.pipeline.pairs import Pair
 
 __all__ = ["checked_version", "relative_artifact_path", "version_dir", "staged_version_dir"]
 
 # A staging folder this old belonged to a worker killed while writing (no job runs for a day).
 ABANDONED_AFTER_S = 24 * 3600
+# Frozen held-out pairs keep no feedback time; they are scored, never windowed.
+NO_TIME = datetime.fromtimestamp(0, UTC)
 
 
 def remove_abandoned_staging(models_dir: str | Path, now: float | None = None) -> list[str]:
@@ -57,22 +61,20 @@ def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
 HELDOUT_PAIRS = "heldout_pairs.jsonl"
 
 
-def write_heldout_pairs(folder: Path, pairs) -> None:
+def write_heldout_pairs(folder: Path, pairs: Iterable[Pair]) -> None:
     """The pairs this version was judged on, labels frozen: the next candidate must not regress on them."""
     with open(folder / HELDOUT_PAIRS, "w", encoding="utf-8") as out:
         for p in pairs:
             out.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}) + "\n")
 
 
-def read_heldout_pairs(folder: str | Path) -> list:
+def read_heldout_pairs(folder: str | Path) -> list[Pair]:
     """Pairs saved by `write_heldout_pairs`; none for a folder without them (an older version)."""
-    from eduranker.pipeline.pairs import Pair
-
     path = Path(folder) / HELDOUT_PAIRS
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Pair("", "", "", r["query"], r["document"], float(r["label"]), None) for r in rows]
+    return [Pair("", "", "", r["query"], r["document"], float(r["label"]), NO_TIME) for r in rows]
 
 
 def _publish_modes(path: Path) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # types only: importing transformers costs seconds
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -27,7 +31,9 @@ class EncodedPairs:
         return len(self.input_ids)
 
 
-def encode_pairs(tokenizer, queries: Sequence[str], documents: Sequence[str], max_length: int) -> EncodedPairs:
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], documents: Sequence[str], max_length: int
+) -> EncodedPairs:
     encoded = tokenizer(
         list(queries),
         list(documents),
@@ -43,17 +49,19 @@ def encode_pairs(tokenizer, queries: Sequence[str], documents: Sequence[str], ma
     )
 
 
-def collate(encoded: EncodedPairs, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+def collate(encoded: EncodedPairs, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+    """The pairs at `indices` padded to the longest of them (not to max_length), with their attention mask."""
     width = max(len(encoded.input_ids[i]) for i in indices)
     input_ids = torch.full((len(indices), width), encoded.pad_id, dtype=torch.long)
     attention = torch.zeros((len(indices), width), dtype=torch.long)
-    types = torch.zeros((len(indices), width), dtype=torch.long) if encoded.token_type_ids else None
+    type_ids = encoded.token_type_ids
+    types = torch.zeros((len(indices), width), dtype=torch.long) if type_ids else None
     for row, i in enumerate(indices):
         ids = encoded.input_ids[i]
         input_ids[row, : len(ids)] = torch.as_tensor(ids)
         attention[row, : len(ids)] = 1
-        if types is not None:
-            types[row, : len(ids)] = torch.as_tensor(encoded.token_type_ids[i])
+        if types is not None and type_ids is not None:
+            types[row, : len(ids)] = torch.as_tensor(type_ids[i])
     batch = {"input_ids": input_ids, "attention_mask": attention}
     if types is not None:
         batch["token_type_ids"] = types

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # types only: importing transformers costs seconds
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +21,13 @@ def quiet_hub() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def load_cross_encoder(name_or_path: str | Path, device: torch.device, seed: int):
+def load_cross_encoder(
+    name_or_path: str | Path, device: torch.device, seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) with a single-logit ranking head; a missing head is initialised from `seed`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -37,7 +43,9 @@ def load_cross_encoder(name_or_path: str | Path, device: torch.device, seed: int
     return model, tokenizer
 
 
-def save_cross_encoder(model, tokenizer, folder: Path, max_length: int) -> None:
+def save_cross_encoder(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path, max_length: int
+) -> None:
     """Hugging Face layout with safetensors weights; CrossEncoder loads it as a reranker."""
     model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
     model.save_pretrained(folder, safe_serialization=True)

@@ -104,6 +104,10 @@ _ROW_CHECKS: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
 )
 
 
+# Every reason a row can be skipped for (the snapshot's `skipped` counts use these names).
+SKIP_REASONS = (*(reason for reason, _ in _ROW_CHECKS), "empty_query_text", "empty_title")
+
+
 def _feedback_time(row: Mapping[str, Any], now: datetime | None) -> datetime:
     """When the feedback was set: feedback_at, else created_at, else the id's time; never after `now`
     (a skewed client clock: feedback from the future is taken as now)."""

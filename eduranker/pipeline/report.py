@@ -20,7 +20,7 @@ PLOTS = (
 )
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
@@ -93,32 +93,28 @@ def _score_histograms(plt: Any, path: Path, y: np.ndarray, before: Sequence[floa
 
 
 def _confusion_matrix(plt: Any, path: Path, matrix: np.ndarray) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     fig, ax = plt.subplots(figsize=(3.5, 3.2))
-    ax.imshow(matrix, cmap="Blues")
-    dark = matrix.max() / 2 if matrix.size else 0
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > dark else "black")
-    ax.set_xticks([0, 1], ["dislike", "like"])
-    ax.set_yticks([0, 1], ["dislike", "like"])
-    ax.set(xlabel="predicted", ylabel="actual", title="Confusion (after)")
+    ConfusionMatrixDisplay(matrix, display_labels=["dislike", "like"]).plot(ax=ax, cmap="Blues", colorbar=False)
+    ax.set(title="Confusion (after)")
     _save(fig, path)
 
 
 def _roc_curves(plt: Any, path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
-    fig, ax = plt.subplots(figsize=(4, 4))
-    if len(set(y.tolist())) == 2:
-        for scores, name in ((before, "before"), (after, "after")):
-            fpr, tpr, _ = roc_curve(y, scores)
-            ax.plot(fpr, tpr, label=name)
-    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    fig, ax = plt.subplots(figsize=(4, 5))
+    if len(set(y.tolist())) == 2:  # a curve needs both classes
+        RocCurveDisplay.from_predictions(y, before, name="before", ax=ax)
+        RocCurveDisplay.from_predictions(y, after, name="after", ax=ax, plot_chance_level=True)
+        # Below the axes: inside, it would hide part of a curve.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held-out)")
-    ax.legend(loc="lower right")
     _save(fig, path)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     fig.clf()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from eduranker.pipeline.encoding import collate, encode_pairs, sorted_batches
 
+if TYPE_CHECKING:  # types only: importing transformers costs seconds
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 def score_pairs(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     queries: Sequence[str],
     documents: Sequence[str],
     *,
@@ -26,7 +30,7 @@ def score_pairs(
     encoded = encode_pairs(tokenizer, queries, documents, max_length)
     scores = np.empty(len(encoded), dtype=np.float64)
     was_training = model.training
-    model.eval()
+    model.train(False)
     use_amp = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp, dtype=torch.bfloat16):
         for indices in sorted_batches(encoded.lengths, batch_size):

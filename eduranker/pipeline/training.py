@@ -6,11 +6,16 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from eduranker.pipeline.encoding import bucketed_batches, collate, encode_pairs
+from eduranker.pipeline.encoding import EncodedPairs, bucketed_batches, collate, encode_pairs
+from eduranker.pipeline.precision import Precision, choose_precision
+
+if TYPE_CHECKING:  # types only: importing transformers costs seconds
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ProgressFn = Callable[[int, int, int, float], None]  # (epoch, step, total_steps, loss)
 
@@ -27,6 +32,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     freeze_embeddings: bool = True
+    precision: str = "auto"  # see eduranker.pipeline.precision
 
 
 @dataclass
@@ -38,12 +44,20 @@ class TrainStats:
     seconds: float = 0.0
     epoch_losses: list[float] = field(default_factory=list)
     pos_weight: float = 1.0
+    precision: str = "fp32"
+
+    def record(self, lengths: np.ndarray) -> None:
+        """Count one step over pairs of these token lengths."""
+        self.steps += 1
+        self.pairs_seen += len(lengths)
+        self.tokens_seen += int(lengths.sum())
+        self.padded_tokens += int(lengths.max()) * len(lengths)
 
     @property
     def pairs_per_second(self) -> float:
         return self.pairs_seen / self.seconds if self.seconds else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
             "pairs_seen": self.pairs_seen,
@@ -53,13 +67,14 @@ class TrainStats:
             "pairs_per_second": round(self.pairs_per_second, 2),
             "epoch_losses": [round(x, 5) for x in self.epoch_losses],
             "pos_weight": round(self.pos_weight, 4),
+            "precision": self.precision,
         }
 
 
-def _param_groups(model, config: TrainConfig) -> list[dict]:
+def _param_groups(model: PreTrainedModel, config: TrainConfig) -> list[dict[str, Any]]:
     """Pretrained weights at the fine-tuning rate; weights the checkpoint lacked (a new head) faster."""
-    new_names = getattr(model, "new_parameter_names", frozenset())
-    groups: dict[tuple[bool, bool], list] = {}
+    new_names: frozenset[str] = getattr(model, "new_parameter_names", frozenset())
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -76,9 +91,88 @@ def _param_groups(model, config: TrainConfig) -> list[dict]:
     ]
 
 
+@dataclass
+class TrainingData:
+    encoded: EncodedPairs
+    labels: torch.Tensor
+    pos_weight: float  # dislikes / likes, so the rarer class weighs as much as the common one
+
+
+def prepare_data(
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    labels: Sequence[float],
+    max_length: int,
+) -> TrainingData:
+    encoded = encode_pairs(tokenizer, queries, documents, max_length)
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    positives = float(y.sum())
+    negatives = float(y.numel() - positives)
+    return TrainingData(encoded, y, negatives / positives if positives and negatives else 1.0)
+
+
+@dataclass
+class Optimisation:
+    optimizer: torch.optim.AdamW
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_fn: torch.nn.BCEWithLogitsLoss
+
+
+def build_optimisation(
+    model: PreTrainedModel, config: TrainConfig, data: TrainingData, precision: Precision, device: torch.device
+) -> Optimisation:
+    from transformers import get_linear_schedule_with_warmup
+
+    if config.freeze_embeddings:
+        # Half of MiniLM's parameters are the vocabulary matrix; its dense Adam update each step costs more
+        # than it teaches from a few thousand pairs (bench/train_throughput.py measures both ways).
+        model.get_input_embeddings().requires_grad_(False)
+    fused = precision.fused_optimizer
+    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=fused, foreach=not fused)
+    total_steps = max(math.ceil(len(data.encoded) / config.batch_size) * config.epochs, 1)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)  # type: ignore[no-untyped-call]
+    return Optimisation(
+        optimizer,
+        scheduler,
+        torch.amp.GradScaler(device.type, enabled=precision.scale_loss),
+        torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(data.pos_weight, device=device)),
+    )
+
+
+def train_step(
+    model: PreTrainedModel,
+    batch: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    opt: Optimisation,
+    precision: Precision,
+    max_grad_norm: float,
+) -> float:
+    """One optimizer step; the loss is computed in fp32 whatever the autocast dtype."""
+    device_type = target.device.type
+    with torch.autocast(device_type, enabled=precision.autocast_dtype is not None, dtype=precision.autocast_dtype):
+        logits = model(**batch).logits.view(-1)
+    loss = opt.loss_fn(logits.float(), target)
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    opt.scaler.unscale_(opt.optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.scheduler.step()
+    return float(loss.detach())
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, precision: Precision) -> dict[str, torch.Tensor]:
+    if precision.pin_memory:
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def fine_tune(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     queries: Sequence[str],
     documents: Sequence[str],
     labels: Sequence[float],
@@ -88,68 +182,29 @@ def fine_tune(
     on_step: ProgressFn | None = None,
 ) -> TrainStats:
     """Train in place. Raises torch.cuda.OutOfMemoryError unchanged so the caller can halve the batch."""
-    from transformers import get_linear_schedule_with_warmup
-
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    encoded = encode_pairs(tokenizer, queries, documents, config.max_length)
-    lengths = encoded.lengths
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-    positives = float(y.sum())
-    negatives = float(y.numel() - positives)
-    # Weight likes by dislikes/likes so the rarer class counts as much as the common one.
-    pos_weight = negatives / positives if positives and negatives else 1.0
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    data = prepare_data(tokenizer, queries, documents, labels, config.max_length)
+    precision = choose_precision(device, config.precision)
+    opt = build_optimisation(model, config, data, precision, device)
+    lengths = data.encoded.lengths
+    total_steps = math.ceil(len(data.encoded) / config.batch_size) * config.epochs
+    stats = TrainStats(pos_weight=data.pos_weight, precision=precision.name)
 
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if config.freeze_embeddings:
-        # Half of MiniLM's parameters are the vocabulary matrix; its dense Adam update each step costs more
-        # than it teaches from a few thousand pairs (bench/train_throughput.py measures both ways).
-        model.get_input_embeddings().requires_grad_(False)
-    # Multi-tensor (foreach) Adam on CPU; the fused kernel on CUDA.
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(_param_groups(model, config), fused=fused, foreach=not fused)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_fraction * total_steps), max(total_steps, 1)
-    )
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    stats = TrainStats(pos_weight=pos_weight)
     model.train()
     started = time.perf_counter()
-    for epoch in range(config.epochs):
-        epoch_loss, epoch_batches = 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        losses = []
         for indices in bucketed_batches(lengths, config.batch_size, rng):
-            batch = collate(encoded, indices)
-            if use_amp:
-                batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-            target = y[indices].to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp, dtype=amp_dtype):
-                logits = model(**batch).logits.view(-1)
-            loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-
-            value = float(loss.detach())
-            epoch_loss += value
-            epoch_batches += 1
-            stats.steps += 1
-            stats.pairs_seen += len(indices)
-            stats.tokens_seen += int(lengths[indices].sum())
-            stats.padded_tokens += int(lengths[indices].max()) * len(indices)
+            batch = to_device(collate(data.encoded, indices), device, precision)
+            target = data.labels[indices].to(device, non_blocking=True)
+            losses.append(train_step(model, batch, target, opt, precision, config.max_grad_norm))
+            stats.record(lengths[indices])
             if on_step is not None:
-                on_step(epoch + 1, stats.steps, total_steps, value)
-        stats.epoch_losses.append(epoch_loss / max(epoch_batches, 1))
+                on_step(epoch, stats.steps, total_steps, losses[-1])
+        stats.epoch_losses.append(sum(losses) / max(len(losses), 1))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     stats.seconds = time.perf_counter() - started
-    model.eval()
+    model.train(False)
     return stats

@@ -6,11 +6,11 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
-from pymongo.database import Database
+from pymongo import ASCENDING, DESCENDING, MongoClient, monitoring
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
@@ -21,6 +21,7 @@ from pymongo.errors import (
 
 from eduranker.errors import AccessDenied, RetryableError
 from eduranker.settings import Settings
+from eduranker.store.types import Db, Document
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,43 @@ AUTH_FAILED_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 _CREDENTIALS = re.compile(r"(//[^:/@]+:)[^@]*@")
 
 
-def connect(settings: Settings, *, timeout_ms: int = 10_000) -> Database:
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a client sends, by name: what a process costs the database."""
+
+    def __init__(self) -> None:
+        self.by_name: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_name.values())
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.by_name[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def connect(
+    settings: Settings, *, timeout_ms: int = 10_000, listeners: Sequence[monitoring.CommandListener] = ()
+) -> Db:
     """Open a client lazily (pymongo connects on first use) and return the configured database."""
-    client: MongoClient = MongoClient(
+    client: MongoClient[Document] = MongoClient(
         settings.mongodb_url,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         appname="eduranker-trainer",
         # A string stored with invalid UTF-8 by some old client reads as U+FFFD instead of failing the batch.
         unicode_decode_error_handler="replace",
+        event_listeners=list(listeners),
     )
     return client[settings.mongodb_db]
 
 
-def ensure_indexes(db: Database) -> None:
+def ensure_indexes(db: Db) -> None:
     """Create the indexes the trainer's guarantees rest on. Idempotent."""
     jobs = db[TRAINING_JOBS]
     jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created")

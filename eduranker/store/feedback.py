@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo.database import Database
-
 from eduranker.store.connection import INFERENCES
+from eduranker.store.types import Db
 
 LABELS = {"like": 1.0, "dislike": 0.0}
 
@@ -29,7 +28,7 @@ def _window(label: str, since: datetime | None) -> list[dict[str, Any]]:
     return [query for query, _ in _set_when(label, {"$gt": since})]
 
 
-def count_usable_feedback(db: Database, since: datetime | None = None, *, cap: int | None = None) -> dict[str, int]:
+def count_usable_feedback(db: Db, since: datetime | None = None, *, cap: int | None = None) -> dict[str, int]:
     """Likes and dislikes currently in `inferences` (optionally only those set after `since`).
 
     With `cap`, counting stops once the two together reach it: enough to answer "at least cap?" at a
@@ -41,11 +40,15 @@ def count_usable_feedback(db: Database, since: datetime | None = None, *, cap: i
             left = None if cap is None else cap - sum(counts.values())
             if left is not None and left <= 0:
                 return counts
-            counts[label] += db[INFERENCES].count_documents(query, **({"limit": left} if left else {}))
+            # pymongo turns `limit` into a $limit stage, which must not be 0: no limit is no argument.
+            collection = db[INFERENCES]
+            counts[label] += (
+                collection.count_documents(query, limit=left) if left else collection.count_documents(query)
+            )
     return counts
 
 
-def latest_feedback_at(db: Database, since: datetime | None = None) -> datetime | None:
+def latest_feedback_at(db: Db, since: datetime | None = None) -> datetime | None:
     """When the newest usable feedback was set (created_at for an insert without feedback_at).
 
     With `since` (the last watermark) only that window is searched: the answer is the same whenever

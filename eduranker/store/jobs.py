@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Superseded
 from eduranker.store.connection import TRAINING_JOBS
+from eduranker.store.types import Db
 
 WAITING, QUEUED, RUNNING = "waiting", "queued", "running"
 SUCCEEDED, FAILED, REJECTED, CANCELLED = "succeeded", "failed", "rejected", "cancelled"
@@ -32,7 +32,7 @@ def now() -> datetime:
 
 
 def create_job(
-    db: Database,
+    db: Db,
     job_id: str,
     *,
     trigger: dict[str, Any],
@@ -70,11 +70,11 @@ def create_job(
     return WAITING
 
 
-def get_job(db: Database, job_id: str) -> dict[str, Any] | None:
+def get_job(db: Db, job_id: str) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one({"_id": job_id})
 
 
-def advance_waiting(db: Database) -> str | None:
+def advance_waiting(db: Db) -> str | None:
     """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved."""
     for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
         try:
@@ -87,17 +87,17 @@ def advance_waiting(db: Database) -> str | None:
     return None
 
 
-def mark_sent(db: Database, job_id: str) -> None:
+def mark_sent(db: Db, job_id: str) -> None:
     db[TRAINING_JOBS].update_one(
         {"_id": job_id, "status": QUEUED, "sent_at": None}, {"$set": {"sent_at": now()}, "$inc": {"sends": 1}}
     )
 
 
-def unsent_jobs(db: Database) -> list[dict[str, Any]]:
+def unsent_jobs(db: Db) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
 
 
-def resend_unclaimed(db: Database, *, after_s: float, max_sends: int, at: datetime | None = None) -> list[str]:
+def resend_unclaimed(db: Db, *, after_s: float, max_sends: int, at: datetime | None = None) -> list[str]:
     """Queued jobs no worker claimed within `after_s` of being sent: the message was lost (a flushed or
     restarted broker, retries exhausted). Marked unsent again, for the outbox to send under the same id;
     after `max_sends` sends, failed with the reason. With one active job, a queued job waits for nobody."""
@@ -116,7 +116,7 @@ def resend_unclaimed(db: Database, *, after_s: float, max_sends: int, at: dateti
     return changed
 
 
-def claim_job(db: Database, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
+def claim_job(db: Db, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
     """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running.
     The returned document's `attempts` is this run's fence."""
     at = now()
@@ -147,19 +147,19 @@ def _terminal(status: str, at: datetime, **fields: Any) -> dict[str, Any]:
     return {"$set": {"status": status, "finished_at": at, **fields}, "$unset": {"active": ""}}
 
 
-def update_job(db: Database, job_id: str, attempt: int, **fields: Any) -> None:
+def update_job(db: Db, job_id: str, attempt: int, **fields: Any) -> None:
     """A write of the run that owns attempt `attempt`; Superseded if it no longer does."""
     fields.setdefault("heartbeat_at", now())
     if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": fields}).matched_count == 0:
         raise Superseded(f"job {job_id} attempt {attempt} was taken over; this run stops")
 
 
-def heartbeat(db: Database, job_id: str, attempt: int) -> bool:
+def heartbeat(db: Db, job_id: str, attempt: int) -> bool:
     """False when the run no longer owns its job."""
     return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": {"heartbeat_at": now()}}).matched_count == 1
 
 
-def finish_job(db: Database, job_id: str, attempt: int, status: str, **fields: Any) -> None:
+def finish_job(db: Db, job_id: str, attempt: int, status: str, **fields: Any) -> None:
     """The run's last write: a terminal status, conditioned on still owning the job."""
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
@@ -167,7 +167,7 @@ def finish_job(db: Database, job_id: str, attempt: int, status: str, **fields: A
         raise Superseded(f"job {job_id} attempt {attempt} was taken over; its outcome is not recorded")
 
 
-def hand_back(db: Database, job_id: str, attempt: int, reason: str) -> bool:
+def hand_back(db: Db, job_id: str, attempt: int, reason: str) -> bool:
     """Return a running job to the queue (a retryable failure, a worker shutting down): unsent, so the
     outbox sends it again at once. False when the run no longer owned it."""
     update = {
@@ -178,7 +178,7 @@ def hand_back(db: Database, job_id: str, attempt: int, reason: str) -> bool:
     return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 1
 
 
-def cancel_job(db: Database, job_id: str, reason: str) -> bool:
+def cancel_job(db: Db, job_id: str, reason: str) -> bool:
     """Cancel a job that has not ended (an operator stopping it); a running job's run is fenced out."""
     result = db[TRAINING_JOBS].update_one(
         {"_id": job_id, "status": {"$in": [WAITING, QUEUED, RUNNING]}}, _terminal(CANCELLED, now(), reason=reason)
@@ -186,7 +186,7 @@ def cancel_job(db: Database, job_id: str, reason: str) -> bool:
     return result.modified_count == 1
 
 
-def requeue_silent(db: Database, *, silent_after_s: float, at: datetime | None = None) -> list[str]:
+def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None) -> list[str]:
     """Running jobs whose heartbeat stopped `silent_after_s` ago (the worker died, was stopped, or lost
     the database): back to the queue, unsent, so another worker starts them within minutes; failed once
     MAX_ATTEMPTS runs have died. Conditioned on the attempt read, so a run that came back wins."""
@@ -205,23 +205,23 @@ def requeue_silent(db: Database, *, silent_after_s: float, at: datetime | None =
     return changed
 
 
-def active_jobs(db: Database) -> list[dict[str, Any]]:
+def active_jobs(db: Db) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"status": {"$in": [*ACTIVE, WAITING]}}).sort("created_at", 1))
 
 
-def active_job(db: Database) -> dict[str, Any] | None:
+def active_job(db: Db) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one({"active": True})
 
 
-def latest_job(db: Database, query: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def latest_job(db: Db, query: dict[str, Any] | None = None) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one(query or {}, sort=[("created_at", -1)])
 
 
-def jobs_since(db: Database, since: datetime) -> list[dict[str, Any]]:
+def jobs_since(db: Db, since: datetime) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"created_at": {"$gte": since}}).sort("created_at", 1))
 
 
-def count_jobs(db: Database, query: dict[str, Any]) -> int:
+def count_jobs(db: Db, query: dict[str, Any]) -> int:
     return db[TRAINING_JOBS].count_documents(query)
 
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.store.connection import PRODUCER_STATE
 from eduranker.store.jobs import now
+from eduranker.store.types import Db
 
 LEASE_ID = "producer-lease"
 
 
 class Lease:
-    def __init__(self, db: Database, holder: str, seconds: float):
+    def __init__(self, db: Db, holder: str, seconds: float):
         self.db, self.holder, self.seconds = db, holder, seconds
         self.valid_until = 0.0  # monotonic
         self.renew_due = 0.0

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.database import Database
 
 from eduranker.store.connection import INFERENCES, MODEL_VERSIONS
 from eduranker.store.jobs import now
+from eduranker.store.types import Db
 
 
-def ensure_online_indexes(db: Database) -> None:
+def ensure_online_indexes(db: Db) -> None:
     db[INFERENCES].create_index([("model_version", ASCENDING), ("created_at", ASCENDING)], name="served_by_version")
     db[INFERENCES].create_index(
         [("model_version", ASCENDING), ("feedback", ASCENDING), ("created_at", ASCENDING)],
@@ -22,7 +22,7 @@ def ensure_online_indexes(db: Database) -> None:
     )
 
 
-def live_counts(db: Database, version: str | None, since: datetime) -> dict[str, Any]:
+def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
     """Results served by `version` since `since`, and the likes and dislikes users gave them."""
 
     def count(**extra: Any) -> int:
@@ -38,5 +38,5 @@ def live_counts(db: Database, version: str | None, since: datetime) -> dict[str,
     }
 
 
-def store_online(db: Database, version: str, online: dict[str, Any]) -> None:
+def store_online(db: Db, version: str, online: dict[str, Any]) -> None:
     db[MODEL_VERSIONS].update_one({"version": version}, {"$set": {"online": {**online, "refreshed_at": now()}}})

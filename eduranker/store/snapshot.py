@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bson import ObjectId
-from pymongo.database import Database
 
 from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
+from eduranker.store.types import Db, Document
 
 # Any inference a user reacted to, malformed values included, so the snapshot can count them.
 FEEDBACK_PRESENT: dict[str, Any] = {"feedback": {"$exists": True, "$ne": None}}
@@ -39,7 +39,7 @@ def _text_fields(fields: Iterable[str], max_chars: int) -> dict[str, Any]:
     return projection
 
 
-def _fetch(db: Database, collection: str, ids: set, fields: tuple[str, ...], max_chars: int) -> dict:
+def _fetch(db: Db, collection: str, ids: set[Any], fields: tuple[str, ...], max_chars: int) -> dict[Any, Document]:
     pipeline = [{"$match": {"_id": {"$in": list(ids)}}}, {"$project": _text_fields(fields, max_chars)}]
     return {doc["_id"]: doc for doc in db[collection].aggregate(pipeline)}
 
@@ -48,9 +48,9 @@ class _Texts:
     """Projected text documents by id. A collection of at most CACHE_LIMIT documents is read whole,
     once, in one stream (far cheaper than `$in` lists on some servers); a larger one a batch at a time."""
 
-    def __init__(self, db: Database, collection: str, fields: tuple[str, ...], max_chars: int):
+    def __init__(self, db: Db, collection: str, fields: tuple[str, ...], max_chars: int):
         self.db, self.collection, self.fields, self.max_chars = db, collection, fields, max_chars
-        self.known: dict[Any, dict | None] = {}
+        self.known: dict[Any, Document | None] = {}
         self.whole = db[collection].estimated_document_count() <= CACHE_LIMIT
         if self.whole:
             pipeline = [{"$project": _text_fields(fields, max_chars)}]
@@ -68,11 +68,11 @@ class _Texts:
         for i in wanted:
             self.known[i] = found.get(i)
 
-    def get(self, i: Any) -> dict | None:
+    def get(self, i: Any) -> Document | None:
         return self.known.get(i) if isinstance(i, ObjectId) else None
 
 
-def _row(inference: dict, query: dict | None, resource: dict | None) -> dict[str, Any]:
+def _row(inference: Document, query: Document | None, resource: Document | None) -> dict[str, Any]:
     q, r = query or {}, resource or {}
     return {
         **inference,
@@ -89,12 +89,12 @@ def _row(inference: dict, query: dict | None, resource: dict | None) -> dict[str
     }
 
 
-def iter_feedback_rows(db: Database, max_text_chars: int, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+def iter_feedback_rows(db: Db, max_text_chars: int, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
     """Stream joined rows; memory stays bounded by the batch size, the text cache and the clip."""
     queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars)
     resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars)
     with db[INFERENCES].find(FEEDBACK_PRESENT, INFERENCE_FIELDS, batch_size=batch_size) as cursor:
-        batch: list[dict] = []
+        batch: list[Document] = []
         for inference in cursor:
             batch.append(inference)
             if len(batch) == batch_size:
@@ -103,7 +103,7 @@ def iter_feedback_rows(db: Database, max_text_chars: int, batch_size: int = 2000
         yield from _joined(batch, queries, resources)
 
 
-def _joined(batch: list[dict], queries: _Texts, resources: _Texts) -> Iterator[dict[str, Any]]:
+def _joined(batch: list[Document], queries: _Texts, resources: _Texts) -> Iterator[dict[str, Any]]:
     queries.load(i.get("query_id") for i in batch)
     resources.load(i.get("resource_id") for i in batch)
     for inference in batch:

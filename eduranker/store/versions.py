@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Refused, StaleCandidate, UnknownVersion
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
 from eduranker.store.jobs import now
+from eduranker.store.types import Db
 
 CANDIDATE, CHAMPION, REJECTED, RETIRED, ROLLED_BACK = "candidate", "champion", "rejected", "retired", "rolled_back"
 RECORD_ID = "current"
@@ -36,11 +36,12 @@ class ChampionRecord:
         return self.chain[-2] if len(self.chain) >= 2 else None
 
 
-def allocate_version(db: Database) -> str:
+def allocate_version(db: Db) -> str:
     """Next version name, strictly increasing across the registry's life ("v0001", "v0002", ...)."""
     counter = db[COUNTERS].find_one_and_update(
         {"_id": "model_version"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
     )
+    assert counter is not None  # upsert with ReturnDocument.AFTER always returns the document
     return f"v{counter['seq']:04d}"
 
 
@@ -48,24 +49,24 @@ def _event(status: str, by: str, reason: str, **extra: Any) -> dict[str, Any]:
     return {"status": status, "at": now(), "by": by, "reason": reason, **extra}
 
 
-def insert_version(db: Database, doc: dict[str, Any], *, by: str = "worker") -> None:
+def insert_version(db: Db, doc: dict[str, Any], *, by: str = "worker") -> None:
     at = now()
     history = [_event(CANDIDATE, by, "registered")]
     db[MODEL_VERSIONS].insert_one({"status": CANDIDATE, "created_at": at, "history": history, **doc})
 
 
-def get_version(db: Database, version: str) -> dict[str, Any]:
+def get_version(db: Db, version: str) -> dict[str, Any]:
     doc = db[MODEL_VERSIONS].find_one({"version": version})
     if doc is None:
         raise UnknownVersion(f"unknown model version: {version!r}")
     return doc
 
 
-def list_versions(db: Database) -> list[dict[str, Any]]:
+def list_versions(db: Db) -> list[dict[str, Any]]:
     return list(db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1))
 
 
-def set_status(db: Database, version: str, status: str, *, by: str, reason: str, **fields: Any) -> None:
+def set_status(db: Db, version: str, status: str, *, by: str, reason: str, **fields: Any) -> None:
     """Record a status change with its reason. Not for champion: that goes through `switch`."""
     db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$ne": status}},
@@ -73,18 +74,18 @@ def set_status(db: Database, version: str, status: str, *, by: str, reason: str,
     )
 
 
-def read_champion(db: Database) -> ChampionRecord:
+def read_champion(db: Db) -> ChampionRecord:
     doc = db[CHAMPION_RECORD].find_one({"_id": RECORD_ID}) or {}
     return ChampionRecord(doc.get("version"), list(doc.get("chain") or []), int(doc.get("seq") or 0))
 
 
-def get_champion(db: Database) -> dict[str, Any] | None:
+def get_champion(db: Db) -> dict[str, Any] | None:
     """The champion's version document, as the record names it."""
     record = read_champion(db)
     return get_version(db, record.version) if record.version else None
 
 
-def _switch(db: Database, seen: ChampionRecord, new: ChampionRecord, *, by: str, reason: str) -> bool:
+def _switch(db: Db, seen: ChampionRecord, new: ChampionRecord, *, by: str, reason: str) -> bool:
     """One conditional write: succeeds only if the record is still the one read as `seen`."""
     update = {
         "$set": {"version": new.version, "chain": new.chain, "switched_at": now(), "by": by, "reason": reason},
@@ -97,9 +98,7 @@ def _switch(db: Database, seen: ChampionRecord, new: ChampionRecord, *, by: str,
     return result.matched_count == 1 or result.upserted_id is not None
 
 
-def sync_statuses(
-    db: Database, *, by: str = "reconcile", reason: str | None = None, forced: bool | None = None
-) -> list[str]:
+def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, forced: bool | None = None) -> list[str]:
     """Bring `model_versions.status` in step with the record; returns the versions changed.
 
     Demote first, then promote, so the partial unique index on status=champion holds throughout; an
@@ -131,7 +130,7 @@ def sync_statuses(
 
 
 def promote(
-    db: Database,
+    db: Db,
     version: str,
     *,
     by: str,
@@ -169,12 +168,12 @@ def promote(
     raise RuntimeError(f"could not promote {version}: champion kept changing")
 
 
-def mark_guard_rolled_back(db: Database, version: str) -> None:
+def mark_guard_rolled_back(db: Db, version: str) -> None:
     """Users liked this version less than its holdback: never promote it again automatically."""
     db[MODEL_VERSIONS].update_one({"version": version}, {"$set": {"guard_rolled_back": True}})
 
 
-def rollback_target(db: Database) -> tuple[ChampionRecord, str]:
+def rollback_target(db: Db) -> tuple[ChampionRecord, str]:
     """(record, version a rollback would restore); Refused when there is none."""
     record = read_champion(db)
     if record.version is None:
@@ -184,7 +183,7 @@ def rollback_target(db: Database) -> tuple[ChampionRecord, str]:
     return record, record.previous
 
 
-def rollback(db: Database, *, by: str, reason: str, seen: ChampionRecord | None = None) -> tuple[str, str]:
+def rollback(db: Db, *, by: str, reason: str, seen: ChampionRecord | None = None) -> tuple[str, str]:
     """Restore the champion before the current one and drop the current from the chain, so a second
     rollback goes one further back; returns (demoted, restored). With `seen`, only from that record."""
     record, restored = rollback_target(db) if seen is None else (seen, seen.previous)
@@ -198,7 +197,7 @@ def rollback(db: Database, *, by: str, reason: str, seen: ChampionRecord | None 
 
 
 def _after_switch(
-    db: Database, old: str | None, new: str, *, by: str, reason: str, demoted_status: str, forced: bool = False
+    db: Db, old: str | None, new: str, *, by: str, reason: str, demoted_status: str, forced: bool = False
 ) -> None:
     db[MODEL_VERSIONS].update_one({"version": new}, {"$set": {"previous_champion": old, "forced": forced}})
     if old is not None and old != new:
