@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--precision", default="auto", help="TRAIN_PRECISION for the worker (auto, fp32, bf16, fp16)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="end-to-end-"))
@@ -89,6 +90,7 @@ def main() -> int:
         mongodb_url=mongo_url(mongo.port), mongodb_db="end_to_end_bench", celery_broker_url=f"{url}/0",
         celery_result_backend=f"{url}/1", models_dir=str(tmp / "models"), base_model_name=default_base_model(),
         num_epochs=args.epochs, max_length=args.max_length, train_min_feedback=args.pairs, train_cooldown_seconds=0,
+        train_precision=args.precision,
     )  # fmt: skip
     env = child_env(settings)
     db = connect(settings)
@@ -126,6 +128,10 @@ def main() -> int:
         print(f"crossing write → version {job.get('version')} {'registered' if registered else 'MISSING'} "
               f"({job['status']}): {elapsed:.1f} s")  # fmt: skip
         print(f"job stages (s): {job.get('timings')}")
+        if registered:
+            record = db["model_versions"].find_one({"version": job["version"]}) or {}
+            print(f"trained on {record.get('device')}, precision "
+                  f"{(record.get('hyperparameters') or {}).get('precision')}")  # fmt: skip
         print(f"peak RSS of the training process: {peak:.0f} MB")
         return 0 if registered else 1
     finally:

@@ -161,6 +161,43 @@ def crossing_times(writes: list, job_watermarks: list, every: int) -> list[float
     return times
 
 
+def measure_baseline(
+    settings: Settings, args: argparse.Namespace, name: str, prepared: int, fresh_in: Path | None
+) -> tuple[float, list[float]]:
+    """Writes/s into a twin database with nothing watching, or with a bare change-stream reader; on a
+    fresh server of its own in `fresh_in` (None: the same server, another database)."""
+    server = secantus_server(fresh_in / name.replace(" ", "_")).start() if fresh_in else None
+    try:
+        twin = replace(settings, mongodb_db=f"producer_bench_{name.replace(' ', '_').replace(',', '')}")
+        if server is not None:
+            twin = replace(twin, mongodb_url=mongo_url(server.port))
+        return _baseline_writes(twin, args, name, prepared)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _baseline_writes(twin: Settings, args: argparse.Namespace, name: str, prepared: int) -> tuple[float, list[float]]:
+    twin_db = connect(twin)
+    twin_db.client.drop_database(twin.mongodb_db)
+    ensure_indexes(twin_db)
+    print(f"baseline: {args.baseline_seconds:.0f} s of writes, {name} ...", flush=True)
+    twin_ids = prepare_inferences(twin_db, prepared, seed=1)
+    halt, stream_lags = threading.Event(), []
+    reader = threading.Thread(target=read_stream, args=(twin, halt, stream_lags), daemon=True)
+    if name != "alone":
+        reader.start()
+        time.sleep(1)
+    began = time.monotonic()
+    written = sum(len(log) for log in run_writers(twin, twin_ids, args.rate, args.baseline_seconds, args.writers))
+    rate = written / (time.monotonic() - began)
+    halt.set()
+    if reader.is_alive():
+        reader.join(5)
+    twin_db.client.drop_database(twin.mongodb_db)
+    return rate, stream_lags
+
+
 def print_database_cost(before: dict, after: dict, seconds: float) -> None:
     """The commands the producer sent while the writers ran (its own counter, saved with its state)."""
     if "db_commands" not in after:
@@ -181,12 +218,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--every", type=int, default=2000, help="TRAIN_NEW_FEEDBACK for the run")
     parser.add_argument("--writers", type=int, default=4)
-    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument("--baseline-seconds", type=float, default=None, help="default: --seconds")
+    parser.add_argument(
+        "--no-lag-sampling",
+        action="store_true",
+        help="do not read the producer's state every 100 ms (the lag figure is then absent)",
+    )
     args = parser.parse_args()
+    args.baseline_seconds = args.baseline_seconds or args.seconds
 
     tmp = Path(tempfile.mkdtemp(prefix="producer-bench-"))
     servers = []
     env = dict(os.environ)
+    external_mongo = "MONGODB_URL" in env
     if "MONGODB_URL" not in env:
         servers.append(secantus_server(tmp / "secantus").start())
         env["MONGODB_URL"] = mongo_url(servers[-1].port)
@@ -194,7 +238,8 @@ def main() -> int:
         servers.append(redis_server(tmp / "redis").start())
         env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{servers[-1].port}/0"
     env.update(MONGODB_DB="producer_bench", TRAIN_MIN_FEEDBACK=str(args.every), TRAIN_NEW_FEEDBACK=str(args.every),
-               TRAIN_MIN_MINORITY="0.2", TRAIN_COOLDOWN_SECONDS="0", CELERY_RESULT_BACKEND="")  # fmt: skip
+               TRAIN_MIN_MINORITY="0.2", TRAIN_COOLDOWN_SECONDS="0")  # fmt: skip
+    env.setdefault("CELERY_RESULT_BACKEND", env["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/1")
     settings = Settings.from_env(env)
     db = connect(settings)
     db.client.drop_database(settings.mongodb_db)
@@ -203,28 +248,14 @@ def main() -> int:
     print(f"preparing {total} served results ...", flush=True)
     ids = prepare_inferences(db, total, seed=0)
 
-    # The same writes into twin databases: with nothing watching (what the server does alone), and with
-    # a bare change-stream reader (what the server's change stream costs and how late it delivers).
-    baselines = {}
-    for name in ("alone", "bare stream"):
-        twin = replace(settings, mongodb_db=f"producer_bench_{name.replace(' ', '_')}")
-        twin_db = connect(twin)
-        twin_db.client.drop_database(twin.mongodb_db)
-        ensure_indexes(twin_db)
-        print(f"baseline: {args.baseline_seconds:.0f} s of writes, {name} ...", flush=True)
-        twin_ids = prepare_inferences(twin_db, int(args.rate * args.baseline_seconds * 1.1) + 1000, seed=1)
-        halt, stream_lags = threading.Event(), []
-        reader = threading.Thread(target=read_stream, args=(twin, halt, stream_lags), daemon=True)
-        if name == "bare stream":
-            reader.start()
-            time.sleep(1)
-        began = time.monotonic()
-        written = sum(len(log) for log in run_writers(twin, twin_ids, args.rate, args.baseline_seconds, args.writers))
-        baselines[name] = (written / (time.monotonic() - began), stream_lags)
-        halt.set()
-        if reader.is_alive():
-            reader.join(5)
-        twin_db.client.drop_database(twin.mongodb_db)
+    # The same writes with nothing watching (what the server does alone), and with a bare change-stream
+    # reader (what the server's change stream costs and how late it delivers). SecantusDB's change streams
+    # cost more as its oplog grows (the same bare stream, run later in one server's life, let the writers
+    # do a quarter of what they did at first), so each baseline gets a fresh server with the same
+    # prepared data as the producer's; against an outside MONGODB_URL, twin databases on it, and the
+    # bare stream once more after the producer's run.
+    fresh_in = None if external_mongo else tmp
+    baselines = {name: measure_baseline(settings, args, name, total, fresh_in) for name in ("alone", "bare stream")}
     alone_rate = baselines["alone"][0]
 
     producer_log = open(tmp / "producer.log", "wb")  # noqa: SIM115 - the producer's for its lifetime
@@ -236,8 +267,9 @@ def main() -> int:
     stop = threading.Event()
     received: dict[str, list[float]] = {}
     lags: list[float] = []
-    helpers = [threading.Thread(target=fake_worker, args=(settings, stop, received), daemon=True),
-               threading.Thread(target=sample_lag, args=(settings, stop, lags), daemon=True)]  # fmt: skip
+    helpers = [threading.Thread(target=fake_worker, args=(settings, stop, received), daemon=True)]
+    if not args.no_lag_sampling:
+        helpers.append(threading.Thread(target=sample_lag, args=(settings, stop, lags), daemon=True))
     for thread in helpers:
         thread.start()
 
@@ -254,6 +286,8 @@ def main() -> int:
         thread.join(5)
     producer.terminate()
     producer.wait(30)
+    if external_mongo:
+        baselines["bare stream, after"] = measure_baseline(settings, args, "bare stream, after", total, None)
 
     writes = [w for log in logs for w in log]
     made = list(db[TRAINING_JOBS].find().sort("created_at", 1))
@@ -266,9 +300,14 @@ def main() -> int:
 
     rate = len(writes) / elapsed
     bare_rate, bare_lags = baselines["bare stream"]
-    print(f"\nwrites/s (asked {args.rate:.0f}): nothing watching {alone_rate:.0f}; "
-          f"a bare change stream {bare_rate:.0f} ({bare_rate / alone_rate:.2f}); "
-          f"the producer {rate:.0f} ({rate / alone_rate:.2f}; {rate / bare_rate:.2f} of the bare stream)")  # fmt: skip
+    after_rate = baselines.get("bare stream, after", (0.0, []))[0]
+    print(
+        f"\nwrites/s (asked {args.rate:.0f}): nothing watching {alone_rate:.0f}; "
+        f"a bare change stream {bare_rate:.0f} ({bare_rate / alone_rate:.2f}); "
+        f"the producer {rate:.0f} ({rate / alone_rate:.2f})"
+    )
+    after = f" (against the bare stream after the producer's run: {rate / after_rate:.2f})" if after_rate else ""
+    print(f"writers' rate with the producer ÷ with a bare change stream: {rate / bare_rate:.2f}{after}")
     print_database_cost(state_before, state_after, elapsed + 2)
     if bare_lags:
         print(f"bare change stream delivery delay: p50 {statistics.median(bare_lags) * 1000:.0f} ms, "

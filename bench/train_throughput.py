@@ -70,7 +70,8 @@ def run_side(side: str, args) -> dict:
         model, tok = load_cross_encoder(base, device, args.seed)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed,
-                          freeze_embeddings=not args.no_freeze, precision=args.precision)  # fmt: skip
+                          freeze_embeddings=not args.no_freeze, precision=args.precision,
+                          attention_dropout=None if args.keep_attention_dropout else 0.0)  # fmt: skip
         started = time.perf_counter()
         stats = fine_tune(model, tok, [r[0] for r in train], [r[1] for r in train], [r[2] for r in train], cfg,
                           device=device)  # fmt: skip
@@ -153,39 +154,62 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-freeze", action="store_true", help="train the embedding matrix too")
-    parser.add_argument("--long-documents", action="store_true", help="descriptions of mixed length, up to ~400 tokens")
     parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="our side's TRAIN_PRECISION (the baseline trains in fp32)",
+        "--keep-attention-dropout",
+        action="store_true",
+        help="our side keeps the checkpoint's attention dropout (0.1) instead of 0",
     )
+    parser.add_argument("--long-documents", action="store_true", help="descriptions of mixed length, up to ~400 tokens")
+    parser.add_argument("--precision", default="fp32",
+                        help="our side's TRAIN_PRECISION, or several, comma-separated, each run beside the baseline "
+                        "(auto, fp32, bf16, fp16); the baseline trains in fp32 on a CPU, bf16 on a GPU")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     parser.add_argument("--side", choices=["ours", "baseline"])
     args = parser.parse_args()
     if args.side:
         print(json.dumps(run_side(args.side, args)))
         return
-    peak = matmul_peak(args.device, args.precision)
+    precisions = args.precision.split(",")
     results = {}
-    for side in ("baseline", "ours"):
-        argv = [sys.executable, __file__, "--side", side] + [a for a in sys.argv[1:]]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True)
-        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
-    b, o = results["baseline"], results["ours"]
+    for name in ["baseline", *precisions]:
+        side = ["--side", "baseline"] if name == "baseline" else ["--side", "ours", f"--precision={name}"]
+        out = subprocess.run([sys.executable, __file__, *side, *_without_precision(sys.argv[1:])],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[name]["side"] = "baseline" if name == "baseline" else f"ours {name}"
+    peaks = {name: matmul_peak(args.device, name) for name in {"fp32", *precisions} - {"auto"}}
+    b = results["baseline"]
     size = 1024 if args.device == "cpu" else 8192
-    kind = f"{args.precision if args.precision in ('bf16', 'fp16') else 'fp32'} {size}² matmul on {args.device}"
-    print(f"machine: {os.cpu_count()} cores, {args.device}; matmul peak {peak / 1e9:.1f} GFLOP/s ({kind}, this run)")
-    print(f"our precision: {args.precision}; the baseline: {'bf16' if args.device == 'cuda' else 'fp32'}")
-    print(f"pairs: {args.pairs} train, mean {o['mean_tokens']:.1f} tokens, max_length {args.max_length}, "
-          f"{args.epochs} epoch(s), batch {args.batch_size}")  # fmt: skip
-    for r in (b, o):
-        print(f"{r['side']:<9} {r['pairs_per_s']:7.2f} pairs/s  {r['seconds']:7.1f} s  ROC-AUC {r['roc_auc']:.3f}  "
-              f"useful {r['useful_flops_per_s'] / 1e9:6.1f} GFLOP/s ({r['useful_flops_per_s'] / peak:.2f} of peak)  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB"
+    print(f"machine: {os.cpu_count()} cores, {args.device}; matmul peak (GFLOP/s, {size}², this run): "
+          + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in sorted(peaks.items())))  # fmt: skip
+    print(f"pairs: {args.pairs} train, mean {b['mean_tokens']:.1f} tokens, max_length {args.max_length}, "
+          f"{args.epochs} epoch(s), batch {args.batch_size}; the baseline trains in "
+          f"{'bf16' if args.device == 'cuda' else 'fp32'}")  # fmt: skip
+    for name, r in results.items():
+        dtype = "fp32" if name in ("baseline", "auto") and args.device == "cpu" else name.replace("baseline", "bf16")
+        peak = peaks.get(dtype, peaks["fp32"])
+        print(f"{r['side']:<12} {r['pairs_per_s']:7.2f} pairs/s  {r['seconds']:7.1f} s  ROC-AUC {r['roc_auc']:.3f}  "
+              f"useful {r['useful_flops_per_s'] / 1e9:6.1f} GFLOP/s ({r['useful_flops_per_s'] / peak:.2f} of the "
+              f"{dtype} peak)  peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] / b['peak_rss_mb']:.2f}x)"
               + (f", GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] else ""))  # fmt: skip
-    speedup, auc_gap = o["pairs_per_s"] / b["pairs_per_s"], o["roc_auc"] - b["roc_auc"]
-    print(f"speed-up: {speedup:.2f}x   ROC-AUC difference: {auc_gap:+.3f}")
+    for name in precisions:
+        o = results[name]
+        print(
+            f"ours {name} vs baseline: speed-up {o['pairs_per_s'] / b['pairs_per_s']:.2f}x, "
+            f"ROC-AUC difference {o['roc_auc'] - b['roc_auc']:+.3f}"
+        )
+
+
+def _without_precision(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--precision":
+            skip = True
+        elif not a.startswith("--precision="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

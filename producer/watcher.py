@@ -189,6 +189,10 @@ class Producer:
         self.evaluations += 1
         if began - self.housekept_at >= HOUSEKEEPING_S or self.history is None:
             self.housekeeping(now)
+        elif self.history.active is not None and jobs.active_job(self.db) is None:
+            # The slot freed since the last read: one indexed find per evaluation while a job is active,
+            # so the next job may start at the next crossing, not at the next housekeeping.
+            self.history = read_history(self.db, self.settings.auto_retry_limit)
         assert self.history is not None
         decision, counts = self._decide(self.history, now, fresh=False)
         if decision.train:

@@ -12,8 +12,6 @@ from eduranker import demo
 from eduranker.store import versions
 from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture()
 def celery_settings(settings, redis_url):
@@ -26,6 +24,7 @@ def celery_settings(settings, redis_url):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(db, celery_settings, tmp_path):
     demo.seed_feedback(db, seed=2)
     worker = start_worker(celery_settings, tmp_path / "worker.log")

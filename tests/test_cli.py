@@ -80,6 +80,7 @@ def test_train_records_and_sends_a_job(db, settings, redis_url, capsys):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_unreachable_database_exits_3(settings, capsys):
     s = replace(settings, mongodb_url="mongodb://127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=300")
     assert cli.main(["versions"], s) == 3

@@ -13,8 +13,6 @@ from eduranker.errors import JobRefused, PermanentError
 from eduranker.store import jobs, versions
 from worker.job import run_training_job
 
-pytestmark = pytest.mark.slow
-
 
 def _seed_pairs(db, n_queries, labels):
     """`n_queries` queries, each judged on every label in `labels` against its own resource."""
@@ -66,6 +64,7 @@ def trained(db, settings):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, settings, trained):
     outcome, stages = trained
     assert outcome["status"] == "succeeded" and outcome["promoted"]
@@ -112,6 +111,7 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_champion_path_loads_in_a_fresh_process(settings, trained):
     code = (
         "import sys; from sentence_transformers import CrossEncoder;"
@@ -128,6 +128,7 @@ def test_the_champion_path_loads_in_a_fresh_process(settings, trained):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_rerun(db, settings, trained):
     first, _ = trained
     assert run_training_job(settings, "job-1")["version"] == first["version"]  # redelivery: no rerun
@@ -146,6 +147,7 @@ def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_re
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, settings, trained):
     """A client bug swaps every like and dislike: the new held-out pairs agree with the swapped model,
     so only the champion's frozen held-out pairs can show that it learned the opposite."""
@@ -182,6 +184,7 @@ def test_a_24_feedback_job_registers_nothing_and_says_why(db, settings):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_job_whose_champion_changed_while_it_trained_is_not_promoted(db, settings):
     """The job judges its candidate against the base model; meanwhile an operator promotes a version."""
     from eduranker import champion

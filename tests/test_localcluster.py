@@ -17,8 +17,6 @@ import pytest
 from eduranker.localservers import mongo_url, secantus_server
 from tests.celery_worker import ROOT
 
-pytestmark = pytest.mark.slow
-
 
 def _get(url, auth=None):
     request = urllib.request.Request(url)
@@ -41,6 +39,7 @@ def _poll_flower_progress(base, job_id, timeout=30):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL")}
     # Default epochs: one epoch over ~300 demo pairs sometimes leaves a model the gate rightly rejects.

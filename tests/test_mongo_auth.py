@@ -11,7 +11,6 @@ from eduranker.localservers import secantus_server
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import redact_url
 
-pytestmark = pytest.mark.slow
 PASSWORD = "correct-horse-battery"
 
 

@@ -9,8 +9,6 @@ from eduranker.pipeline.pairs import Pair
 from eduranker.pipeline.training import TrainStats
 from eduranker.settings import Settings
 
-pytestmark = pytest.mark.slow
-
 
 def _split(n=8):
     from datetime import UTC, datetime

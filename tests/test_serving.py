@@ -16,7 +16,6 @@ from eduranker.serving.reranker import resident_memory_bytes
 from eduranker.store import ensure_indexes, versions
 from tests.celery_worker import ROOT
 
-pytestmark = pytest.mark.slow
 DOCS = ["Photosynthesis explained with diagrams", "Steam engines and factories", "The quadratic formula"]
 
 
@@ -48,6 +47,7 @@ def test_importing_serving_loads_no_celery_and_no_database_client():
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_requests_never_fail_and_each_result_names_a_version_serving_at_that_moment(db, models):
     ensure_indexes(db)
     for v in ("v0001", "v0002", "v0003", "v0004"):
@@ -122,6 +122,7 @@ def test_a_corrupt_version_is_not_swapped_in_and_the_reason_is_kept(models):
         ranker.close()
 
 
+@pytest.mark.slow
 def test_resident_memory_stays_flat_over_20_swaps(models):
     point_champion(models, "v0001")
     ranker = ChampionReranker(models, poll_seconds=3600, max_length=48)
@@ -139,6 +140,7 @@ def test_resident_memory_stays_flat_over_20_swaps(models):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_holdback_serves_a_stable_share_of_keys_with_the_previous_champion(db, models):
     ensure_indexes(db)
     for v in ("v0001", "v0002"):

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from eduranker.pipeline.model_io import load_cross_encoder
-from eduranker.pipeline.precision import choose_precision
-from eduranker.pipeline.training import TrainConfig, build_optimisation, fine_tune, prepare_data, train_step
+from eduranker.pipeline.precision import choose_precision, cpu_has_native_bf16
+from eduranker.pipeline.training import (
+    TrainConfig,
+    build_optimisation,
+    fine_tune,
+    prepare_data,
+    prepare_model,
+    train_step,
+)
 
 CPU = torch.device("cpu")
 QUERIES = ["photosynthesis", "fractions", "vaccines", "algebra"] * 6
@@ -17,20 +24,30 @@ LABELS = [1.0, 0.0, 1.0, 0.0] * 6
 
 
 @pytest.mark.parametrize(
-    ("device", "requested", "dtype", "scaled", "fused"),
+    ("device", "requested", "native_bf16", "dtype", "scaled", "fused"),
     [
-        ("cpu", "auto", None, False, False),
-        ("cpu", "fp32", None, False, False),
-        ("cpu", "bf16", torch.bfloat16, False, True),
-        ("cpu", "fp16", torch.float16, True, True),
-        ("cuda", "fp32", None, False, True),
-        ("cuda", "fp16", torch.float16, True, True),
+        ("cpu", "auto", False, None, False, False),
+        ("cpu", "auto", True, torch.bfloat16, False, True),
+        ("cpu", "fp32", True, None, False, False),
+        ("cpu", "bf16", False, torch.bfloat16, False, True),
+        ("cpu", "fp16", False, torch.float16, True, True),
+        ("cuda", "fp32", False, None, False, True),
+        ("cuda", "fp16", False, torch.float16, True, True),
     ],
 )
-def test_precision_plan(device, requested, dtype, scaled, fused):
-    plan = choose_precision(torch.device(device), requested)
+def test_precision_plan(device, requested, native_bf16, dtype, scaled, fused):
+    plan = choose_precision(torch.device(device), requested, native_cpu_bf16=native_bf16)
     assert (plan.autocast_dtype, plan.scale_loss, plan.fused_optimizer) == (dtype, scaled, fused)
     assert plan.pin_memory == (device == "cuda" and dtype is not None)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(with_bf16))
+    assert not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
 
 
 def test_an_unknown_precision_is_refused():
@@ -68,6 +85,7 @@ def test_a_step_on_the_accelerated_path_runs_in_low_precision_and_updates_the_we
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.slow
 def test_fine_tune_runs_every_precision_to_the_end(tiny_model_path, precision):
     model, tokenizer = load_cross_encoder(tiny_model_path, CPU, seed=0)
     steps = []
@@ -87,3 +105,18 @@ def test_fine_tune_runs_every_precision_to_the_end(tiny_model_path, precision):
     assert all(math.isfinite(x) for x in stats.epoch_losses)
     assert stats.as_dict()["precision"] == precision
     assert not model.training
+
+
+def test_preparing_the_model_freezes_the_vocabulary_and_sets_only_attention_dropout(tiny_model_path):
+    model, _ = load_cross_encoder(tiny_model_path, CPU, seed=0)
+    hidden_before = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and ".self." not in n}
+    assert prepare_model(model, _config("fp32", attention_dropout=0.0)) == model.config.num_hidden_layers
+    assert not model.get_input_embeddings().weight.requires_grad
+    dropouts = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert all(p == 0.0 for n, p in dropouts.items() if n.endswith("attention.self.dropout"))
+    assert {n: p for n, p in dropouts.items() if n in hidden_before} == hidden_before
+    assert all(p > 0 for p in hidden_before.values())
+
+    kept, _ = load_cross_encoder(tiny_model_path, CPU, seed=0)
+    assert prepare_model(kept, _config("fp32", attention_dropout=None)) == 0
+    assert {m.p for n, m in kept.named_modules() if n.endswith("attention.self.dropout")} == {0.1}

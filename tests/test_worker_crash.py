@@ -17,8 +17,6 @@ from producer.outbox import request_training
 from tests.celery_worker import start_worker, stop_worker, training, wait_for_job
 from worker.job import run_training_job
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture()
 def crash_settings(settings, redis_url):
@@ -62,6 +60,7 @@ def job_in_training(db, settings, log_path, seed):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, crash_settings, tmp_path):
     """The OOM killer's case: the child dies, the worker survives and gets the message back at once."""
     job_id, worker = job_in_training(db, crash_settings, tmp_path / "worker.log", seed=3)
@@ -81,6 +80,7 @@ def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, cra
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_timeout(db, crash_settings, tmp_path):
     """The power-loss case: the whole worker dies; its unacked message goes to a worker started later."""
     job_id, first = job_in_training(db, crash_settings, tmp_path / "w1.log", seed=4)

@@ -33,6 +33,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     freeze_embeddings: bool = True
     precision: str = "auto"  # see eduranker.pipeline.precision
+    # Dropout on attention probabilities while fine-tuning; None keeps the checkpoint's. At 0 the CPU
+    # runs SDPA's fused (flash) attention instead of the math path and draws no mask of batch × heads ×
+    # length² random numbers each layer: a third of a bf16 step at ~200 tokens (docs/performance.md).
+    attention_dropout: float | None = 0.0
 
 
 @dataclass
@@ -120,15 +124,29 @@ class Optimisation:
     loss_fn: torch.nn.BCEWithLogitsLoss
 
 
+def prepare_model(model: PreTrainedModel, config: TrainConfig) -> int:
+    """Freeze what is not worth training and set attention dropout; returns the dropouts changed."""
+    if config.freeze_embeddings:
+        # Half of MiniLM's parameters are the vocabulary matrix; its dense Adam update each step costs more
+        # than it teaches from a few thousand pairs (bench/train_throughput.py measures both ways).
+        model.get_input_embeddings().requires_grad_(False)
+    if config.attention_dropout is None:
+        return 0
+    attention_dropouts = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Dropout) and name.endswith("attention.self.dropout")
+    ]
+    for module in attention_dropouts:
+        module.p = config.attention_dropout
+    return len(attention_dropouts)
+
+
 def build_optimisation(
     model: PreTrainedModel, config: TrainConfig, data: TrainingData, precision: Precision, device: torch.device
 ) -> Optimisation:
     from transformers import get_linear_schedule_with_warmup
 
-    if config.freeze_embeddings:
-        # Half of MiniLM's parameters are the vocabulary matrix; its dense Adam update each step costs more
-        # than it teaches from a few thousand pairs (bench/train_throughput.py measures both ways).
-        model.get_input_embeddings().requires_grad_(False)
     fused = precision.fused_optimizer
     optimizer = torch.optim.AdamW(_param_groups(model, config), fused=fused, foreach=not fused)
     total_steps = max(math.ceil(len(data.encoded) / config.batch_size) * config.epochs, 1)
@@ -186,6 +204,7 @@ def fine_tune(
     rng = np.random.default_rng(config.seed)
     data = prepare_data(tokenizer, queries, documents, labels, config.max_length)
     precision = choose_precision(device, config.precision)
+    prepare_model(model, config)
     opt = build_optimisation(model, config, data, precision, device)
     lengths = data.encoded.lengths
     total_steps = math.ceil(len(data.encoded) / config.batch_size) * config.epochs
