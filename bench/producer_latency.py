@@ -43,7 +43,7 @@ from eduranker.store.connection import INFERENCES, TRAINING_JOBS  # noqa: E402
 from eduranker.store.feedback import latest_feedback_at  # noqa: E402
 from producer.history import read_history  # noqa: E402
 from producer.state import load_state  # noqa: E402
-from producer.watcher import read_counts  # noqa: E402
+from producer.trigger import read_counts  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -28,7 +28,7 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
-    from producer.watcher import describe_next_trigger
+    from producer.trigger import describe_next_trigger
 
     totals = count_usable_feedback(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
         cluster.write_env(data_dir / "cluster.env")
         print(f"in another terminal: source {data_dir / 'cluster.env'} && eduranker status")
-        from producer.watcher import describe_next_trigger
+        from producer.trigger import describe_next_trigger
 
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); next trigger: "
               f"{describe_next_trigger(db, settings)}", flush=True)  # fmt: skip

@@ -28,7 +28,7 @@ from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.connection import INFERENCES, CommandCounter
-from eduranker.store.feedback import count_usable_feedback, latest_feedback_at
+from eduranker.store.feedback import latest_feedback_at
 from eduranker.store.lease import Lease
 from eduranker.store.online import ensure_online_indexes
 from eduranker.store.types import Db, Document
@@ -39,13 +39,12 @@ from producer.policy import (
     Decision,
     FeedbackCounts,
     JobHistory,
-    Thresholds,
     decide,
-    is_first_model,
     waiting_reason,
     worth_counting,
 )
 from producer.state import load_state, save_state
+from producer.trigger import read_counts, thresholds_from
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +80,6 @@ def is_buffered(stream: Any) -> bool:
     """
     has_next = getattr(getattr(stream, "_cursor", None), "_has_next", None)
     return bool(has_next()) if callable(has_next) else True
-
-
-def thresholds_from(settings: Settings) -> Thresholds:
-    return Thresholds(
-        min_feedback=settings.train_min_feedback,
-        min_minority=settings.train_min_minority,
-        new_feedback=settings.train_new_feedback,
-        cooldown_seconds=settings.train_cooldown_seconds,
-        retry_limit=settings.auto_retry_limit,
-    )
-
-
-def read_counts(db: Db, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
-    """Usable feedback in the trigger window: all of it before a first model, since the window's
-    watermark after (counting stops at `cap`, all a retrain decision needs)."""
-    if is_first_model(history):
-        counts = count_usable_feedback(db)
-    else:
-        counts = count_usable_feedback(db, history.window_since, cap=cap)
-    return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
-
-
-def describe_next_trigger(db: Db, settings: Settings) -> str:
-    """The next trigger and what the producer waits for now, in the policy's own words."""
-    th = thresholds_from(settings)
-    history = read_history(db, settings.auto_retry_limit)
-    window = read_counts(db, history)
-    at = jobs.now()
-    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
-    if is_first_model(history):
-        return f"first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}"
-    return f"retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}"
 
 
 class LeaseLost(Exception):

@@ -1,0 +1,43 @@
+"""The trigger's inputs read from the database: thresholds from the settings, the window's counts,
+and the next trigger described in the policy's own words (for `eduranker status` and the demo)."""
+
+from __future__ import annotations
+
+from eduranker.settings import Settings
+from eduranker.store import jobs
+from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.types import Db
+from producer.history import read_history
+from producer.policy import FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
+
+
+def thresholds_from(settings: Settings) -> Thresholds:
+    return Thresholds(
+        min_feedback=settings.train_min_feedback,
+        min_minority=settings.train_min_minority,
+        new_feedback=settings.train_new_feedback,
+        cooldown_seconds=settings.train_cooldown_seconds,
+        retry_limit=settings.auto_retry_limit,
+    )
+
+
+def read_counts(db: Db, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
+    """Usable feedback in the trigger window: all of it before a first model, since the window's
+    watermark after (counting stops at `cap`, all a retrain decision needs)."""
+    if is_first_model(history):
+        counts = count_usable_feedback(db)
+    else:
+        counts = count_usable_feedback(db, history.window_since, cap=cap)
+    return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
+
+
+def describe_next_trigger(db: Db, settings: Settings) -> str:
+    """The next trigger and what the producer waits for now, in the policy's own words."""
+    th = thresholds_from(settings)
+    history = read_history(db, settings.auto_retry_limit)
+    window = read_counts(db, history)
+    at = jobs.now()
+    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
+    if is_first_model(history):
+        return f"first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}"
+    return f"retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}"
