@@ -24,20 +24,20 @@ LABELS = [1.0, 0.0, 1.0, 0.0] * 6
 
 
 @pytest.mark.parametrize(
-    ("device", "requested", "native_bf16", "dtype", "scaled", "fused"),
+    ("device", "requested", "native_bf16", "dtype", "scaled"),
     [
-        ("cpu", "auto", False, None, False, False),
-        ("cpu", "auto", True, torch.bfloat16, False, True),
-        ("cpu", "fp32", True, None, False, False),
-        ("cpu", "bf16", False, torch.bfloat16, False, True),
-        ("cpu", "fp16", False, torch.float16, True, True),
-        ("cuda", "fp32", False, None, False, True),
-        ("cuda", "fp16", False, torch.float16, True, True),
+        ("cpu", "auto", False, None, False),
+        ("cpu", "auto", True, torch.bfloat16, False),
+        ("cpu", "fp32", True, None, False),
+        ("cpu", "bf16", False, torch.bfloat16, False),
+        ("cpu", "fp16", False, torch.float16, True),
+        ("cuda", "fp32", False, None, False),
+        ("cuda", "fp16", False, torch.float16, True),
     ],
 )
-def test_precision_plan(device, requested, native_bf16, dtype, scaled, fused):
+def test_precision_plan(device, requested, native_bf16, dtype, scaled):
     plan = choose_precision(torch.device(device), requested, native_cpu_bf16=native_bf16)
-    assert (plan.autocast_dtype, plan.scale_loss, plan.fused_optimizer) == (dtype, scaled, fused)
+    assert (plan.autocast_dtype, plan.scale_loss) == (dtype, scaled)
     assert plan.pin_memory == (device == "cuda" and dtype is not None)
 
 
