@@ -154,17 +154,21 @@ class Producer:
         began = time.monotonic()
         self.uncounted_events += events
         self.evaluations += 1
+        history_read_now = True
         if began - self.housekept_at >= HOUSEKEEPING_S or self.history is None:
             self.housekeeping(now)
         elif self.history.active is not None and jobs.active_job(self.db) is None:
             # The slot freed since the last read: one indexed find per evaluation while a job is active,
             # so the next job may start at the next crossing, not at the next housekeeping.
             self.history = read_history(self.db, self.settings.auto_retry_limit)
+        else:
+            history_read_now = False
         assert self.history is not None
         decision, counts = self._decide(self.history, now, fresh=False)
         if decision.train:
             # Acting on a second-old history could start a job beside one just started: read both again.
-            self.history = read_history(self.db, self.settings.auto_retry_limit)
+            if not history_read_now:
+                self.history = read_history(self.db, self.settings.auto_retry_limit)
             decision, counts = self._decide(self.history, now, fresh=True)
         self.last_read_s = time.monotonic() - began
         if decision.train and counts is not None:
