@@ -1,12 +1,13 @@
 """`eduranker`: status, versions, train, promote, rollback and report, over the store and the task name.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
-3 a server is unreachable.
+3 a server is unreachable, 130 interrupted; `EXIT_CODES` says it in each --help.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from eduranker.errors import AccessDenied, Refused, RetryableError, StaleCandida
 from eduranker.progress import follow_jobs
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
+from eduranker.store.clock import server_now
 from eduranker.store.connection import redact_url
-from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.feedback import count_future_dated, count_usable_feedback
 from eduranker.store.types import Db
+from eduranker.unreachable import unreachable_line
 
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 def _fmt(value: Any) -> str:
@@ -33,6 +36,9 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     totals = count_usable_feedback(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
     print(f"next trigger: {describe_next_trigger(db, settings)}")
+    future = count_future_dated(db, server_now(db))
+    if future:  # an API host whose clock is ahead: counted once the server's time reaches them
+        print(f"feedback dated in the future: {future} (not counted until the server's time reaches it)")
     active = jobs.active_jobs(db)
     by_status = {status: sum(j["status"] == status for j in active) for status in ("queued", "running", "waiting")}
     print(f"jobs queued: {by_status['queued']}, running: {by_status['running']}, waiting: {by_status['waiting']}")
@@ -47,13 +53,34 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
         if online:
             print(f"  live: {_live(online)}; holdback: {_live(online.get('holdback'))}")
             print(f"  online guard: {online.get('guard')}")
+            _print_comparison(online)
     else:
         print("champion: none (the base model serves)")
     pointer = models_dir.champion_target(settings.models_dir)
     registry = champion_doc["version"] if champion_doc else None
     agreement = "agrees" if pointer == registry else "DISAGREES with the registry"
     print(f"pointer: {settings.models_dir}/champion -> {pointer or 'none'} ({agreement})")
+    _print_housekeeping(db)
     return EXIT_OK
+
+
+def _print_housekeeping(db: Db) -> None:
+    """The producer's housekeeping duties that are failing now (producer/duties.py), or that all work."""
+    from producer.duties import describe_failures
+    from producer.state import load_state
+
+    state = load_state(db)
+    failing = describe_failures(state.get("duties"))
+    if not state.get("duties"):
+        print("housekeeping: not reported yet")
+    elif not failing:
+        print("housekeeping: every duty ok")
+    else:
+        print(f"housekeeping: {len(failing)} failing")
+    for line in failing:
+        print(f"  {line}")
+    if state.get("loop_failures"):
+        print(f"  producer loop: {state['loop_failures']} refused or failed watches, last: {state.get('loop_error')}")
 
 
 def _live(online: dict[str, Any] | None) -> str:
@@ -64,6 +91,24 @@ def _live(online: dict[str, Any] | None) -> str:
     return f"{online['like_rate']:.2f} [{low:.2f},{high:.2f}] of {online['feedback']}"
 
 
+def _print_comparison(online: dict[str, Any]) -> None:
+    """The guard's running comparison (producer.guard.describe), unless its reason already says it."""
+    from producer.guard import describe
+
+    line = describe(online["comparison"]) if online.get("comparison") else None
+    if line and line not in (online.get("guard") or ""):
+        print(f"  comparison: {line}")
+
+
+def _guard_lines(rows: list[dict[str, Any]]) -> None:
+    """Every online-guard decision with its figures, and the champion's running comparison."""
+    for v in rows:
+        for decision in v.get("guard_decisions") or []:
+            print(f"{v['version']} rolled back by the online guard: {decision.get('reason')}")
+        if v.get("status") == "champion" and (v.get("online") or {}).get("guard"):
+            print(f"{v['version']} online guard: {v['online']['guard']}")
+
+
 def _interval(v: dict[str, Any]) -> str:
     auc = ((v.get("metrics") or {}).get("intervals") or {}).get("roc_auc") or {}
     if auc.get("low") is None:
@@ -71,13 +116,26 @@ def _interval(v: dict[str, Any]) -> str:
     return f"[{auc['low']:+.3f},{auc['high']:+.3f}]"
 
 
+def _print_slices(v: dict[str, Any]) -> None:
+    """The gate's per-slice ROC-AUC changes under the version's row, where it judged slices."""
+    slices = (v.get("gate") or {}).get("slices") or {}
+    shown = [
+        f"{name} {found['delta']:+.3f} [{found['low']:+.3f}, {found['high']:+.3f}]"
+        for name, found in slices.items()
+        if found.get("low") is not None
+    ]
+    if shown:
+        print("    slices (Δ auc): " + "; ".join(shown))
+
+
 def cmd_versions(db: Db, _settings: Settings, _args: argparse.Namespace) -> int:
     rows = versions.list_versions(db)
     if not rows:
         print("no versions yet")
         return EXIT_OK
-    columns = f"{'version':<9}{'status':<12}{'roc_auc':>9}{'Δ auc':>8}{'95% CI of Δ':>18}{'ndcg@10':>9}{'f1':>7}"
-    print(f"{columns}{'pairs':>7}  {'live like rate':<24}created")
+    # 91 columns: fits a 100-column terminal; the live like rate, when there is one, gets a line of its own.
+    columns = f"{'version':<9}{'status':<11}{'roc_auc':>8}{'Δ auc':>8}{'95% CI of Δ':>17}{'ndcg@10':>8}{'f1':>7}"
+    print(f"{columns}{'pairs':>7}  created")
     for v in rows:
         after, before = v.get("metrics", {}).get("after", {}), v.get("metrics", {}).get("before", {})
         gain = None
@@ -86,13 +144,16 @@ def cmd_versions(db: Db, _settings: Settings, _args: argparse.Namespace) -> int:
         created = f"{v['created_at']:%Y-%m-%d %H:%M}" if v.get("created_at") else "-"
         status = v["status"] + ("*" if v.get("forced") else "")
         print(
-            f"{v['version']:<9}{status:<12}{_fmt(after.get('roc_auc')):>9}"
-            f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>18}{_fmt(after.get('ndcg@10')):>9}"
-            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {_live(v.get('online')):<24}"
-            f"{created}"
+            f"{v['version']:<9}{status:<11}{_fmt(after.get('roc_auc')):>8}"
+            f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>17}{_fmt(after.get('ndcg@10')):>8}"
+            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {created}"
         )
+        if _live(v.get("online")) != "-":
+            print(f"    live like rate: {_live(v.get('online'))}")
+        _print_slices(v)
     if any(v.get("forced") for v in rows):
         print("* promoted with --force over the gate's rejection")
+    _guard_lines(rows)
     return EXIT_OK
 
 
@@ -157,32 +218,48 @@ def cmd_report(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXIT_CODES = (
+    "exit codes: 0 done, 1 the request cannot be done (an unknown version or job, nothing to roll back, "
+    "a refusal of the registry), 2 usage or an invalid setting, 3 MongoDB unreachable or refusing the "
+    "credentials, 130 interrupted (Ctrl-C)"
+)
+
+
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, each option, and the exit codes."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eduranker", description="Operate the EduRanker trainer.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="feedback counts, distance to the next trigger, jobs, champion")
-    sub.add_parser("versions", help="table of model versions with key metrics")
-    train = sub.add_parser("train", help="enqueue a manual training job")
-    train.add_argument("--reason", default="manual (cli)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--base-model")
-    train.add_argument("--warm-start", action="store_true")
+    parser = argparse.ArgumentParser(prog="eduranker", description="Operate the EduRanker trainer. Settings come "
+                                     "from the environment (README, Configuration).", epilog=EXIT_CODES)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _command(sub, "status", "feedback counts, distance to the next trigger, jobs, champion")
+    _command(sub, "versions", "table of model versions with key metrics")
+    train = _command(
+        sub, "train", "record and send a manual training job (it waits behind an active one); prints its id"
+    )
+    train.add_argument("--reason", default="manual (cli)", help="stored on the job (default: %(default)s)")
+    train.add_argument("--epochs", type=int, help="NUM_EPOCHS for this job")
+    train.add_argument("--batch-size", type=int, help="BATCH_SIZE for this job")
+    train.add_argument("--learning-rate", type=float, help="LEARNING_RATE for this job")
+    train.add_argument("--base-model", help="BASE_MODEL_NAME for this job (hub name or local path)")
+    train.add_argument("--warm-start", action="store_true", help="fine-tune from the champion, not the base model")
     train.add_argument("--follow", action="store_true", help="show the job's progress until it ends")
-    watch = sub.add_parser("watch", help="show jobs' progress (a bar on a terminal) until they end")
-    watch.add_argument("job_ids", nargs="+", metavar="JOB")
-    promote = sub.add_parser("promote", help="make VERSION the champion")
-    promote.add_argument("version")
+    watch = _command(sub, "watch", "show jobs' progress (a bar on a terminal) until they end")
+    watch.add_argument("job_ids", nargs="+", metavar="JOB", help="a job id (as `status` or `train` prints it)")
+    promote = _command(sub, "promote", "make VERSION the champion (its artifacts are checked first)")
+    promote.add_argument("version", help="a registered version, e.g. v0002")
     promote.add_argument("--force", action="store_true", help="promote a version the gate rejected")
-    promote.add_argument("--reason", default="operator (cli)")
-    rollback = sub.add_parser("rollback", help="restore the champion before the current one")
-    rollback.add_argument("--reason", default="operator (cli)")
-    cancel = sub.add_parser("cancel", help="cancel a waiting, queued or running job")
-    cancel.add_argument("job_id")
-    cancel.add_argument("--reason", default="operator (cli)")
-    report = sub.add_parser("report", help="print a version's training report")
-    report.add_argument("version")
+    promote.add_argument("--reason", default="operator (cli)", help="stored in the version's history")
+    rollback = _command(sub, "rollback", "restore the champion before the current one")
+    rollback.add_argument("--reason", default="operator (cli)", help="stored in the versions' history")
+    cancel = _command(sub, "cancel", "cancel a waiting, queued or running job (a running one stops at its next step)")
+    cancel.add_argument("job_id", metavar="JOB", help="the job's id")
+    cancel.add_argument("--reason", default="operator (cli)", help="stored on the job")
+    report = _command(sub, "report", "print a version's training report")
+    report.add_argument("version", help="a registered version, e.g. v0002")
     return parser
 
 
@@ -198,18 +275,28 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             db = connect(settings, timeout_ms=5000)
             ensure_indexes(db)
             champion.reconcile(db, settings.models_dir, by="cli")
-            return COMMANDS[args.command](db, settings, args)
+            code = COMMANDS[args.command](db, settings, args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not in the interpreter's last flush
+        return code
     except (UnknownVersion, Refused, StaleCandidate) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RetryableError as exc:
-        print(f"error: cannot reach MongoDB at {redact_url(settings.mongodb_url)}: {exc}", file=sys.stderr)
+        print(unreachable_line(settings.mongodb_url, exc), file=sys.stderr)
         return EXIT_UNREACHABLE
     except AccessDenied as exc:
         print(
             f"error: {exc}; check the credentials in MONGODB_URL ({redact_url(settings.mongodb_url)})", file=sys.stderr
         )
         return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the line a progress bar was on; nothing else to say
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader stopped reading (`eduranker status | head -1`): that is its right, not an error.
+        # Point stdout at /dev/null so the interpreter's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
@@ -31,9 +33,11 @@ from eduranker.localservers import (
     secantus_server,
     wait_for_port,
 )
-from eduranker.progress import follow_jobs
-from eduranker.settings import Settings
-from eduranker.store import connect, jobs, versions
+from eduranker.progress import Follower, follow_jobs
+from eduranker.settings import Settings, load_or_exit
+from eduranker.store import connect, ensure_indexes, jobs, versions
+from eduranker.store.clock import server_now
+from eduranker.store.types import Db
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER_USER, FLOWER_PASSWORD = "admin", "eduranker"
@@ -61,6 +65,7 @@ class Cluster:
         self.data_dir, self.settings, self.flower_port = data_dir, settings, flower_port
         self.servers: list[ServerProcess] = []
         self.children: list[subprocess.Popen] = []
+        self.started_at: datetime | None = None  # the database server's clock before the producer started
 
     def start(self) -> Settings:
         s = self.settings
@@ -74,6 +79,8 @@ class Cluster:
             url = f"redis://127.0.0.1:{broker.port}"
             s = replace(s, celery_broker_url=f"{url}/0", celery_result_backend=f"{url}/1")
         self.settings = s
+        ensure_indexes(connect(s))
+        self.started_at = server_now(connect(s))
         env = child_env(s)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -93,20 +100,28 @@ class Cluster:
         self.children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> None:
-        """Producer first (no new job), then the active job is cancelled and recorded as such (the next
-        run starts unblocked), then the worker, Flower and the servers."""
+        """Producer first (no new job), then the automatic jobs this run's producer started and that
+        have not ended are cancelled (the next run starts unblocked), then the worker (a running manual
+        job is handed back: it runs on the next start), Flower and the servers. Jobs a person asked
+        for, and jobs from before this run, are left as they are."""
         producer, others = self.children[1:2], self.children[:1] + self.children[2:]
         self._terminate(producer)
         try:
-            db = connect(self.settings, timeout_ms=3000)
-            for job in jobs.active_jobs(db):
-                if jobs.cancel_job(db, job["_id"], "the local cluster was stopped"):
-                    print(f"  job {job['_id']}: cancelled (was {job['status']})", flush=True)
+            if self.started_at is not None:
+                self._cancel_own_jobs(connect(self.settings, timeout_ms=3000), self.started_at)
         except PyMongoError:
-            print("  could not record the active job as cancelled; the producer requeues it next time")
+            print("  could not record this run's active job as cancelled; the producer requeues it next time")
         self._terminate(others)
         for server in reversed(self.servers):
             server.stop()
+
+    @staticmethod
+    def _cancel_own_jobs(db: Db, since: datetime) -> None:
+        for job in jobs.active_jobs(db):
+            if not started_by_this_run(job, since):
+                print(f"  job {job['_id']}: left {job['status']} (not started by this run)", flush=True)
+            elif jobs.cancel_job(db, job["_id"], "the local cluster was stopped"):
+                print(f"  job {job['_id']}: cancelled (was {job['status']})", flush=True)
 
     @staticmethod
     def _terminate(children: list[subprocess.Popen]) -> None:
@@ -128,20 +143,48 @@ class Cluster:
         path.write_text("# Written by the local cluster: `source` this file to reach it.\n" + "\n".join(lines) + "\n")
 
 
-def stream_feedback(db, rng: random.Random, per_second: float, stop_when, ranker=None) -> int:
+def started_by_this_run(job: dict[str, Any], since: datetime) -> bool:
+    """An automatic job its producer recorded after `since` (a server time): what a stop may cancel."""
+    return bool(job.get("automatic")) and jobs.as_utc(job["created_at"]) >= jobs.as_utc(since)
+
+
+def stream_feedback(db, rng: random.Random, gap_s, stop_when, ranker=None) -> int:
     """Serve results (ranked by `ranker`, the search API's reranker) and let users react over time until
-    `stop_when()`; returns feedback written."""
+    `stop_when()`; `gap_s()` is the pause before each feedback (None: hold back while it says so).
+    Returns feedback written."""
     corpus = demo.insert_corpus(db, rng)
     written = 0
     while not stop_when():
         served = demo.serve_results(db, corpus, rng, ranker=ranker)
         for inference_id, value in demo.feedback_updates(served, rng, noise=0.05):
-            demo.give_feedback(db, inference_id, value, datetime.now(UTC) + timedelta(microseconds=written))
-            written += 1
-            time.sleep(1 / per_second)
+            while (gap := gap_s()) is None and not stop_when():
+                time.sleep(0.5)
             if stop_when():
                 break
+            demo.give_feedback(db, inference_id, value, datetime.now(UTC) + timedelta(microseconds=written))
+            written += 1
+            time.sleep(gap or 0)
     return written
+
+
+class Pace:
+    """The demo users' pace. Until the first job this run started has ended: `per_second`, to reach the
+    first trigger soon. After it (`--keep-running`): `later_per_second`, and none while a job is active,
+    so each retrain trains on about `TRAIN_NEW_FEEDBACK` more feedbacks than the last and the jobs settle
+    instead of running back to back on ever larger snapshots."""
+
+    def __init__(self, db: Db, per_second: float, later_per_second: float):
+        self.db, self.per_second, self.later_per_second = db, per_second, later_per_second
+        self.first_done = threading.Event()
+        self._checked, self._active = 0.0, False
+
+    def gap_s(self) -> float | None:
+        if not self.first_done.is_set():
+            return 1 / self.per_second
+        if time.monotonic() - self._checked > 1.0:  # one indexed read a second, not one per feedback
+            self._checked = time.monotonic()
+            self._active = jobs.active_job(self.db) is not None
+        return None if self._active else 1 / self.later_per_second
 
 
 def print_champion(db, settings: Settings) -> None:
@@ -159,67 +202,113 @@ def print_champion(db, settings: Settings) -> None:
     print(f"serve it with CROSS_ENCODER_PATH={Path(settings.models_dir).resolve() / 'champion'}")
 
 
-def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path) -> int:
-    """Serve and write demo feedback, follow the first job to its end, print the champion; with
-    --keep-running go on writing and show the search API following each new champion."""
+def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, attached: datetime) -> int:
+    """Serve and write demo feedback; show every job from the start (those not ended when this run
+    attached, and every one created since), each outcome, until the first job created since `attached`
+    (the server's clock) has ended; print the champion. With --keep-running go on writing at a settled
+    pace, showing each job and each switch of the search API to a new champion."""
     # The demo's search API: reranks every served list with the champion, following promotions
     # without a restart, a 5% holdback on the previous champion, each result tagged with its version.
     from eduranker.serving import ChampionReranker
 
-    ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=2,
+    ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=1,
                               holdback=0.05, max_length=settings.max_length)  # fmt: skip
-    started, since = time.monotonic(), datetime.now(UTC)
-    first_done, stop_writing = threading.Event(), threading.Event()
+    started, stop_writing = time.monotonic(), threading.Event()
+    earlier = [job["_id"] for job in jobs.active_jobs(db)]  # from before this run: shown, not waited for
+    pace = Pace(connect(settings), args.feedback_per_second, args.keep_running_feedback_per_second)
     writer = threading.Thread(
         target=stream_feedback,
-        args=(connect(settings), random.Random(args.seed), args.feedback_per_second,
-              lambda: stop_writing.is_set() or (first_done.is_set() and not args.keep_running), ranker),
+        args=(connect(settings), random.Random(args.seed), pace.gap_s,
+              lambda: stop_writing.is_set() or (pace.first_done.is_set() and not args.keep_running), ranker),
         daemon=True,
     )  # fmt: skip
     writer.start()
+    follower = Follower(db)
     # --keep-running never gives up on a timer: it runs until Ctrl-C.
     deadline = None if args.keep_running else started + args.timeout
-    job = follow_jobs(db, since=since, until_first_end=True, deadline=deadline)
-    first_done.set()
+    job = follow_jobs(db, job_ids=earlier, since=attached, deadline=deadline, follower=follower,
+                      end_when=lambda j: j["_id"] not in earlier)  # fmt: skip
+    pace.first_done.set()
     if job is None:
-        print(f"no job ended after {args.timeout:.0f} s; see {data_dir / 'logs'}")
+        print(f"no job started by this run ended after {args.timeout:.0f} s; see {data_dir / 'logs'}")
         return 1
     print_champion(db, settings)
     if args.keep_running:
         print("\ncluster running; Ctrl-C stops it", flush=True)
-        serving = None
-        later = {"since": job["created_at"] + timedelta(microseconds=1)}
-        threading.Thread(target=follow_jobs, args=(db,), kwargs=later, daemon=True).start()
-        while True:
-            if ranker.version != serving:
-                serving = ranker.version
-                print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
-            time.sleep(1)
+        follow_for_good(follower, ranker, earlier, attached)
     stop_writing.set()
     writer.join(10)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=".local", help="where SecantusDB, redis and logs keep their files")
-    parser.add_argument("--keep-running", action="store_true", help="keep the cluster up until Ctrl-C")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the demo users' clicks")
-    parser.add_argument("--feedback-per-second", type=float, default=40.0)
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting for a version after this")
-    args = parser.parse_args(argv)
+def follow_for_good(follower: Follower, ranker, earlier: list[str], attached: datetime) -> None:
+    """Every job's progress and outcome, and each switch of the search API as its watcher makes it."""
+    serving = ranker.version
+    print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
+    while True:
+        follower.poll(job_ids=earlier, since=attached)
+        if ranker.version != serving:
+            serving = ranker.version
+            print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)
+        time.sleep(0.5)
 
-    data_dir = Path(args.data_dir).resolve()
-    base = Settings.from_env()
-    settings = replace(
+
+# What `--fresh` removes: the files a run of the local cluster writes under its data directory, no others.
+RUN_FILES = ("secantus", "redis", "logs", "models", "flower.db", "cluster.env")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 the first job this run started ended (or Ctrl-C), 1 none ended within --timeout, "
+        "2 an invalid setting.",
+    )
+    parser.add_argument("--data-dir", default=".local", help="where SecantusDB, redis and logs keep their files")
+    fresh_help = "start from an empty data directory (removes its database, broker, logs and models first)"
+    parser.add_argument("--fresh", action="store_true", help=fresh_help)
+    parser.add_argument("--keep-running", action="store_true", help="keep the cluster up until Ctrl-C")
+    parser.add_argument("--epochs", type=int, default=3, help="NUM_EPOCHS of the demo's jobs (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo users' clicks")
+    pace, later = "demo users' feedbacks a second until the first job ends", "with --keep-running, after it"
+    parser.add_argument("--feedback-per-second", type=float, default=40.0, help=f"{pace} (default 40)")
+    parser.add_argument("--keep-running-feedback-per-second", type=float, default=5.0,
+                        help=f"{later} (none while a job is active; default 5)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds to wait for the first job this run started to end (default 900)")  # fmt: skip
+    return parser
+
+
+def demo_settings(data_dir: Path, args: argparse.Namespace) -> Settings:
+    """The embedded defaults: the offline MiniLM, 64-token pairs and a 30 s cooldown (each unless set in
+    the environment), models under the data directory, the demo's fixed split key."""
+    base = load_or_exit()
+    return replace(
         base,
         models_dir=str(Path(os.environ.get("MODELS_DIR", data_dir / "models")).resolve()),
         base_model_name=default_base_model(),
         num_epochs=int(os.environ.get("NUM_EPOCHS", args.epochs)),
         max_length=int(os.environ.get("MAX_LENGTH", 64)),
         train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
+        split_key=base.split_key or demo.DEMO_SPLIT_KEY,
     )
+
+
+def clear_data_dir(data_dir: Path) -> None:
+    for name in RUN_FILES:
+        path = data_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_dir = Path(args.data_dir).resolve()
+    settings = demo_settings(data_dir, args)
+    if args.fresh:
+        clear_data_dir(data_dir)
     flower_port = int(os.environ.get("FLOWER_PORT", 5555))
     if flower_port == 5555 and port_in_use(flower_port):
         flower_port = free_port()
@@ -235,11 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MongoDB: {settings.mongodb_url}  broker: {settings.celery_broker_url}")
         cluster.write_env(data_dir / "cluster.env")
         print(f"in another terminal: source {data_dir / 'cluster.env'} && eduranker status")
+        print(f"demo settings: MAX_LENGTH {settings.max_length}, NUM_EPOCHS {settings.num_epochs}, "
+              f"TRAIN_COOLDOWN_SECONDS {settings.train_cooldown_seconds:.0f}, BASE_MODEL_NAME "
+              f"{settings.base_model_name}")  # fmt: skip
         from producer.trigger import describe_next_trigger
 
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); next trigger: "
               f"{describe_next_trigger(db, settings)}", flush=True)  # fmt: skip
-        return demo_run(settings, args, db, data_dir)
+        assert cluster.started_at is not None
+        return demo_run(settings, args, db, data_dir, cluster.started_at)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -60,29 +61,53 @@ class JobView:
             self._tqdm = None
 
 
+class Follower:
+    """Shows jobs from their records, each from the first time it is seen to its outcome, once."""
+
+    def __init__(self, db: Db, out: TextIO | None = None):
+        self.db, self.out = db, out or sys.stdout
+        self.views: dict[str, JobView] = {}
+        self.bar = self.out.isatty()
+
+    def poll(self, *, job_ids: Sequence[str] = (), since: datetime | None = None) -> list[dict[str, Any]]:
+        """Show the jobs named, and every job created at or after `since` (the server's clock); returns
+        the jobs whose outcome this poll printed."""
+        found = [jobs.get_job(self.db, j) for j in job_ids]
+        if since is not None:
+            found += [job for job in jobs.jobs_since(self.db, since) if job["_id"] not in job_ids]
+        ended = []
+        for job in filter(None, found):
+            view = self.views.setdefault(job["_id"], JobView(job["_id"], self.out, self.bar))
+            if not view.ended:
+                view.show(job)
+                if view.ended:
+                    ended.append(job)
+        return ended
+
+    def all_ended(self, job_ids: Sequence[str]) -> bool:
+        return all(j in self.views and self.views[j].ended for j in job_ids)
+
+
 def follow_jobs(
     db: Db,
     *,
-    job_ids: list[str] | None = None,
+    job_ids: Sequence[str] = (),
     since: datetime | None = None,
-    until_first_end: bool = False,
+    end_when: Callable[[dict[str, Any]], bool] | None = None,
     deadline: float | None = None,
+    follower: Follower | None = None,
     out: TextIO | None = None,
     poll_s: float = 0.5,
 ) -> dict[str, Any] | None:
-    """Show the given jobs (or every job created since `since`) until they have all ended (with
-    `until_first_end`, until one has; returns it), or until `deadline` (monotonic)."""
-    out = out or sys.stdout
-    views: dict[str, JobView] = {}
-    bar = out.isatty()
+    """Show the given jobs and every job created since `since` until the given ones have all ended;
+    with `end_when`, until a job for which it holds has ended (returned); or until `deadline`
+    (monotonic). Without `job_ids` or `end_when` it follows until the deadline (or for good)."""
+    follower = follower or Follower(db, out)
     while deadline is None or time.monotonic() < deadline:
-        found = [jobs.get_job(db, j) for j in job_ids] if job_ids else jobs.jobs_since(db, since or jobs.now())
-        for job in filter(None, found):
-            view = views.setdefault(job["_id"], JobView(job["_id"], out, bar))
-            view.show(job)
-            if until_first_end and view.ended:
+        for job in follower.poll(job_ids=job_ids, since=since):
+            if end_when is not None and end_when(job):
                 return job
-        if job_ids and views and all(views.get(j) and views[j].ended for j in job_ids):
+        if job_ids and end_when is None and follower.all_ended(job_ids):
             return None
         time.sleep(poll_s)
     return None

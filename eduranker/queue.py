@@ -20,19 +20,24 @@ __all__ = ["TASK_NAME", "TRAINING_QUEUE", "make_celery", "send_training_job", "s
 
 
 def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
+    """A sender's app. It has no result backend: a sender never reads results, and with one Celery
+    would subscribe the sender to every sent job's result channel (a long-running producer would hold
+    one subscription per job). The worker still stores each result (the message asks it to), so
+    `AsyncResult(job_id)` in any process with the backend configured reads the job's outcome."""
     app = Celery(main)
     app.conf.update(celeryconfig.from_settings(settings))
+    app.conf.result_backend = None
     return app
 
 
 def send_training_job(app: Celery, job_id: str) -> None:
     """Send the task for an already recorded job; the job id doubles as Celery's task id (Flower shows it).
 
-    The outcome lives in `training_jobs` (and in Flower, from task events), so the sender asks for no
-    result: it then needs only the broker, and a long-running producer holds no subscription per job.
+    The result is stored by the worker under the job id, so a manual job sent here once its slot freed
+    ends the `AsyncResult` its `delay()` returned; the sender itself needs only the broker (`make_celery`).
     """
     app.send_task(
-        TASK_NAME, kwargs={"job_id": job_id}, task_id=job_id, queue=TRAINING_QUEUE, retry=True, ignore_result=True
+        TASK_NAME, kwargs={"job_id": job_id}, task_id=job_id, queue=TRAINING_QUEUE, retry=True, ignore_result=False
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -36,6 +38,18 @@ class Settings:
 
     # Training job (worker).
     base_model_name: str = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+    # The hub commit the base model is loaded at, so a retrain never starts from silently changed weights
+    # (ignored for a local path). Pinned: the hub's main branch may move at any time.
+    base_model_revision: str = "c5ee24cb16019beea0893ab7796b1df96625c6b8"
+    # Base models a job's `base_model` override may name besides BASE_MODEL_NAME: comma-separated hub
+    # names, and any folder under BASE_MODELS_ROOT; both empty = only the configured one (docs/security.md).
+    allowed_base_models: str = ""
+    base_models_root: str = ""
+    # Reactions one user (or one anonymous search) contributes per UTC day: one account cannot swing
+    # the labels (docs/security.md); 0 = no cap.
+    max_reactions_per_user_per_day: int = 50
+    # Group that may read a version's held-out texts (users' queries); -1 = the models folder's group.
+    models_gid: int = -1
     num_epochs: int = 3
     batch_size: int = 16
     # Measured on a base whose ranking head starts fresh: 2e-5 barely moves it in 3 epochs (README).
@@ -67,6 +81,13 @@ class Settings:
     min_heldout_pairs: int = 40
     min_heldout_queries: int = 8
     gate_max_regression: float = 0.02
+    # The stable split (README "The gate"): empty = a random key, made once and kept in MongoDB; a set
+    # key (hex, 32+ digits) that differs from the recorded one starts a new evaluation epoch.
+    split_key: str = ""
+    # Per-slice gating: the resource field that names a slice, and the held-out pairs a slice needs
+    # before it is judged on its own (below that its interval is too wide to show anything).
+    slice_field: str = "subject"
+    gate_slice_min_pairs: int = 100
 
     # Producer thresholds.
     train_min_feedback: int = 250
@@ -77,12 +98,39 @@ class Settings:
     producer_lease_seconds: float = 15.0
     job_resend_after_seconds: float = 300.0
     job_max_resends: int = 3
+    # A job handed back (a retryable error: a server unreachable, a timeout) this many times fails with the
+    # last reason: a persistent "retryable" error (a too-short socketTimeoutMS) must not loop forever.
+    job_max_handbacks: int = 5
 
     # Live metrics per version and the online guard (producer).
     online_refresh_seconds: float = 60.0
     online_guard: bool = True
     online_guard_min_feedback: int = 200
     online_guard_confidence: float = 0.99
+
+    # Metrics and health (producer, docs/alerts.md): every producer serves /metrics, /healthz and /readyz
+    # on this port (0 = none); its figures are read from the database at most every refresh, whatever
+    # the scrape rate, so a scrape costs the database nothing.
+    metrics_port: int = 9108
+    metrics_refresh_seconds: float = 15.0
+
+    # Bounded jobs (docs/retention.md): a job's memory and time stay the same as feedback grows for years.
+    # 100,000 pairs train in well under 3 GB of worker memory at MAX_LENGTH 256 (bench/bounded_jobs.py);
+    # newer feedback says more about today's users than older feedback. 0 = no cap.
+    train_max_pairs: int = 100_000
+    # Held-out pairs the gate judges, the newest of the stable held-out set: 20,000 pairs give an interval
+    # of a few thousandths of ROC-AUC, far below MIN_IMPROVEMENT; 0 = no cap.
+    gate_max_pairs: int = 20_000
+    # Retention of the models volume (docs/retention.md). Never pruned: the champion, the previous
+    # champion, and any version a running job or an online comparison uses.
+    # The last champions of the chain whose folders stay, so a rollback (or two) needs no retrain.
+    retain_champions: int = 3
+    # The newest versions whose folders stay, whatever their status, for inspection of recent jobs.
+    retain_versions: int = 10
+    # Rejected and retired folders younger than this stay (days); older ones are pruned.
+    retain_days: float = 14.0
+    # Finished training_jobs documents expire this long after they finished (a TTL index), in days.
+    job_retention_days: float = 90.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -193,17 +241,48 @@ def _between(low: float, high: float, *, open_low: bool = True, open_high: bool 
     return check
 
 
+def _is_hex_key(v: str) -> bool:
+    return v == "" or (len(v) >= 32 and len(v) % 2 == 0 and set(v.lower()) <= set("0123456789abcdef"))
+
+
+def _model_list_problem(v: str) -> str | None:
+    # Hub names only (`org/name`); local models are allowed by folder, through BASE_MODELS_ROOT.
+    for entry in (e.strip() for e in v.split(",") if e.strip()):
+        if ".." in entry or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", entry):
+            return f"{entry!r} is not a hub name (org/name)"
+    return None
+
+
+def _weakened_concern(url: str) -> str | None:
+    """The trainer writes with w=majority, journaled, and reads decisions with majority read concern
+    (docs/consistency.md): a URL that asks for less is refused rather than silently weakened."""
+    options = {k.lower(): v[-1].lower() for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()}
+    if options.get("w", "majority") != "majority":
+        return f"w={options['w']} weakens the trainer's majority writes (omit w, or w=majority)"
+    if options.get("journal", "true") != "true":
+        return "journal=false weakens the trainer's journaled writes (omit journal)"
+    level = options.get("readconcernlevel", "majority")
+    if level not in {"majority", "linearizable"}:
+        return f"readConcernLevel={level} weakens the trainer's majority reads (omit it)"
+    return None
+
+
 def _url(*schemes: str) -> Callable[[Any], str | None]:
     return lambda v: None if v.startswith(schemes) else f"must start with {' or '.join(schemes)}"
 
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "mongodb_url": _url("mongodb://", "mongodb+srv://"),
+    "mongodb_url": lambda v: _url("mongodb://", "mongodb+srv://")(v) or _weakened_concern(v),
     "mongodb_db": lambda v: None if v and not set(v) & set('/\\. "$') else "must be a database name",
     "celery_broker_url": _url("redis://", "rediss://", "amqp://", "sentinel://"),
     "celery_result_backend": _url("redis://", "rediss://", "rpc://", "db+"),
     "models_dir": lambda v: None if v else "must name a folder",
     "base_model_name": lambda v: None if v else "must name a model",
+    "base_model_revision": lambda v: None if v == "" or re.fullmatch(r"[\w.-]{1,100}", v) else "must be a hub revision",
+    "allowed_base_models": lambda v: _model_list_problem(v),
+    "base_models_root": lambda v: None if v == "" or v.startswith("/") else "must be an absolute path or empty",
+    "max_reactions_per_user_per_day": _at_least(0),
+    "models_gid": _at_least(-1),
     "num_epochs": _at_least(1),
     "batch_size": _at_least(1),
     "learning_rate": _between(0, 1),
@@ -226,6 +305,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "min_heldout_pairs": _at_least(4),
     "min_heldout_queries": _at_least(2),
     "gate_max_regression": _between(0, 1, open_low=False),
+    "split_key": lambda v: None if _is_hex_key(v) else "must be empty or an even number (32 or more) of hex digits",
+    "slice_field": lambda v: None if not set(v) & set("$.\0") else "must be empty or a plain field name",
+    "gate_slice_min_pairs": _at_least(10),
     "train_min_feedback": _at_least(2),
     "train_min_minority": _between(0, 0.5, open_low=False, open_high=False),
     "train_new_feedback": _at_least(1),
@@ -234,9 +316,18 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "producer_lease_seconds": _between(1, 3600, open_low=False, open_high=False),
     "job_resend_after_seconds": _at_least(1),
     "job_max_resends": _at_least(0),
+    "job_max_handbacks": _at_least(1),
     "online_refresh_seconds": _at_least(1),
     "online_guard_min_feedback": _at_least(10),
     "online_guard_confidence": _between(0.5, 1),
+    "metrics_port": _between(0, 65535, open_low=False, open_high=False),
+    "metrics_refresh_seconds": _between(0.5, 3600, open_low=False, open_high=False),
+    "train_max_pairs": lambda v: None if v == 0 or v >= 100 else "must be 0 (no cap) or at least 100",
+    "gate_max_pairs": lambda v: None if v == 0 or v >= 100 else "must be 0 (no cap) or at least 100",
+    "retain_champions": _at_least(2),
+    "retain_versions": _at_least(1),
+    "retain_days": _at_least(0),
+    "job_retention_days": _at_least(1),
 }
 
 

@@ -45,4 +45,10 @@ def read_history(db: Db, retry_limit: int) -> JobHistory:
         last_created_at=newest["created_at"] if newest else None,
         window_since=window,
         failed=failed,
+        waiting=oldest_waiting(db),
     )
+
+
+def oldest_waiting(db: Db) -> str | None:
+    """The manual job next in line for the slot (only manual jobs are ever recorded waiting)."""
+    return jobs.next_waiting(db)

@@ -1,4 +1,5 @@
-"""Refresh live metrics of the champion and its holdback, and roll back a champion users like less."""
+"""Refresh live metrics of the champion and the version it is compared with, and roll back a champion
+users like less (the always-valid sequential test of `producer.guard`, through the safe switch)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,24 @@ from eduranker import champion
 from eduranker.errors import EduRankerError
 from eduranker.settings import Settings
 from eduranker.store import versions
-from eduranker.store.online import live_counts, store_online
+from eduranker.store.online import ImpressionRow, impressions, live_counts, record_guard_decision, store_online
 from eduranker.store.types import Db
-from producer.guard import GuardDecision, LiveRate, judge
+from producer.guard import GuardDecision, Impression, LiveRate, compare, judge
 
 log = logging.getLogger(__name__)
+GUARD = "online guard"
 
 
 def _summary(counts: dict[str, Any], confidence: float) -> dict[str, Any]:
     rate = LiveRate(counts["version"], counts["feedback"], counts["likes"])
     interval = rate.wilson(confidence)
     return {**counts, "like_rate": rate.rate, "like_rate_interval": list(interval) if interval else None}
+
+
+def _impression(row: ImpressionRow) -> Impression:
+    # One user's reactions are correlated, so a user is one cluster; an anonymous search is its own.
+    cluster = f"user:{row.user_id}" if row.user_id is not None else f"impression:{row.query_id}"
+    return Impression(cluster, frozenset(row.served), dict(row.likes), dict(row.dislikes))
 
 
 def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
@@ -32,13 +40,16 @@ def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
     mine = live_counts(db, record.version, since)
     theirs = live_counts(db, record.previous, since) if record.previous else None
     conf = settings.online_guard_confidence
-    decision = judge(
-        LiveRate(record.version, mine["feedback"], mine["likes"]),
-        LiveRate(record.previous, theirs["feedback"], theirs["likes"]) if theirs else None,
-        min_feedback=settings.online_guard_min_feedback,
-        confidence=conf,
-    )
-    online = {**_summary(mine, conf), "holdback": _summary(theirs, conf) if theirs else None, "guard": decision.reason}
+    rows = impressions(db, [record.version, record.previous], since) if record.previous else []
+    comparison = compare([_impression(r) for r in rows], record.version, record.previous)
+    decision = judge(comparison, min_feedback=settings.online_guard_min_feedback, confidence=conf)
+    online = {
+        **_summary(mine, conf),
+        "holdback": _summary(theirs, conf) if theirs else None,
+        "holdback_salt": record.version,  # the serving side salts its holdback hash with the champion's name
+        "comparison": decision.figures,
+        "guard": decision.reason,
+    }
     store_online(db, record.version, online)
     if theirs is not None and record.previous is not None:
         store_online(db, record.previous, {**_summary(theirs, conf), "as_holdback_of": record.version})
@@ -49,9 +60,10 @@ def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
 
 def _roll_back(db: Db, settings: Settings, version: str, decision: GuardDecision) -> None:
     try:
-        demoted, restored = champion.rollback(db, settings.models_dir, by="online guard", reason=decision.reason)
-    except EduRankerError as exc:  # the champion changed meanwhile, or the holdback's folder is gone
+        demoted, restored = champion.rollback(db, settings.models_dir, by=GUARD, reason=decision.reason)
+    except EduRankerError as exc:  # the champion changed meanwhile, or the previous version's folder is gone
         log.warning("online guard wanted to roll back %s but could not: %s", version, exc)
         return
     versions.mark_guard_rolled_back(db, demoted)
+    record_guard_decision(db, demoted, {**decision.figures, "reason": decision.reason, "restored": restored})
     log.warning("online guard rolled back %s to %s: %s", demoted, restored, decision.reason)

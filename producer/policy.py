@@ -47,6 +47,7 @@ class JobHistory:
     last_created_at: datetime | None = None  # newest job of any kind: the cooldown runs from it
     window_since: datetime | None = None  # feedback after this counts; None: no model yet
     failed: FailedChain | None = None
+    waiting: str | None = None  # oldest manual job waiting for the slot: it goes before any automatic one
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def waiting_reason(history: JobHistory, thresholds: Thresholds, now: datetime) -
     if history.active is not None:
         job_id, status = history.active
         return f"waiting: job {job_id} is {status}"
+    if history.waiting is not None:
+        return f"waiting: manual job {history.waiting} goes first"
     if history.last_created_at is not None:
         waited = (now - history.last_created_at).total_seconds()
         if waited < thresholds.cooldown_seconds:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eduranker.store.clock import SERVER_NOW, literal
 from eduranker.store.connection import PRODUCER_STATE
-from eduranker.store.jobs import now
 from eduranker.store.types import Db
 
 STATE_ID = "producer"
@@ -16,4 +16,6 @@ def load_state(db: Db) -> dict[str, Any]:
 
 
 def save_state(db: Db, **fields: Any) -> None:
-    db[PRODUCER_STATE].update_one({"_id": STATE_ID}, {"$set": {**fields, "updated_at": now()}}, upsert=True)
+    # updated_at is the server's: `eduranker status` and a standby compare it with the server's now.
+    update = [{"$set": {**literal(fields), "updated_at": SERVER_NOW}}]
+    db[PRODUCER_STATE].update_one({"_id": STATE_ID}, update, upsert=True)

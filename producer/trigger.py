@@ -3,8 +3,10 @@ and the next trigger described in the policy's own words (for `eduranker status`
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from eduranker.settings import Settings
-from eduranker.store import jobs
+from eduranker.store.clock import server_now
 from eduranker.store.feedback import count_usable_feedback
 from eduranker.store.types import Db
 from producer.history import read_history
@@ -21,13 +23,16 @@ def thresholds_from(settings: Settings) -> Thresholds:
     )
 
 
-def read_counts(db: Db, history: JobHistory, *, cap: int | None = None) -> FeedbackCounts:
+def read_counts(
+    db: Db, history: JobHistory, *, cap: int | None = None, until: datetime | None = None
+) -> FeedbackCounts:
     """Usable feedback in the trigger window: all of it before a first model, since the window's
-    watermark after (counting stops at `cap`, all a retrain decision needs)."""
+    watermark after (counting stops at `cap`, all a retrain decision needs); none dated after `until`
+    (the server's now: future-dated feedback waits for its time)."""
     if is_first_model(history):
-        counts = count_usable_feedback(db)
+        counts = count_usable_feedback(db, until=until)
     else:
-        counts = count_usable_feedback(db, history.window_since, cap=cap)
+        counts = count_usable_feedback(db, history.window_since, cap=cap, until=until)
     return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
 
 
@@ -35,8 +40,8 @@ def describe_next_trigger(db: Db, settings: Settings) -> str:
     """The next trigger and what the producer waits for now, in the policy's own words."""
     th = thresholds_from(settings)
     history = read_history(db, settings.auto_retry_limit)
-    window = read_counts(db, history)
-    at = jobs.now()
+    at = server_now(db)
+    window = read_counts(db, history, until=at)
     reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
     if is_first_model(history):
         return f"first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}"

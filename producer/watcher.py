@@ -27,11 +27,13 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
+from eduranker.store.clock import ServerClock
 from eduranker.store.connection import INFERENCES, CommandCounter
 from eduranker.store.feedback import latest_feedback_at
 from eduranker.store.lease import Lease
 from eduranker.store.online import ensure_online_indexes
 from eduranker.store.types import Db, Document
+from producer.duties import Duties
 from producer.history import read_history
 from producer.online import refresh_online
 from producer.outbox import enqueue, job_id_for, send_unsent
@@ -47,6 +49,7 @@ from producer.state import load_state, save_state
 from producer.trigger import read_counts, thresholds_from
 
 log = logging.getLogger(__name__)
+PRODUCER = "producer"  # who the champion pointer's repairs are logged as
 
 # Only events that can change feedback wake us: inserts that carry it, updates that set or remove it,
 # replaces and deletes (which may take a feedback away), and invalidate (the stream ends).
@@ -68,6 +71,7 @@ RESUME_FAILED_CODES = {9, 260, 280, 286}
 AWAIT_S = 0.25  # how long one getMore waits on the server for an event
 MAX_FETCHES = 2
 HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile and read the job history at most this often
+DUTIES_WRITE_S = 5.0  # the duties' state is stored at least this often, and at once after a failure
 STATE_WRITE_S = 1.0  # the producer's state (last decision, resume token) is written at most this often
 RECOUNT_S = 60.0  # counted at least this often even without events: a restored collection sends none
 
@@ -109,7 +113,12 @@ class Producer:
         self.events_seen = 0
         self.last_read_s = 0.0  # how long the last evaluation's reads took
         self.housekept_at = 0.0
-        self.online_at = 0.0
+        self.clock = ServerClock(db)  # the one clock the producer compares times with: the server's
+        self.duties = Duties(stop_on=(LeaseLost,))
+        self.duties_written_at = 0.0
+        self.loop_failures = 0  # refusals that ended a watch (shown in `eduranker status`)
+        self.indexed, self.standby_logged = False, False
+        self._add_duties()
         self.history: JobHistory | None = None  # read with housekeeping, and before every enqueue
         self.counted: tuple[datetime | None, FeedbackCounts] | None = None  # (window, counts) last read
         self.counted_at = 0.0
@@ -118,24 +127,45 @@ class Producer:
         self.state_written_at = 0.0
         self.commands = commands or CommandCounter()  # what this process costs the database (if counted)
 
-    def housekeeping(self, now: datetime) -> None:
-        """What keeps every job moving: silent runs requeued, lost messages resent, waiting jobs moved
-        into a free slot and unsent ones sent; and the champion pointer kept in step with the registry."""
+    def _add_duties(self) -> None:
+        """The housekeeping duties, in the order they run; each failure is contained (producer/duties.py).
+        A new duty: `self.duties.add(name, interval_s, fn)` with `fn(server_now)`."""
         s = self.settings
-        for job_id in jobs.requeue_silent(self.db, silent_after_s=s.job_requeue_after_s, at=now):
+        self.duties.add("requeue", HOUSEKEEPING_S, self._requeue)
+        self.duties.add("resend", HOUSEKEEPING_S, self._resend)
+        self.duties.add("send", HOUSEKEEPING_S, lambda _at: send_unsent(self.app, self.db, max_wait_s=2.0))
+        # reconcile: a models volume that cannot be read (EACCES, EIO, ESTALE) fails this duty alone.
+        self.duties.add("reconcile", HOUSEKEEPING_S, lambda _at: champion.reconcile(self.db, s.models_dir, by=PRODUCER))
+        self.duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(self.db, s))
+
+    def _requeue(self, now: datetime) -> None:
+        for job_id in jobs.requeue_silent(self.db, silent_after_s=self.settings.job_requeue_after_s, at=now):
             log.warning("job %s: its worker fell silent; requeued (or failed after its last attempt)", job_id)
+
+    def _resend(self, now: datetime) -> None:
+        s = self.settings
         for job_id in jobs.resend_unclaimed(
             self.db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now
         ):
             log.warning("job %s: not claimed %.0f s after it was sent; resending (or failed)", job_id,
                         s.job_resend_after_seconds)  # fmt: skip
-        send_unsent(self.app, self.db, max_wait_s=2.0)
-        champion.reconcile(self.db, s.models_dir, by="producer")
-        self.history = read_history(self.db, s.auto_retry_limit)
-        if time.monotonic() - self.online_at >= s.online_refresh_seconds:
-            refresh_online(self.db, s)
-            self.online_at = time.monotonic()
+
+    def housekeeping(self, now: datetime) -> None:
+        """What keeps every job moving (the duties that are due: silent runs requeued, lost messages
+        resent, unsent jobs sent, the champion pointer reconciled, live metrics refreshed), then the job
+        history. `now` is the database server's."""
+        failed = self.duties.run_due(now)
+        if failed or self.duties.failing() or time.monotonic() - self.duties_written_at >= DUTIES_WRITE_S:
+            self._write_duties()
+        self.history = read_history(self.db, self.settings.auto_retry_limit)
         self.housekept_at = time.monotonic()
+
+    def _write_duties(self) -> None:
+        try:
+            save_state(self.db, duties=self.duties.report())
+            self.duties_written_at = time.monotonic()
+        except PyMongoError:  # shown at the next write; the evaluation's own reads report the outage
+            log.warning("could not store the housekeeping duties' state", exc_info=True)
 
     # One evaluation: the policy's decision on what may have changed, maybe one enqueue.
     def evaluate(
@@ -150,7 +180,7 @@ class Producer:
         (for lag); `resume_token`: the stream's position after them, saved with the state."""
         if not self.lease.keep():
             raise LeaseLost("lease lost before an evaluation")
-        now = now or jobs.now()
+        now = now or self.clock.now()
         began = time.monotonic()
         self.uncounted_events += events
         self.evaluations += 1
@@ -186,7 +216,7 @@ class Producer:
         since_count = time.monotonic() - self.counted_at
         overdue = since_count >= RECOUNT_S or (self.uncounted_events > 0 and since_count >= self.idle_eval_s)
         if fresh or overdue or worth_counting(last, self.uncounted_events, history, self.thresholds):
-            last = read_counts(self.db, history, cap=self.thresholds.new_feedback)
+            last = read_counts(self.db, history, cap=self.thresholds.new_feedback, until=now)
             self.counted, self.counted_at, self.uncounted_events = (history.window_since, last), time.monotonic(), 0
         assert last is not None
         return decide(last, history, self.thresholds, now), last
@@ -225,10 +255,10 @@ class Producer:
                 job_id_for(decision.retry_of.watermark, decision.retry_of.failures),
             )
         else:
-            # A skewed client clock can date feedback in the future: such a watermark is taken as now, read
-            # after the newest feedback (not the evaluation's start), so nothing counted falls outside it.
-            newest = latest_feedback_at(self.db, since=history.window_since) or now
-            watermark = min(newest, jobs.now())
+            # The window ended at `now` (the server's): feedback a skewed client dated later was not
+            # counted, and the watermark is never beyond it, so that feedback is counted once its time comes.
+            newest = latest_feedback_at(self.db, since=history.window_since, until=now) or now
+            watermark = min(newest, now)
             job_id = job_id_for(watermark)
         trigger = {
             "reason": decision.reason,
@@ -243,42 +273,66 @@ class Producer:
             log.info("enqueued %s (%s)", job_id, decision.reason)
 
     def run(self) -> None:
-        """Watch until stop() (SIGTERM); survives lost connections, lost history and invalidation."""
+        """Watch until stop() (SIGTERM); survives lost connections, lost history, invalidation and
+        refused commands: whatever ends one watch is logged and retried, the process never crash-loops."""
         backoff = 0.5
-        ensure_indexes(self.db)
-        ensure_online_indexes(self.db)
-        standby_logged = False
         while not self.stop_event.is_set():
             try:
-                if not self.lease.acquire():
-                    if not standby_logged:
-                        log.info("standing by: another producer holds the lease")
-                        standby_logged = True
-                    self.stop_event.wait(self.lease.seconds / 3)
-                    continue
-                log.info("leading (lease %s)", self.lease.holder)
-                standby_logged = False
-                # Another leader may have acted meanwhile: nothing remembered from before is trusted.
-                self.history, self.counted = None, None
-                self.evaluate()
-                self._watch(load_state(self.db).get("resume_token"))
-                backoff = 0.5
+                if self._lead_once():
+                    backoff = 0.5
+                continue
             except LeaseLost as exc:
                 log.warning("%s; standing by", exc)
+                continue
             except OperationFailure as exc:
-                if exc.code not in RESUME_FAILED_CODES:
-                    raise
-                log.warning("resume point lost (%s); dropping the token and recounting", exc)
-                save_state(self.db, resume_token=None)
+                if exc.code in RESUME_FAILED_CODES:
+                    log.warning("resume point lost (%s); dropping the token and recounting", exc)
+                    save_state(self.db, resume_token=None)
+                    continue
+                # Any other refusal (Interrupted, MaxTimeMSExpired, Unauthorized while a role is being
+                # fixed, …) is an outage of this loop, not of the process: a crash-looping producer
+                # requeues, resends and guards nothing. Counted, shown, retried with backoff.
+                self._note_loop_failure(exc, f"the database refused a command (code {exc.code})")
             except (ConnectionFailure, PyMongoError) as exc:
                 log.warning("MongoDB unreachable (%s); retrying in %.1f s", exc, backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # a bug or an unforeseen fault: logged with its trace, retried
+                log.exception("producer loop failed; retrying in %.1f s", backoff)
+                self._note_loop_failure(exc, "unexpected error")
+            self.stop_event.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
         try:
             self.lease.release()
         except PyMongoError:
             log.warning("could not release the lease; a standby takes over when it expires")
         log.info("producer stopped")
+
+    def _lead_once(self) -> bool:
+        """Stand by one lease interval, or lead until the watch ends; True when it led."""
+        if not self.indexed:  # in the loop: an unreachable or refusing server is retried, not fatal
+            ensure_indexes(self.db)
+            ensure_online_indexes(self.db)
+            self.indexed = True
+        if not self.lease.acquire():
+            if not self.standby_logged:
+                log.info("standing by: another producer holds the lease")
+                self.standby_logged = True
+            self.stop_event.wait(self.lease.seconds / 3)
+            return False
+        log.info("leading (lease %s)", self.lease.holder)
+        self.standby_logged = False
+        # Another leader may have acted meanwhile: nothing remembered from before is trusted.
+        self.history, self.counted = None, None
+        self.evaluate()
+        self._watch(load_state(self.db).get("resume_token"))
+        return True
+
+    def _note_loop_failure(self, exc: Exception, what: str) -> None:
+        self.loop_failures += 1
+        log.warning("%s: %s (%d so far); retrying", what, exc, self.loop_failures)
+        try:
+            save_state(self.db, loop_failures=self.loop_failures, loop_error=f"{type(exc).__name__}: {exc}"[:500])
+        except PyMongoError:  # the log has it; the next successful write of the state shows the count
+            log.debug("could not store the loop's failure", exc_info=True)
 
     def _watch(self, resume_token: Mapping[str, Any] | None) -> None:
         try:

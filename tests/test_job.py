@@ -29,7 +29,8 @@ def _seed_pairs(db, n_queries, labels):
     [
         (3, ["like", "dislike"], "not enough feedback: 6 usable pairs, need 10"),
         (6, ["like", "like"], "only one class: all 12 usable pairs are 'like'"),
-        (1, ["like", "dislike"] * 6, "cannot hold out likes and dislikes without splitting a query"),
+        # One query is wholly on one side of the stable split: never enough held out to judge.
+        (1, ["like", "dislike"] * 6, "held-out set too small to decide: "),
     ],
 )
 def test_impossible_jobs_fail_with_a_reason_and_register_nothing(db, settings, n_queries, labels, message):
@@ -49,7 +50,7 @@ def test_impossible_jobs_fail_with_a_reason_and_register_nothing(db, settings, n
 @pytest.mark.integration
 def test_unknown_overrides_fail_the_job(db, settings):
     jobs.create_job(db, "bad", trigger={}, overrides={"num_epochs": 0})
-    with pytest.raises(PermanentError, match="invalid job override: NUM_EPOCHS=0: must be at least 1"):
+    with pytest.raises(PermanentError, match="job override num_epochs=0: must be between 1 and 50"):
         run_training_job(settings, "bad")
     assert jobs.get_job(db, "bad")["status"] == "failed"
 
@@ -137,6 +138,35 @@ def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_re
     doc = versions.get_version(db, second["version"])
     assert doc["parent_version"] == first["version"]
     assert second["version"] > first["version"]
+    # Judged on pairs neither model trained on: the same epoch, so nothing of the held-out set is left out,
+    # and the champion's held-out queries are all held out again (held-out sets only grow).
+    first_doc = versions.get_version(db, first["version"])
+    assert doc["split"]["epoch"] == first_doc["split"]["epoch"] == 1 and doc["split"]["lineage"] == [1]
+    fairness = doc["gate"]["fairness"]
+    assert fairness["excluded_champion_trained"] == 0 and not fairness["champion_may_have_seen"]
+    assert fairness["champion_epochs"] == [1]
+
+    def heldout_queries(version):
+        path = Path(settings.models_dir) / "versions" / version / "heldout_pairs.jsonl"
+        return {json.loads(line)["query"] for line in path.read_text().splitlines()}
+
+    assert heldout_queries(first["version"]) <= heldout_queries(second["version"])
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_champion_from_another_epoch_is_judged_only_on_pairs_it_held_out_too(db, settings, trained):
+    """A new TEST_FRACTION starts an epoch; the champion's training queries are left out of its judging."""
+    first, _ = trained
+    wider = settings.with_overrides(test_fraction=0.35, split_key="")
+    jobs.create_job(db, "job-wider", trigger={"reason": "test"}, overrides={"num_epochs": 1})
+    second = run_training_job(wider, "job-wider")
+    doc = versions.get_version(db, second["version"])
+    assert doc["split"]["epoch"] == 2 and doc["split"]["test_fraction"] == 0.35
+    fairness = doc["gate"]["fairness"]
+    # Same key, wider fraction: the old held-out queries stay held out, the new ones the champion trained on.
+    assert fairness["champion_epochs"] == [1] and fairness["excluded_champion_trained"] > 0
+    assert doc["gate"]["heldout_pairs"] == fairness["heldout_pairs"] - fairness["excluded_champion_trained"]
     # Whatever the gate decided, exactly one champion exists and the pointer names it.
     champion = versions.get_champion(db)
     assert db.model_versions.count_documents({"status": "champion"}) == 1

@@ -6,6 +6,7 @@ import torch
 
 import worker.stages as stages
 from eduranker.pipeline.pairs import Pair
+from eduranker.pipeline.split import SplitKey
 from eduranker.pipeline.training import TrainStats
 from eduranker.settings import Settings
 
@@ -14,7 +15,7 @@ def _split(n=8):
     from datetime import UTC, datetime
 
     pairs = [Pair(str(i), "q", "r", f"query {i}", f"doc {i}", float(i % 2), datetime.now(UTC)) for i in range(n)]
-    return stages.Split(train=pairs, test=[])
+    return stages.Split(train=pairs, test=[], key=SplitKey(1, "00" * 32, 0.2))
 
 
 class Progress:
@@ -28,7 +29,7 @@ class Progress:
 
 
 def _baseline(source):
-    return stages.Baseline(None, source, np.zeros(0), [], np.zeros(0), {})
+    return stages.Baseline(None, source, [], [], {}, np.zeros(0), [], np.zeros(0), {})
 
 
 def test_out_of_memory_halves_the_batch_until_it_fits(monkeypatch, tiny_model_path):

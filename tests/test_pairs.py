@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from eduranker.pipeline.pairs import build_snapshot, classify_row, clean_text, query_key, split_pairs
+from eduranker.pipeline.pairs import build_snapshot, classify_row, clean_text, query_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -101,40 +101,6 @@ def test_snapshot_counts_hash_and_watermark():
     assert dict(snap.skipped) == {"invalid_feedback": 1, "missing_resource": 1}
     assert snap.watermark == T0 + timedelta(seconds=2)
     assert snap.content_hash == build_snapshot(list(reversed(rows)), 100).content_hash
-
-
-def _pairs(n_queries=30, per_query=6, like_share=0.3):
-    rows = []
-    for q in range(n_queries):
-        for d in range(per_query):
-            label = "like" if (q * per_query + d) % 10 < like_share * 10 else "dislike"
-            rows.append(row(query_text=f"Query {q}", title=f"doc {d}", feedback=label))
-    return build_snapshot(rows, 100).pairs
-
-
-def test_split_never_puts_a_query_on_both_sides():
-    pairs = _pairs()
-    train, test = split_pairs(pairs, 0.2, seed=7)
-    assert {query_key(p.query) for p in train}.isdisjoint({query_key(p.query) for p in test})
-    assert len(train) + len(test) == len(pairs)
-    assert 0.1 <= len(test) / len(pairs) <= 0.3
-
-
-def test_split_keeps_both_labels_on_both_sides_and_roughly_the_balance():
-    train, test = split_pairs(_pairs(), 0.2, seed=7)
-    assert {p.label for p in train} == {p.label for p in test} == {0.0, 1.0}
-    share = sum(p.label for p in test) / len(test)
-    assert 0.15 <= share <= 0.45
-
-
-def test_split_is_seeded():
-    pairs = _pairs()
-    assert split_pairs(pairs, 0.2, 1) == split_pairs(pairs, 0.2, 1)
-    assert split_pairs(pairs, 0.2, 1) != split_pairs(pairs, 0.2, 2)
-
-
-def test_split_of_a_single_query_is_impossible():
-    assert split_pairs(_pairs(n_queries=1), 0.2, 0) == ([], [])
 
 
 def test_feedback_dated_in_the_future_counts_as_given_now():

@@ -42,6 +42,9 @@ def failed(failures, failed_s_ago, window=None, age_s=None):
         (450, 450, after_model(age_s=600), True, "retrain"),
         (450, 450, after_model(active=("manual-1", "queued")), False, "job manual-1 is queued"),
         (450, 450, after_model(age_s=99999, active=("j", "running")), False, "job j is running"),
+        # A manual job waiting for the slot goes first: no automatic job is started in front of it.
+        (450, 450, after_model(waiting="manual-2"), False, "manual job manual-2 goes first"),
+        (0, 0, JobHistory(waiting="m", failed=FailedChain("a", WM, 1, ago(9999))), False, "manual job m goes first"),
         # A failed automatic job is retried after the cooldown, doubling: 600, 1200, 2400 s.
         (0, 0, failed(1, 599), False, "retry 1/3 of failed job auto-x in 1 s"),
         (0, 0, failed(1, 600), True, "retry 1/3 of failed job auto-x"),

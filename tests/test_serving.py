@@ -160,3 +160,78 @@ def test_holdback_serves_a_stable_share_of_keys_with_the_previous_champion(db, m
     assert 40 <= len(held) <= 120  # about 20% of 400
     assert again == {k: r.version for k, r in results.items()}  # stable per key
     assert anonymous.version == "v0002" and not anonymous.holdback
+
+
+MANY_DOCS = [
+    "Photosynthesis explained with diagrams", "Steam engines and factories", "The quadratic formula",
+    "Plant cells and chloroplasts", "The French revolution", "Fractions for beginners", "How leaves use light",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_interleaving_lists_each_document_once_in_both_orders_tagged_with_its_version(models):
+    point_champion(models, "v0002")
+    point_champion(models, "v0001", "previous")
+    ranker = ChampionReranker(models, poll_seconds=3600, compare="interleave", share=1.0, seed=3, max_length=48)
+    champion_alone = ChampionReranker(models, poll_seconds=3600, max_length=48)
+    try:
+        point_champion(models, "v0001")
+        previous_alone = ChampionReranker(models, poll_seconds=3600, max_length=48)
+        try:
+            mine = champion_alone.rerank("how do plants make food", MANY_DOCS).order
+            theirs = previous_alone.rerank("how do plants make food", MANY_DOCS).order
+        finally:
+            previous_alone.close()
+        assert mine != theirs  # differently initialised heads: two different rankings to interleave
+        tagged = set()
+        for _ in range(20):
+            result = ranker.rerank("how do plants make food", MANY_DOCS)
+            assert result.interleaved and result.version == "v0002"
+            assert sorted(result.order) == list(range(len(MANY_DOCS)))  # each document once
+            assert len(result.versions) == len(result.order) and set(result.versions) == {"v0001", "v0002"}
+            for version, ranking in (("v0002", mine), ("v0001", theirs)):
+                contributed = [d for d, v in zip(result.order, result.versions, strict=True) if v == version]
+                assert contributed == sorted(contributed, key=ranking.index)  # that version's order kept
+            tagged.add(result.versions[0])
+        assert tagged == {"v0001", "v0002"}  # either version may lead a list
+        one = ranker.rerank("q", MANY_DOCS[:1])
+        assert not one.interleaved and one.versions == ["v0002"]  # nothing to interleave
+    finally:
+        ranker.close()
+        champion_alone.close()
+
+
+@pytest.mark.slow
+def test_interleaving_a_share_of_requests_and_the_holdback_salted_per_champion(models):
+    point_champion(models, "v0002")
+    point_champion(models, "v0001", "previous")
+    ranker = ChampionReranker(models, poll_seconds=3600, compare="interleave", share=0.3, seed=1, max_length=48)
+    try:
+        results = [ranker.rerank("q", DOCS) for _ in range(200)]
+    finally:
+        ranker.close()
+    interleaved = [r for r in results if r.interleaved]
+    assert 30 <= len(interleaved) <= 90  # about 30% of 200
+    assert all(r.versions == ["v0002"] * 3 and r.version == "v0002" for r in results if not r.interleaved)
+    held_by = {}
+    for champion_version, previous_version in (("v0002", "v0001"), ("v0003", "v0002")):
+        point_champion(models, champion_version)
+        point_champion(models, previous_version, "previous")
+        ranker = ChampionReranker(models, poll_seconds=3600, holdback=0.2, max_length=48)
+        try:
+            held_by[champion_version] = {
+                f"user-{i}" for i in range(400) if ranker.rerank("q", DOCS[:1], key=f"user-{i}").holdback
+            }
+        finally:
+            ranker.close()
+    first, second = held_by["v0002"], held_by["v0003"]
+    assert 40 <= len(first) <= 120 and 40 <= len(second) <= 120
+    assert len(first & second) < 0.5 * min(len(first), len(second))  # a new group judges each champion
+
+
+def test_the_comparison_arguments_are_checked(models):
+    point_champion(models, "v0001")
+    for kwargs in ({"compare": "shuffle", "share": 0.5}, {"compare": "interleave", "share": 1.5},
+                   {"holdback": 0.1, "compare": "interleave"}, {"holdback": 1.0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            ChampionReranker(models, poll_seconds=3600, max_length=48, **kwargs)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from eduranker.errors import (
     HandedBack,
@@ -19,6 +20,7 @@ from eduranker.errors import (
     RetryableError,
     Superseded,
 )
+from eduranker.overrides import FIELDS, OverrideRefused, checked_overrides
 from eduranker.settings import Settings, SettingsError
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import patiently
@@ -26,24 +28,17 @@ from eduranker.store.types import Db
 from worker.run import WRITE_PATIENCE_S, ProgressHook, Run
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-OVERRIDABLE = {
-    "num_epochs": "num_epochs",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
-    "head_learning_rate": "head_learning_rate",
-    "base_model": "base_model_name",
-    "max_length": "max_length",
-    "warm_start": "warm_start",
-    "seed": "seed",
-}
+OVERRIDABLE = FIELDS
 
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    unknown = set(overrides) - set(OVERRIDABLE) - {"reason"}
-    if unknown:
-        raise PermanentError(f"unknown job overrides: {', '.join(sorted(unknown))}")
-    mapped = {OVERRIDABLE[k]: v for k, v in overrides.items() if k in OVERRIDABLE and v is not None}
+    # Typed and ranged before anything loads (eduranker/overrides.py): the task's sender is not trusted.
+    try:
+        mapped = checked_overrides(settings, overrides)
+    except OverrideRefused as exc:
+        raise PermanentError(str(exc)) from None
     try:
         return settings.with_overrides(**mapped)
     except SettingsError as exc:
@@ -102,8 +97,9 @@ def run_training_job(
             result = train_and_register(db, effective, run)
         status = result.pop("job_status")
         _record(lambda: jobs.finish_job(db, job_id, attempt, status, **result), "recording the outcome")
-    except Superseded as exc:
-        log.warning("%s; stopping without writing", exc)
+    except Superseded:
+        # Cancelled or taken over: the task (worker/tasks.py) reads which and logs it in those words.
+        log.warning("job %s attempt %d no longer owns its job; stopping without writing", job_id, attempt)
         return {"job_id": job_id, "status": "superseded", "attempt": attempt}
     except HandedBack:
         _record(lambda: jobs.hand_back(db, job_id, attempt, "worker stopped; handed back"), "handing the job back")
@@ -111,7 +107,11 @@ def run_training_job(
         return {"job_id": job_id, "status": "handed_back", "attempt": attempt}
     except RetryableError as exc:
         why = f"will retry: {exc}"
-        _record(lambda: jobs.hand_back(db, job_id, attempt, why), "handing the job back")
+        cap = settings.job_max_handbacks
+        status = _record(lambda: jobs.hand_back(db, job_id, attempt, why, max_handbacks=cap), "handing the job back")
+        if status == jobs.FAILED:  # the same "retryable" error every time: it is not going away by itself
+            log.error("job %s failed: handed back %d times, last: %s", job_id, cap, exc)
+            raise PermanentError(f"handed back {cap} times (JOB_MAX_HANDBACKS); last: {exc}") from exc
         raise
     except Exception as exc:
         reason = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
@@ -120,15 +120,16 @@ def run_training_job(
     return outcome(jobs.get_job(db, job_id) or {})
 
 
-def _record(write: Any, what: str) -> None:
+def _record(write: Callable[[], T], what: str) -> T | None:
     """A last write of the run: patient with an unreachable database; if it never comes back in time,
     the producer requeues the silent job. A run taken over meanwhile writes nothing."""
     try:
-        patiently(write, patience_s=WRITE_PATIENCE_S, what=what)
+        return patiently(write, patience_s=WRITE_PATIENCE_S, what=what)
     except Superseded as exc:
         log.warning("%s", exc)
     except RetryableError:
         log.exception("could not finish %s; the producer requeues the job once its heartbeat is stale", what)
+    return None
 
 
 def outcome(job: dict[str, Any]) -> dict[str, Any]:

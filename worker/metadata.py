@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata as importlib_metadata
@@ -16,7 +17,7 @@ from eduranker.settings import Settings
 from worker.stages import Baseline, Candidate, Judged, Split
 
 REGISTRY_FIELDS = ("version", "job_id", "parent_version", "base_model", "warm_started", "snapshot", "metrics",
-                   "gate", "hyperparameters", "device", "gate_reason", "artifact_path")  # fmt: skip
+                   "gate", "hyperparameters", "device", "gate_reason", "artifact_path", "split")  # fmt: skip
 
 
 def build(
@@ -40,6 +41,8 @@ def build(
         "version": version,
         "job_id": job_id,
         "base_model": s.base_model_name,
+        # The hub commit it was loaded at (none for a local folder): a retrain starts from the same weights.
+        "base_model_revision": None if os.path.isdir(s.base_model_name) else (s.base_model_revision or None),
         "started_from": candidate.started_from,
         "warm_started": candidate.started_from != s.base_model_name,
         "compared_against": baseline.champion_version or f"base model {s.base_model_name}",
@@ -59,7 +62,7 @@ def build(
             "torch_threads": threads,
         },
         "snapshot": snapshot.summary(),
-        "split": split.summary(),
+        "split": {**split.summary(), "lineage": lineage(split, baseline, candidate, s)},
         "metrics": {
             "before": baseline.metrics,
             "after": judged.metrics,
@@ -76,6 +79,14 @@ def build(
         "code_commit": code_commit(),
         "artifact_path": relative_artifact_path(version),
     }
+
+
+def lineage(split: Split, baseline: Baseline, candidate: Candidate, s: Settings) -> list[int | None]:
+    """The split epochs this version trained under: its own, and its parent's when warm-started from it
+    (None: an ancestor from before stable splits, whose training queries are unknown)."""
+    inherited = baseline.lineage if candidate.started_from != s.base_model_name else []
+    epochs = [split.key.epoch, *(key.epoch if key else None for key in inherited)]
+    return list(dict.fromkeys(epochs))
 
 
 def registry_doc(meta: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     laps = Laps()
     run.progress("snapshot")
     snapshot = take_snapshot(db, s, run)  # 1
-    split = split_for_judging(snapshot, s, run)  # 2
+    split = split_for_judging(db, snapshot, s, run)  # 2
     laps.lap("snapshot")
 
     threads = configure_threads(s.torch_threads)
@@ -68,7 +68,7 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     run.progress("evaluate_after")
     judged = judge_candidate(candidate, s, split, baseline, device)  # 5
     heldout, reference = comparisons(split, baseline, judged)
-    decision = decide_promotion(heldout, gate_rule(s), reference)  # 6
+    decision = decide_promotion(heldout, gate_rule(s), reference, baseline.fairness)  # 6
     laps.lap("evaluate_after")
 
     run.progress("write_artifacts")

@@ -17,15 +17,19 @@ import torch
 from eduranker.errors import JobRefused
 from eduranker.models_dir import version_dir
 from eduranker.pipeline import artifacts
+from eduranker.pipeline.bounds import newest
+from eduranker.pipeline.caps import ReactionCap
 from eduranker.pipeline.device import is_out_of_memory, release_memory
 from eduranker.pipeline.evaluation import compute_metrics
 from eduranker.pipeline.gate import Comparison, GateRule, insufficient
 from eduranker.pipeline.model_io import load_cross_encoder
-from eduranker.pipeline.pairs import Pair, Snapshot, build_snapshot, query_key, split_pairs
+from eduranker.pipeline.pairs import Pair, Snapshot, build_snapshot, query_key
+from eduranker.pipeline.split import SplitKey, stable_split, unseen_by
 from eduranker.pipeline.scoring import score_pairs
 from eduranker.pipeline.training import TrainConfig, TrainStats, fine_tune
 from eduranker.settings import Settings
-from eduranker.store import versions
+from eduranker.store import evaluation_epochs, versions
+from eduranker.store.clock import server_now
 from eduranker.store.snapshot import iter_feedback_rows
 from eduranker.store.types import Db
 from worker.run import Run
@@ -37,17 +41,24 @@ log = logging.getLogger(__name__)
 class Split:
     train: list[Pair]
     test: list[Pair]
+    key: SplitKey
 
-    def summary(self) -> dict[str, int]:
-        return {"train": len(self.train), "test": len(self.test), "test_queries": len(queries_of(self.test))}
+    def summary(self) -> dict[str, Any]:
+        return {"train": len(self.train), "test": len(self.test), "test_queries": len(queries_of(self.test)),
+                **self.key.describe()}  # fmt: skip
 
 
 @dataclass
 class Baseline:
-    """The model serving now (the champion, or the base model before any), judged on the held-out pairs."""
+    """The model serving now (the champion, or the base model before any), judged on held-out pairs
+    that it never trained on: `judged` (this job's held-out pairs, less any the champion's lineage trained
+    on) and its own frozen held-out pairs, less any the candidate trains on."""
 
     champion_version: str | None
     source: str
+    lineage: list[SplitKey | None]  # the epochs the champion and its warm-start ancestors trained under
+    judged: list[Pair]
+    fairness: dict[str, Any]  # what was left out, and whether the champion may have seen some pairs
     scores: np.ndarray
     reference_pairs: list[Pair]  # the champion's own frozen held-out pairs
     reference_scores: np.ndarray
@@ -84,40 +95,59 @@ def gate_rule(s: Settings) -> GateRule:
         min_queries=s.min_heldout_queries,
         max_regression=s.gate_max_regression,
         seed=s.seed,
+        slice_min_pairs=s.gate_slice_min_pairs,
     )
+
+
+def _revision(source: str, s: Settings) -> str | None:
+    """BASE_MODEL_REVISION pins the configured base model; a version folder is loaded as it is."""
+    return (s.base_model_revision or None) if source == s.base_model_name else None
 
 
 def take_snapshot(db: Db, s: Settings, run: Run) -> Snapshot:
     """1. The feedback as it is now: joined, cleaned, deduplicated, skips counted."""
     started = time.perf_counter()
-    snapshot = build_snapshot(iter_feedback_rows(db, s.max_text_chars), s.max_text_chars)
-    summary = snapshot.summary()
+    cap = ReactionCap(s.max_reactions_per_user_per_day)  # one account cannot swing the labels
+    rows = iter_feedback_rows(db, s.max_text_chars, slice_field=s.slice_field)
+    # Feedback dated after the server's now (a skewed API host) is taken as now, and counted.
+    snapshot = build_snapshot(cap.apply(rows), s.max_text_chars, now=server_now(db))
+    summary = {**snapshot.summary(), "capped": cap.report()}
     summary["seconds"] = round(time.perf_counter() - started, 3)
     run.update("recording the snapshot", snapshot=summary)
     log.info("job %s snapshot: %s", run.job_id, {k: summary[k] for k in ("pairs", "label_counts", "skipped")})
     return snapshot
 
 
-def split_for_judging(snapshot: Snapshot, s: Settings, run: Run) -> Split:
-    """2. Train and held-out pairs, no query on both sides; refuse data the gate could not judge."""
+def split_key(db: Db, s: Settings, job_id: str) -> SplitKey:
+    record = evaluation_epochs.current_epoch(db, s.test_fraction, s.split_key, by=f"job {job_id}")
+    return SplitKey(record.epoch, record.key, record.test_fraction)
+
+
+def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run) -> Split:
+    """2. Train and held-out pairs by the stable split; refuse data the gate could not judge."""
     n, counts = len(snapshot.pairs), snapshot.label_counts
     if n < s.min_feedback:
         raise JobRefused(f"not enough feedback: {n} usable pairs, need {s.min_feedback}")
     if counts["like"] == 0 or counts["dislike"] == 0:
         only = "like" if counts["like"] else "dislike"
         raise JobRefused(f"only one class: all {n} usable pairs are '{only}'; need both likes and dislikes")
-    train, test = split_pairs(snapshot.pairs, s.test_fraction, s.seed)
-    if not test:
-        raise JobRefused(
-            f"cannot hold out likes and dislikes without splitting a query: {n} usable pairs from "
-            f"{len(queries_of(snapshot.pairs))} distinct queries; more queries with feedback are needed"
-        )
-    split = Split(train, test)
+    key = split_key(db, s, run.job_id)
+    train, test = stable_split(snapshot.pairs, key)
+    split = Split(train, test, key)
     run.update("recording the split", split=split.summary())
     labels = [p.label for p in test]
     too_small = insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in test]), gate_rule(s))
     if too_small:
-        raise JobRefused(f"{too_small} (from {n} usable pairs); nothing trained, nothing registered")
+        raise JobRefused(
+            f"{too_small} (from {n} usable pairs: the stable split holds out {len(test)} pairs of "
+            f"{len(queries_of(test))} of the {len(queries_of(snapshot.pairs))} queries); nothing trained, "
+            f"nothing registered"
+        )
+    if len({p.label for p in train}) < 2:
+        raise JobRefused(
+            f"the training side ({len(train)} of {n} usable pairs) lacks likes or dislikes; more queries with "
+            f"feedback are needed"
+        )
     return split
 
 
@@ -133,19 +163,76 @@ def _score(model: Any, tokenizer: Any, pairs: list[Pair], s: Settings, device: t
     )
 
 
+def _capped(pairs: list[Pair], cap: int) -> tuple[list[Pair], dict[str, Any]]:
+    bounded = newest(pairs, cap)  # eduranker/pipeline/bounds.py
+    return bounded.kept, bounded.report()
+
+
 def metrics_of(pairs: list[Pair], scores: np.ndarray) -> dict[str, Any]:
     return compute_metrics([p.label for p in pairs], scores, [query_key(p.query) for p in pairs])
 
 
+def lineage_of(db: Db, version: str | None) -> list[SplitKey | None]:
+    """The split epochs a version and its warm-start ancestors trained under; None for a version from
+    before stable splits (what it trained on is unknown). The base model trained on none of our data."""
+    if version is None:
+        return []
+    recorded = (versions.get_version(db, version).get("split") or {}).get("lineage")
+    if not isinstance(recorded, list):
+        return [None]
+    keys: list[SplitKey | None] = []
+    for epoch in recorded:
+        record = evaluation_epochs.get_epoch(db, int(epoch)) if isinstance(epoch, int) else None
+        keys.append(SplitKey(record.epoch, record.key, record.test_fraction) if record else None)
+    return keys
+
+
+def held_out_from_all(pairs: list[Pair], lineage: list[SplitKey | None]) -> tuple[list[Pair], bool]:
+    """The pairs held out under every epoch of `lineage`, and whether that is known (no unknown epoch)."""
+    if any(key is None for key in lineage):
+        return pairs, False
+    for key in lineage:
+        pairs, _ = unseen_by(pairs, key)
+    return pairs, True
+
+
+def fair_heldout(split: Split, lineage: list[SplitKey | None], rule: GateRule) -> tuple[list[Pair], dict[str, Any]]:
+    """This job's held-out pairs that the champion never trained on. When that cannot be known (a champion
+    from before stable splits) or leaves too few pairs to decide (a new epoch), all held-out pairs are used
+    and the gate says that the champion may have seen some of them."""
+    unseen, known = held_out_from_all(split.test, lineage)
+    labels = [p.label for p in unseen]
+    enough = not insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in unseen]), rule)
+    fair = known and enough
+    judged = unseen if fair else split.test
+    fairness = {
+        "heldout_pairs": len(split.test),
+        "excluded_champion_trained": len(split.test) - len(judged),
+        "champion_may_have_seen": not fair,
+        "champion_epochs": [key.epoch if key else None for key in lineage],
+        "epoch": split.key.epoch,
+    }
+    return judged, fairness
+
+
 def judge_champion(db: Db, s: Settings, split: Split, device: torch.device) -> Baseline:
-    """3. Score the held-out pairs, and the champion's frozen ones, with the model serving now."""
+    """3. Score, with the model serving now, the held-out pairs it never trained on, and its own frozen
+    held-out pairs that the candidate will not train on."""
     record = versions.read_champion(db)
     source = str(version_dir(s.models_dir, record.version)) if record.version else s.base_model_name
-    model, tokenizer = load_cross_encoder(source, device, s.seed)
-    scores = _score(model, tokenizer, split.test, s, device)
-    reference = artifacts.read_heldout_pairs(source) if record.version else []
+    lineage = lineage_of(db, record.version)
+    judged, fairness = fair_heldout(split, lineage, gate_rule(s))
+    judged, fairness["gate_cap"] = _capped(judged, s.gate_max_pairs)  # GATE_MAX_PAIRS, the newest
+    model, tokenizer = load_cross_encoder(source, device, s.seed, revision=_revision(source, s))
+    scores = _score(model, tokenizer, judged, s, device)
+    frozen = artifacts.read_heldout_pairs(source) if record.version else []
+    candidate_lineage: list[SplitKey | None] = [split.key, *(lineage if s.warm_start else [])]
+    reference, _ = held_out_from_all(frozen, [k for k in candidate_lineage if k is not None])
+    reference, fairness["reference_cap"] = _capped(reference, s.gate_max_pairs)
+    fairness["reference_excluded_candidate_trains"] = len(frozen) - len(reference)
     reference_scores = _score(model, tokenizer, reference, s, device)
-    return Baseline(record.version, source, scores, reference, reference_scores, metrics_of(split.test, scores))
+    return Baseline(record.version, source, lineage, judged, fairness, scores, reference, reference_scores,
+                    metrics_of(judged, scores))  # fmt: skip
 
 
 def fine_tune_candidate(s: Settings, split: Split, baseline: Baseline, device: torch.device, run: Run) -> Candidate:
@@ -162,14 +249,15 @@ def fine_tune_candidate(s: Settings, split: Split, baseline: Baseline, device: t
         freeze_embeddings=s.freeze_embeddings,
         precision=s.train_precision,
     )
-    pairs = split.train
+    pairs, left_out = _capped(split.train, s.train_max_pairs)  # TRAIN_MAX_PAIRS, the newest
+    run.update("recording the training cap", train_cap=left_out)
     oom_retries: list[dict[str, int]] = []
 
     def on_step(epoch: int, step: int, total: int, loss: float) -> None:
         run.progress("train", force=step == total, epoch=epoch, step=step, total_steps=total, loss=round(loss, 5))
 
     while True:
-        model, tokenizer = load_cross_encoder(source, device, config.seed)
+        model, tokenizer = load_cross_encoder(source, device, config.seed, revision=_revision(source, s))
         try:
             stats = fine_tune(model, tokenizer, [p.query for p in pairs], [p.document for p in pairs],
                               [p.label for p in pairs], config, device=device, on_step=on_step)  # fmt: skip
@@ -189,20 +277,19 @@ def judge_candidate(
     candidate: Candidate, s: Settings, split: Split, baseline: Baseline, device: torch.device
 ) -> Judged:
     """5. Score the same pairs with the candidate."""
-    scores = _score(candidate.model, candidate.tokenizer, split.test, s, device)
+    scores = _score(candidate.model, candidate.tokenizer, baseline.judged, s, device)
     reference_scores = _score(candidate.model, candidate.tokenizer, baseline.reference_pairs, s, device)
-    return Judged(scores, reference_scores, metrics_of(split.test, scores))
+    return Judged(scores, reference_scores, metrics_of(baseline.judged, scores))
 
 
 def comparisons(split: Split, baseline: Baseline, judged: Judged) -> tuple[Comparison, Comparison | None]:
     """(held-out, frozen reference) comparisons of champion and candidate for the gate."""
 
     def compare(pairs: list[Pair], before: np.ndarray, after: np.ndarray) -> Comparison:
-        return Comparison(
-            [p.label for p in pairs], before.tolist(), after.tolist(), [query_key(p.query) for p in pairs]
-        )
+        return Comparison([p.label for p in pairs], before.tolist(), after.tolist(),
+                          [query_key(p.query) for p in pairs], [p.slice for p in pairs])  # fmt: skip
 
-    heldout = compare(split.test, baseline.scores, judged.scores)
+    heldout = compare(baseline.judged, baseline.scores, judged.scores)
     if not baseline.reference_pairs:
         return heldout, None
     return heldout, compare(baseline.reference_pairs, baseline.reference_scores, judged.reference_scores)
@@ -214,7 +301,7 @@ def plot_inputs(snapshot: Snapshot, split: Split, baseline: Baseline, judged: Ju
         "query_lengths": [len(p.query.split()) for p in snapshot.pairs],
         "before": baseline.metrics,
         "after": judged.metrics,
-        "test_labels": [p.label for p in split.test],
+        "test_labels": [p.label for p in baseline.judged],
         "scores_before": baseline.scores,
         "scores_after": judged.scores,
     }

@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from eduranker.errors import JobBusy, RetryableError
 from eduranker.queue import TASK_NAME
 from eduranker.store import connect, jobs
+from eduranker.store.types import Db
 from worker.app import app, settings
-from worker.job import run_training_job
+from worker.job import outcome, run_training_job
+from worker.manual import RecordsItsJob, record_manual_job, show_waiting
+from worker.results import TaskEnd, failure_for, task_end
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ def describe_progress(progress: dict[str, Any]) -> str:
 
 @app.task(
     bind=True,
+    base=RecordsItsJob,
     name=TASK_NAME,
     autoretry_for=(RetryableError,),
     retry_backoff=15,
@@ -57,15 +62,15 @@ def describe_progress(progress: dict[str, Any]) -> str:
     max_retries=5,
 )
 def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Train, evaluate and register a reranker. Without `job_id` it records a job of its own."""
+    """Train, evaluate and register a reranker; returns the job's outcome (worker/results.py says how a
+    run ends otherwise). Without `job_id` (a message sent by name) it records a job of its own."""
     db = connect(settings)
     if job_id is None:
         job_id = self.request.id or f"manual-{uuid.uuid4().hex}"
-        reason = overrides.get("reason") or "manual"
-        status = jobs.create_job(db, job_id, trigger={"reason": reason, "source": "task"}, overrides=overrides,
-                                 sent=True)  # fmt: skip
-        if status == jobs.WAITING:
-            return {"job_id": job_id, "status": jobs.WAITING, "reason": "another job is active; sent when it ends"}
+        if record_manual_job(db, job_id, overrides, source="task") == jobs.WAITING:
+            show_waiting(self, job_id, db)
+            raise Ignore()  # the outbox sends it under this id once the slot frees; that run reports
+        jobs.mark_sent(db, job_id)
 
     def publish(progress: dict[str, Any]) -> None:
         if self.request.id:
@@ -76,8 +81,25 @@ def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> d
 
     try:
         with stop_on_shutdown_signals() as stop:
-            return run_training_job(settings, job_id, worker_name=self.request.hostname or "local",
-                                    on_progress=publish, db=db, stop_requested=stop)  # fmt: skip
+            run_training_job(settings, job_id, worker_name=self.request.hostname or "local",
+                             on_progress=publish, db=db, stop_requested=stop)  # fmt: skip
     except JobBusy as exc:
         # Not an autoretry with backoff: wait exactly until the other run must have beaten again.
         raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
+    return end_of_run(db, job_id)
+
+
+def end_of_run(db: Db, job_id: str) -> dict[str, Any]:
+    """The job's outcome as the result, a failure state for a cancelled or failed job, or no result
+    when the job is not over (the run of this id that ends it reports)."""
+    job = jobs.get_job(db, job_id)
+    end = task_end(job)
+    if job is not None and end is TaskEnd.RESULT:
+        return outcome(job)
+    if job is not None and end is TaskEnd.FAILURE:
+        if job["status"] == jobs.CANCELLED:
+            log.warning("job %s cancelled (%s); this run stopped without registering anything", job_id,
+                        job.get("reason"))  # fmt: skip
+        raise failure_for(job)
+    log.info("job %s is %s; the run that ends it reports its outcome", job_id, job and job.get("status"))
+    raise Ignore()

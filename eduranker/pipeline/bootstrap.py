@@ -8,7 +8,7 @@ bootstrap intervals; DeLong's test would treat every pair as independent, too na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,12 +36,28 @@ class Interval:
         return f"{self.metric} {self.delta:+.4f} [{self.confidence:.0%} CI {self.low:+.4f}, {self.high:+.4f}]"
 
 
+# Elements (resamples × pairs) of one chunk of the weight matrix: ~32 MB of float64 at a time, so the
+# bootstrap's memory stays flat however many held-out pairs and resamples there are.
+CHUNK_ELEMENTS = 4_000_000
+
+
+def resample_chunks(n_queries: int, samples: int, seed: int, rows: int) -> Iterator[np.ndarray]:
+    """`resample_counts` `rows` resamples at a time: the same draws (one generator, read row by row)."""
+    rng = np.random.default_rng(seed)
+    for begin in range(0, samples, rows):
+        count = min(rows, samples - begin)
+        drawn = rng.integers(0, n_queries, size=(count, n_queries))
+        flat = drawn + (np.arange(count) * n_queries)[:, None]
+        yield np.bincount(flat.ravel(), minlength=count * n_queries).reshape(count, n_queries)
+
+
 def resample_counts(n_queries: int, samples: int, seed: int) -> np.ndarray:
     """(samples × n_queries) how often each query is drawn in each resample; seeded, so reproducible."""
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n_queries, size=(samples, n_queries))
-    flat = drawn + (np.arange(samples) * n_queries)[:, None]
-    return np.bincount(flat.ravel(), minlength=samples * n_queries).reshape(samples, n_queries)
+    return np.vstack(list(resample_chunks(n_queries, samples, seed, max(samples, 1))))
+
+
+def _chunk_rows(n_pairs: int, samples: int) -> int:
+    return max(1, min(samples, CHUNK_ELEMENTS // max(n_pairs, 1)))
 
 
 def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -83,23 +99,25 @@ def paired_bootstrap(
     positive = np.asarray(labels, dtype=float) > 0.5
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     names, query_index = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
-    counts = resample_counts(len(names), samples, seed)
-    weights = counts[:, query_index]
     ones = np.ones((1, len(positive)))
     auc_delta = float((weighted_auc(b, positive, ones) - weighted_auc(a, positive, ones))[0])
-    auc_draws = weighted_auc(b, positive, weights) - weighted_auc(a, positive, weights)
-
     ndcg_a = per_query_ndcg(labels, scores_a, query_index, len(names))
     ndcg_b = per_query_ndcg(labels, scores_b, query_index, len(names))
     ranked = ~np.isnan(ndcg_a)  # the same queries are rankable for both (it depends on labels only)
-    ndcg_delta = None
-    ndcg_draws = np.full(samples, np.nan)
-    if ranked.any():
-        diff = np.where(ranked, ndcg_b - ndcg_a, 0.0)
-        ndcg_delta = float(diff[ranked].mean())
+    diff = np.where(ranked, ndcg_b - ndcg_a, 0.0)
+    ndcg_delta = float(diff[ranked].mean()) if ranked.any() else None
+    auc_parts: list[np.ndarray] = []
+    ndcg_parts: list[np.ndarray] = []
+    for counts in resample_chunks(len(names), samples, seed, _chunk_rows(len(positive), samples)):
+        weights = counts[:, query_index]
+        auc_parts.append(weighted_auc(b, positive, weights) - weighted_auc(a, positive, weights))
         drawn = (counts * ranked).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ndcg_draws = np.where(drawn > 0, (counts * diff).sum(axis=1) / np.where(drawn > 0, drawn, 1), np.nan)
+            ndcg_parts.append(np.where(drawn > 0, (counts * diff).sum(axis=1) / np.where(drawn > 0, drawn, 1), np.nan))
+    auc_draws = np.concatenate(auc_parts) if auc_parts else np.zeros(0)
+    ndcg_draws = np.concatenate(ndcg_parts) if ndcg_parts else np.zeros(0)
+    if ndcg_delta is None:
+        ndcg_draws = np.full(samples, np.nan)
     return {
         "roc_auc": _interval("roc_auc", None if np.isnan(auc_delta) else auc_delta, auc_draws, confidence),
         "ndcg@10": _interval("ndcg@10", ndcg_delta, ndcg_draws, confidence),

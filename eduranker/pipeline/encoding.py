@@ -1,4 +1,5 @@
-"""Tokenise pairs once, then cut them into length-bucketed, dynamically padded batches.
+"""Tokenise pairs once, a chunk at a time into compact arrays, then cut them into length-bucketed,
+dynamically padded batches.
 
 Padding every batch to the model's max length wastes most of the arithmetic on short search
 queries; sorting by length and padding to each batch's own longest pair removes that waste.
@@ -6,6 +7,7 @@ queries; sorting by length and padding to each batch's own longest pair removes 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,23 +19,36 @@ if TYPE_CHECKING:  # types only: importing transformers costs seconds
     from transformers import PreTrainedTokenizerBase
 
 
+# Pairs tokenised per call: the fast tokenizer's per-pair objects (offsets, masks, words) cost tens of
+# kilobytes a pair at 256 tokens, so they live for one chunk only; what is kept is ~5 bytes a token.
+ENCODE_CHUNK = 2048
+
+
 @dataclass
 class EncodedPairs:
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
+    """Token ids of many pairs, flat: pair i is `ids[starts[i] : starts[i + 1]]` (int32, and the token
+    types as int8 when the model has them)."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    type_ids: np.ndarray | None
     pad_id: int
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        return np.diff(self.starts)
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return int(self.starts.size - 1)
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        begin, end = int(self.starts[i]), int(self.starts[i + 1])
+        return self.ids[begin:end], None if self.type_ids is None else self.type_ids[begin:end]
 
 
-def encode_pairs(
+def _tokenize(
     tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], documents: Sequence[str], max_length: int
-) -> EncodedPairs:
+) -> tuple[list[list[int]], list[list[int]] | None]:
     encoded = tokenizer(
         list(queries),
         list(documents),
@@ -42,26 +57,117 @@ def encode_pairs(
         padding=False,
         return_attention_mask=False,
     )
-    return EncodedPairs(
-        input_ids=encoded["input_ids"],
-        token_type_ids=encoded.get("token_type_ids"),
-        pad_id=tokenizer.pad_token_id or 0,
-    )
+    return encoded["input_ids"], encoded.get("token_type_ids")
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    max_length: int,
+    *,
+    chunk: int = ENCODE_CHUNK,
+) -> EncodedPairs:
+    """Tokenise `chunk` pairs at a time into compact arrays: memory grows by the kept ids only."""
+    ids: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    has_types = True
+    for begin in range(0, len(queries), chunk):
+        chunk_ids, chunk_types = _tokenize(tokenizer, queries[begin : begin + chunk], documents[begin : begin + chunk], max_length)
+        lengths.append(np.fromiter((len(x) for x in chunk_ids), dtype=np.int64, count=len(chunk_ids)))
+        ids.append(np.fromiter(itertools.chain.from_iterable(chunk_ids), dtype=np.int32))
+        has_types = has_types and chunk_types is not None
+        if chunk_types is not None:
+            types.append(np.fromiter(itertools.chain.from_iterable(chunk_types), dtype=np.int8))
+    starts = np.zeros(len(queries) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=starts[1:])
+    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+    type_ids = (np.concatenate(types) if types else np.zeros(0, dtype=np.int8)) if has_types else None
+    return EncodedPairs(flat, starts, type_ids, tokenizer.pad_token_id or 0)
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Where a tokenizer puts its special tokens around a pair (e.g. [CLS] a [SEP] b [SEP]), read once
+    from its own encoding of a known pair, so pairs can be joined from separately tokenised texts."""
+
+    prefix: list[int]
+    middle: list[int]
+    suffix: list[int]
+    types: tuple[int, int, int, int, int] | None  # prefix, first, middle, second, suffix
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> PairTemplate:
+        a = tokenizer("a", add_special_tokens=False)["input_ids"]
+        b = tokenizer("b", add_special_tokens=False)["input_ids"]
+        both = tokenizer("a", "b", return_token_type_ids=True)
+        ids, type_ids = list(both["input_ids"]), both.get("token_type_ids")
+        i = next(k for k in range(len(ids)) if ids[k : k + len(a)] == a)
+        j = next(k for k in range(i + len(a), len(ids)) if ids[k : k + len(b)] == b)
+        types = None
+        if type_ids:
+            last = len(ids) - 1
+            types = (type_ids[0], type_ids[i], type_ids[j - 1], type_ids[j], type_ids[last])
+        return cls(ids[:i], ids[i + len(a) : j], ids[j + len(b) :], types)
+
+    @property
+    def special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def longest_first(n_first: int, n_second: int, budget: int) -> tuple[int, int]:
+    """The lengths longest-first truncation keeps: a token off the longer text until both fit."""
+    if n_first + n_second <= budget:
+        return n_first, n_second
+    half = budget // 2
+    if n_first <= half:
+        return n_first, budget - n_first
+    if n_second <= half:
+        return budget - n_second, n_second
+    # Both longer than half: the odd token goes to the longer text (the second on a tie).
+    return (budget - half, half) if n_first > n_second else (half, budget - half)
+
+
+def encode_query_documents(
+    tokenizer: PreTrainedTokenizerBase, query: str, documents: Sequence[str], max_length: int
+) -> EncodedPairs:
+    """One query against many documents, the query tokenised once; each pair is joined with the
+    tokenizer's special tokens and truncated longest first, exactly as the tokenizer does for a pair.
+    Texts are tokenised whole (truncation needs their true lengths): clip them in characters first."""
+    template = PairTemplate.of(tokenizer)
+    query_ids = tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"]
+    documents_ids = tokenizer(list(documents), add_special_tokens=False, verbose=False)
+    ids: list[int] = []
+    types: list[int] = []
+    starts = [0]
+    budget = max(max_length - template.special, 0)
+    for doc in documents_ids["input_ids"]:
+        n_query, n_doc = longest_first(len(query_ids), len(doc), budget)
+        parts = (template.prefix, query_ids[:n_query], template.middle, doc[:n_doc], template.suffix)
+        for part, part_type in zip(parts, template.types or (0,) * 5, strict=True):
+            ids += part
+            types += [part_type] * len(part)
+        starts.append(len(ids))
+    return EncodedPairs(np.asarray(ids, dtype=np.int32), np.asarray(starts, dtype=np.int64),
+                        np.asarray(types, dtype=np.int8) if template.types else None,
+                        tokenizer.pad_token_id or 0)  # fmt: skip
 
 
 def collate(encoded: EncodedPairs, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
     """The pairs at `indices` padded to the longest of them (not to max_length), with their attention mask."""
-    width = max(len(encoded.input_ids[i]) for i in indices)
-    input_ids = torch.full((len(indices), width), encoded.pad_id, dtype=torch.long)
-    attention = torch.zeros((len(indices), width), dtype=torch.long)
-    type_ids = encoded.token_type_ids
-    types = torch.zeros((len(indices), width), dtype=torch.long) if type_ids else None
-    for row, i in enumerate(indices):
-        ids = encoded.input_ids[i]
-        input_ids[row, : len(ids)] = torch.as_tensor(ids)
-        attention[row, : len(ids)] = 1
+    rows = [int(i) for i in indices]
+    width = int(max(encoded.lengths[rows]))
+    input_ids = torch.full((len(rows), width), encoded.pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if encoded.type_ids is not None else None
+    for row, i in enumerate(rows):
+        ids, type_ids = encoded.pair(i)
+        input_ids[row, : ids.size] = torch.from_numpy(ids.astype(np.int64))
+        attention[row, : ids.size] = 1
         if types is not None and type_ids is not None:
-            types[row, : len(ids)] = torch.as_tensor(type_ids[i])
+            types[row, : ids.size] = torch.from_numpy(type_ids.astype(np.int64))
     batch = {"input_ids": input_ids, "attention_mask": attention}
     if types is not None:
         batch["token_type_ids"] = types

@@ -1,10 +1,15 @@
 """Should a candidate replace the champion? A pure decision on evidence from the same held-out pairs.
 
 The candidate is promoted only when the lower bound of the bootstrap interval of its ROC-AUC gain over
-the champion (the base model for a first model) clears `min_improvement`. Below the minimum held-out
-size, or with one class held out, the gate refuses to decide. On the champion's own frozen held-out
-pairs, a candidate whose whole interval lies below −`max_regression` is rejected: new feedback can be
-wrong wholesale (a client that swaps like and dislike), and only the old pairs show it.
+the champion (the base model for a first model) clears `min_improvement`; the reason says which of the
+three cases it is: clears the bar, within the noise, or significantly worse (the whole interval below
+zero). Below the minimum held-out size, or with one class held out, the gate refuses to decide. On the
+champion's own frozen held-out pairs, a candidate whose whole interval lies below −`max_regression` is
+rejected: new feedback can be wrong wholesale (a client that swaps like and dislike), and only the old
+pairs show it. Where pairs carry a slice (the resource's subject), every slice with `slice_min_pairs`
+held-out pairs gets its own interval, at a Bonferroni-corrected confidence so that the chance of any
+false "worse" across the slices stays within the gate's; a candidate significantly worse on any slice
+is rejected, so no regression hides in the average.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class GateRule:
     min_queries: int = 8
     max_regression: float = 0.02
     seed: int = 0
+    slice_min_pairs: int = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Comparison:
     champion: Sequence[float]
     candidate: Sequence[float]
     queries: Sequence[str]
+    slices: Sequence[str | None] | None = None  # each pair's slice, where pairs carry one
 
     @property
     def size(self) -> tuple[int, int]:
@@ -75,37 +82,101 @@ def insufficient(comparison: Comparison, rule: GateRule) -> str | None:
     return None
 
 
-def decide_promotion(heldout: Comparison, rule: GateRule, reference: Comparison | None = None) -> GateDecision:
-    """`heldout`: this job's held-out pairs. `reference`: the champion's frozen held-out pairs, if any."""
+def verdict(auc: Interval, rule: GateRule, size: str) -> tuple[bool, str]:
+    """The three cases of the ROC-AUC gain's interval (and an undefined one): (promote, reason)."""
+    if auc.low is None or auc.high is None:
+        return False, f"ROC-AUC change undefined on {size}"
+    if auc.low > rule.min_improvement:
+        return True, f"{auc.describe()} on {size}; lower bound clears +{rule.min_improvement} (clears the bar)"
+    if auc.high < 0:
+        return False, f"{auc.describe()} on {size}; the whole interval lies below 0 (significantly worse)"
+    return False, f"{auc.describe()} on {size}; lower bound does not clear +{rule.min_improvement} (within the noise)"
+
+
+def _subset(comparison: Comparison, keep: list[int]) -> Comparison:
+    return Comparison(
+        [comparison.labels[i] for i in keep],
+        [comparison.champion[i] for i in keep],
+        [comparison.candidate[i] for i in keep],
+        [comparison.queries[i] for i in keep],
+    )
+
+
+def judged_slices(comparison: Comparison, rule: GateRule) -> dict[str, Comparison]:
+    """The slices with enough held-out pairs, both classes and `min_queries` queries to be judged alone."""
+    if comparison.slices is None:
+        return {}
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(comparison.slices):
+        if name is not None:
+            members.setdefault(name, []).append(i)
+    judged = {}
+    for name, keep in sorted(members.items()):
+        part = _subset(comparison, keep)
+        if len(keep) >= rule.slice_min_pairs and insufficient(part, rule) is None:
+            judged[name] = part
+    return judged
+
+
+def slice_evidence(comparison: Comparison, rule: GateRule) -> tuple[dict[str, Any], list[str]]:
+    """Per-slice ROC-AUC intervals (Bonferroni over the judged slices) and the slices significantly worse."""
+    parts = judged_slices(comparison, rule)
+    if not parts:
+        return {}, []
+    confidence = 1 - (1 - rule.confidence) / len(parts)
+    found: dict[str, Any] = {}
+    worse: list[str] = []
+    for name, part in parts.items():
+        auc = paired_bootstrap(part.labels, part.champion, part.candidate, part.queries, samples=rule.samples,
+                               confidence=confidence, seed=rule.seed)["roc_auc"]  # fmt: skip
+        found[name] = {"pairs": part.size[0], "queries": part.size[1], **auc.as_dict()}
+        if auc.high is not None and auc.high < 0:
+            worse.append(name)
+    return found, worse
+
+
+def _frozen_regression(reference: Comparison | None, rule: GateRule, evidence: dict[str, Any]) -> str | None:
+    if reference is None or len({label > 0.5 for label in reference.labels}) < 2:
+        return None
+    frozen = _intervals(reference, rule)["roc_auc"]
+    evidence["reference"] = {"pairs": reference.size[0], "queries": reference.size[1], **frozen.as_dict()}
+    if frozen.high is not None and frozen.high < -rule.max_regression:
+        return (
+            f"on the champion's frozen held-out pairs {frozen.describe()} lies wholly below "
+            f"-{rule.max_regression}: the new feedback contradicts what the champion learned"
+        )
+    return None
+
+
+def decide_promotion(
+    heldout: Comparison,
+    rule: GateRule,
+    reference: Comparison | None = None,
+    fairness: dict[str, Any] | None = None,
+) -> GateDecision:
+    """`heldout`: held-out pairs neither model trained on (where known). `reference`: the champion's
+    frozen held-out pairs, if any. `fairness`: what was left out and whether the champion may have seen
+    some pairs (said in the reason)."""
     pairs, queries = heldout.size
     evidence: dict[str, Any] = {"heldout_pairs": pairs, "heldout_queries": queries, "rule": rule.__dict__}
+    note = ""
+    if fairness:
+        evidence["fairness"] = fairness
+        if fairness.get("champion_may_have_seen"):
+            note = "; the champion may have trained on some of these held-out pairs (an earlier split)"
     refusal = insufficient(heldout, rule)
     if refusal is not None:
-        return GateDecision(False, refusal, refused=True, evidence=evidence)
+        return GateDecision(False, refusal + note, refused=True, evidence=evidence)
     intervals = _intervals(heldout, rule)
     evidence["intervals"] = {name: interval.as_dict() for name, interval in intervals.items()}
-
-    if reference is not None and len({label > 0.5 for label in reference.labels}) == 2:
-        frozen = _intervals(reference, rule)["roc_auc"]
-        evidence["reference"] = {"pairs": reference.size[0], "queries": reference.size[1], **frozen.as_dict()}
-        if frozen.high is not None and frozen.high < -rule.max_regression:
-            return GateDecision(
-                False,
-                f"on the champion's frozen held-out pairs {frozen.describe()} lies wholly below "
-                f"-{rule.max_regression}: the new feedback contradicts what the champion learned",
-                evidence=evidence,
-            )
-
-    auc = intervals["roc_auc"]
-    size = f"{pairs} pairs / {queries} queries"
-    if auc.low is None:
-        return GateDecision(False, f"ROC-AUC change undefined on {size}", evidence=evidence)
-    if auc.low > rule.min_improvement:
+    regression = _frozen_regression(reference, rule, evidence)
+    if regression is not None:
+        return GateDecision(False, regression + note, evidence=evidence)
+    evidence["slices"], worse = slice_evidence(heldout, rule)
+    promote, reason = verdict(intervals["roc_auc"], rule, f"{pairs} pairs / {queries} queries")
+    if promote and worse:
+        shown = ", ".join(f"{name} {evidence['slices'][name]['delta']:+.4f}" for name in worse)
         return GateDecision(
-            True, f"{auc.describe()} on {size}; lower bound clears +{rule.min_improvement}", evidence=evidence
+            False, f"{reason}, but significantly worse on slice(s) {shown} (ROC-AUC)" + note, evidence=evidence
         )
-    return GateDecision(
-        False,
-        f"{auc.describe()} on {size}; lower bound does not clear +{rule.min_improvement} (gain within the noise)",
-        evidence=evidence,
-    )
+    return GateDecision(promote, reason + note, evidence=evidence)

@@ -26,16 +26,18 @@ def quiet_hub() -> None:
 
 
 def load_cross_encoder(
-    name_or_path: str | Path, device: torch.device, seed: int
+    name_or_path: str | Path, device: torch.device, seed: int, revision: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) with a single-logit ranking head; a missing head is initialised from `seed`."""
+    """(model, tokenizer) with a single-logit ranking head; a missing head is initialised from `seed`.
+    `revision`: the hub commit to load a hub name at (a local folder has none)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_hub()
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    pinned = {"revision": revision} if revision and not Path(name_or_path).is_dir() else {}
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **pinned)
     model, info = AutoModelForSequenceClassification.from_pretrained(
-        str(name_or_path), num_labels=1, output_loading_info=True
+        str(name_or_path), num_labels=1, output_loading_info=True, **pinned
     )
     # Remembered so training can give parameters that start from random a learning rate of their own.
     model.new_parameter_names = frozenset(info.get("missing_keys", ()))

@@ -1,4 +1,4 @@
-"""Joined feedback rows → clean, deduplicated (query, document, label) pairs, and a leakage-free split.
+"""Joined feedback rows → clean, deduplicated (query, document, label) pairs (the split: `split.py`).
 
 Pure functions: rows in, pairs out. No database, no Celery.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # C0/C1 control characters other than tab and newline, and lone surrogates a tokenizer cannot encode.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
+# Characters that change no visible text: format characters (zero-width space and joiners, bidi marks,
+# word joiner, BOM, soft hyphen: Unicode category Cf) and controls (Cc). Removed from query keys.
+_INVISIBLE = frozenset(("Cf", "Cc"))
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Pair:
     document: str
     label: float
     feedback_at: datetime
+    slice: str | None = None  # the resource's slice (e.g. its subject), for per-slice gating
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Snapshot:
     skipped: Counter[str] = field(default_factory=Counter)
     duplicates_superseded: int = 0
     texts_truncated: int = 0
+    future_dated: int = 0  # usable pairs whose feedback was dated after the snapshot's now (taken as now)
 
     @property
     def label_counts(self) -> dict[str, int]:
@@ -65,6 +71,7 @@ class Snapshot:
             "skipped_total": sum(self.skipped.values()),
             "duplicates_superseded": self.duplicates_superseded,
             "texts_truncated": self.texts_truncated,
+            "future_dated": self.future_dated,
             "content_hash": self.content_hash,
             "watermark": self.watermark,
         }
@@ -77,8 +84,12 @@ def clean_text(value: str) -> str:
 
 
 def query_key(query: str) -> str:
-    """Queries that differ only by case or spacing are the same query (for dedup and for the split)."""
-    return " ".join(query.casefold().split())
+    """One query however it is typed, for dedup and for the split: NFKC, case-folded, invisible
+    characters (zero-width, bidi marks, controls) removed, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", query).casefold()
+    spaced = (" " if ch.isspace() else ch for ch in text)  # tabs and newlines are spaces, not controls
+    visible = "".join(ch for ch in spaced if unicodedata.category(ch) not in _INVISIBLE)
+    return " ".join(unicodedata.normalize("NFKC", visible).split())
 
 
 def _aware(value: Any) -> datetime | None:
@@ -117,6 +128,14 @@ def _feedback_time(row: Mapping[str, Any], now: datetime | None) -> datetime:
     return now if now is not None and when > now else when
 
 
+def _slice_of(value: Any) -> str | None:
+    """A resource's slice as a short label; absent, empty or non-scalar values have none."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    label = clean_text(str(value))[:100]
+    return label or None
+
+
 def classify_row(
     row: Mapping[str, Any], max_text_chars: int, now: datetime | None = None
 ) -> tuple[Pair | None, str | None, bool]:
@@ -141,6 +160,7 @@ def classify_row(
         document=document,
         label=LABELS[row["feedback"]],
         feedback_at=_feedback_time(row, now),
+        slice=_slice_of(row.get("slice")),
     )
     return pair, None, longest > max_text_chars
 
@@ -158,6 +178,7 @@ def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int, now: 
             snapshot.skipped[reason or "unknown"] += 1
             continue
         snapshot.texts_truncated += truncated
+        snapshot.future_dated += pair.feedback_at == now and _feedback_time(row, None) > now
         key = (query_key(pair.query), pair.resource_id)
         kept = latest.get(key)
         if kept is None:
@@ -168,33 +189,3 @@ def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int, now: 
             latest[key] = pair
     snapshot.pairs = sorted(latest.values(), key=lambda p: (p.feedback_at, p.inference_id))
     return snapshot
-
-
-def split_pairs(pairs: list[Pair], test_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded split, stratified by label, grouped by query: no query text lands on both sides.
-
-    Returns ([], []) when no grouping can put both classes on both sides.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    groups = [query_key(p.query) for p in pairs]
-    n_groups = len(set(groups))
-    n_splits = max(2, min(round(1 / test_fraction), n_groups))
-    if n_groups < 2:
-        return [], []
-    labels = [int(p.label) for p in pairs]
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    target = test_fraction * len(pairs)
-    best: tuple[float, list[int], list[int]] | None = None
-    for train_idx, test_idx in folds.split(pairs, labels, groups):
-        test_labels = {labels[i] for i in test_idx}
-        train_labels = {labels[i] for i in train_idx}
-        if len(test_labels) < 2 or len(train_labels) < 2:
-            continue
-        distance = abs(len(test_idx) - target)
-        if best is None or distance < best[0]:
-            best = (distance, list(train_idx), list(test_idx))
-    if best is None:
-        return [], []
-    _, train_idx, test_idx = best
-    return [pairs[i] for i in train_idx], [pairs[i] for i in test_idx]

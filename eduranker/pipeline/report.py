@@ -127,6 +127,31 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def judging_lines(gate: dict[str, Any], split: dict[str, Any]) -> list[str]:
+    """What the models were judged on (the stable split, what was left out) and the per-slice intervals."""
+    lines: list[str] = []
+    fairness = gate.get("fairness") or {}
+    if split.get("epoch") is not None:
+        lines.append(
+            f"  split epoch {split['epoch']} (test fraction {split.get('test_fraction')}); judged on "
+            f"{gate.get('heldout_pairs')} held-out pairs, {fairness.get('excluded_champion_trained', 0)} left out "
+            f"because the champion trained on them"
+            + ("; the champion may have seen some judged pairs" if fairness.get("champion_may_have_seen") else "")
+        )
+    slices = gate.get("slices") or {}
+    if slices:
+        lines += ["", "Slices (ROC-AUC change, Bonferroni-corrected intervals)"]
+        for name, found in slices.items():
+            if found.get("low") is None:
+                lines.append(f"  {name:<18} undefined ({found['pairs']} pairs)")
+                continue
+            lines.append(
+                f"  {name:<18} {found['delta']:+.4f}  {found['confidence']:.1%} CI "
+                f"[{found['low']:+.4f}, {found['high']:+.4f}] on {found['pairs']} pairs / {found['queries']} queries"
+            )
+    return lines
+
+
 def render_report(meta: dict[str, Any]) -> str:
     """The plain-text summary a person reads first."""
     snap, before, after = meta["snapshot"], meta["metrics"]["before"], meta["metrics"]["after"]
@@ -172,6 +197,7 @@ def render_report(meta: dict[str, Any]) -> str:
             f"  on the champion's frozen pairs ({reference['pairs']} pairs): {reference['delta']:+.4f} "
             f"[{reference['low']:+.4f}, {reference['high']:+.4f}]"
         )
+    lines += judging_lines(meta.get("gate") or {}, meta.get("split") or {})
     train = meta["training"]
     lines += [
         "",

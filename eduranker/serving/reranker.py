@@ -5,6 +5,12 @@ loaded beside the current one, checked on a probe pair, and swapped in with one 
 a request takes the reference once, so requests in flight finish on the model they started with, and
 the old model is freed when the last of them ends. A version that fails to load is logged and not
 swapped in (the current one keeps serving); it is tried again when the pointer changes again.
+
+Comparing with the previous champion (`MODELS_DIR/previous`), for the producer's online guard:
+`compare="holdback"` serves a `share` of users (stable per `key`, the hash salted with the champion's
+version, so each promotion draws a new group) wholly with the previous champion; `compare="interleave"`
+serves a `share` of requests a team-draft interleaving of both versions' rankings, each document
+tagged with the version that contributed it.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import gc
 import hashlib
 import logging
 import os
+import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eduranker.models_dir import POINTER, PREVIOUS, champion_target, version_dir
+from eduranker.serving.interleave import team_draft
 from eduranker.serving.loaded import LoadedModel, load_checked
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,8 @@ class RerankResult:
     scores: list[float]  # aligned with the documents given
     order: list[int]  # indices of the documents, best first
     holdback: bool  # served by the previous champion, for the live comparison
+    versions: list[str | None] = field(default_factory=list)  # aligned with `order`: who contributed each
+    interleaved: bool = False  # a team-draft interleaving of the champion's and the previous champion's lists
 
 
 @dataclass(frozen=True)
@@ -49,14 +59,19 @@ class ChampionReranker:
         base_model: str | None = None,
         poll_seconds: float = 5.0,
         holdback: float = 0.0,
+        compare: str | None = None,
+        share: float = 0.0,
+        seed: int | None = None,
         device: str | torch.device | None = None,
         max_length: int = 256,
         batch_size: int = 64,
     ):
-        if not 0.0 <= holdback < 1.0:
-            raise ValueError(f"holdback must be in [0, 1), got {holdback}")
+        self.compare, self.share = _comparison(holdback, compare, share)
         self.models_dir, self.base_model = Path(models_dir), base_model
-        self.poll_seconds, self.holdback = poll_seconds, holdback
+        self.poll_seconds = poll_seconds
+        self.holdback = self.share if self.compare == HOLDBACK else 0.0
+        self._rng = random.Random(seed)  # the interleaving's share and coins (no need to be unpredictable)
+        self._rng_lock = threading.Lock()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length, self.batch_size = max_length, batch_size
         self.last_error: str | None = None  # why the newest pointer target is not serving
@@ -71,14 +86,27 @@ class ChampionReranker:
         return self._serving.champion.version
 
     def rerank(self, query: str, documents: Sequence[str], *, key: str | None = None) -> RerankResult:
-        """Scores and order for `documents`. `key` (a user id, say) puts a stable `holdback` share of
-        requests on the previous champion."""
+        """Scores and order for `documents`. `key` (a user id, say) puts a stable holdback share of
+        users on the previous champion; with interleaving, a share of requests gets both versions' lists
+        interleaved, and `versions` names the contributor of each document in `order`."""
         serving = self._serving  # one read: this request stays on these models whatever swaps meanwhile
-        held = serving.previous is not None and key is not None and _bucket(key) < self.holdback
-        loaded = serving.previous if held and serving.previous is not None else serving.champion
+        previous = serving.previous
+        if previous is not None and self.compare == INTERLEAVE and len(documents) > 1 and self._draw() < self.share:
+            return _interleaved(serving.champion, previous, query, documents, self._coins())
+        salt = serving.champion.version or "base"  # a new holdback group for every champion
+        held = previous is not None and key is not None and _bucket(f"{salt}\x00{key}") < self.holdback
+        loaded = previous if held and previous is not None else serving.champion
         scores = loaded.score(query, documents) if documents else np.zeros(0)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        return RerankResult(loaded.version, [float(s) for s in scores], order, held)
+        order = _ranking(scores)
+        return RerankResult(loaded.version, [float(s) for s in scores], order, held, [loaded.version] * len(order))
+
+    def _draw(self) -> float:
+        with self._rng_lock:
+            return self._rng.random()
+
+    def _coins(self) -> random.Random:
+        with self._rng_lock:
+            return random.Random(self._rng.getrandbits(64))
 
     def close(self) -> None:
         self._stop.set()
@@ -117,7 +145,7 @@ class ChampionReranker:
         reuse = {} if current is None else {m.version: m for m in (current.champion, current.previous) if m}
         champion = reuse.get(champion_version) or self._load_version(champion_version)
         previous = None
-        if self.holdback > 0 and previous_version is not None:
+        if self.share > 0 and previous_version is not None:
             try:
                 previous = reuse.get(previous_version) or self._load_version(previous_version)
             except Exception:  # no holdback rather than no champion
@@ -132,6 +160,42 @@ class ChampionReranker:
         else:
             path = version_dir(self.models_dir, version)
         return load_checked(path, version, self.device, self.max_length, self.batch_size)
+
+
+HOLDBACK, INTERLEAVE = "holdback", "interleave"
+
+
+def _comparison(holdback: float, compare: str | None, share: float) -> tuple[str | None, float]:
+    """(compare, share) from the arguments; `holdback=x` is `compare="holdback", share=x`."""
+    if not 0.0 <= holdback < 1.0:
+        raise ValueError(f"holdback must be in [0, 1), got {holdback}")
+    if holdback > 0:
+        if compare not in (None, HOLDBACK) or share not in (0.0, holdback):
+            raise ValueError("give either holdback=x or compare=... with share=x, not both")
+        return HOLDBACK, holdback
+    if compare not in (None, HOLDBACK, INTERLEAVE):
+        raise ValueError(f"compare must be 'holdback' or 'interleave', got {compare!r}")
+    limit = 1.0 if compare == INTERLEAVE else 1.0 - 1e-12  # a holdback of everyone would be no champion
+    if not 0.0 <= share <= limit:
+        raise ValueError(f"share must be in [0, 1{']' if compare == INTERLEAVE else ')'}, got {share}")
+    return compare, share if compare else 0.0
+
+
+def _ranking(scores: np.ndarray) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+def _interleaved(
+    champion: LoadedModel, previous: LoadedModel, query: str, documents: Sequence[str], coins: random.Random
+) -> RerankResult:
+    """Both versions score the documents; the list is their team draft. Each document's score is the
+    one its contributing version gave it."""
+    mine, theirs = champion.score(query, documents), previous.score(query, documents)
+    order, teams = team_draft(_ranking(mine), _ranking(theirs), coins)
+    by_doc = {doc: team for doc, team in zip(order, teams, strict=True)}
+    scores = [float(theirs[i] if by_doc[i] else mine[i]) for i in range(len(documents))]
+    tags = [previous.version if team else champion.version for team in teams]
+    return RerankResult(champion.version, scores, order, False, tags, interleaved=True)
 
 
 def _bucket(key: str) -> float:

@@ -8,9 +8,10 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, monitoring
+from pymongo.collection import Collection
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
@@ -71,30 +72,57 @@ def connect(
         # A string stored with invalid UTF-8 by some old client reads as U+FFFD instead of failing the batch.
         unicode_decode_error_handler="replace",
         event_listeners=list(listeners),
+        # Acknowledged only once a majority of the set has it, on disk: a failover cannot roll back a
+        # claim, a `seq` bump or a lease renewal that a process already acted on. Reads see only such
+        # writes, so no decision rests on one that may vanish. Settings refuse a URL asking for less.
+        w="majority",
+        journal=True,
+        readConcernLevel="majority",
     )
     return client[settings.mongodb_db]
+
+
+# IndexOptionsConflict, IndexKeySpecsConflict: an index with this key pattern (or this name) exists.
+INDEX_CONFLICT_CODES = {85, 86}
+_INDEX_OPTIONS = ("unique", "partialFilterExpression", "sparse")
+
+
+def ensure_index(collection: Collection[Document], keys: Sequence[tuple[str, int]], name: str, **options: Any) -> str:
+    """Create an index; one that already exists with the same key pattern and the same guarantees
+    (unique, partial filter) under another name (an operator's, or an older release's) is used as it
+    is, by its key pattern. Returns the name of the index that serves. An existing index with the same
+    keys but weaker guarantees is an error naming both: the trainer's invariants would not hold."""
+    try:
+        return collection.create_index(list(keys), name=name, **options)
+    except OperationFailure as exc:
+        if exc.code not in INDEX_CONFLICT_CODES:
+            raise
+        for existing, spec in collection.index_information().items():
+            if [(k, int(v)) for k, v in spec["key"]] != [(k, int(v)) for k, v in keys]:
+                continue
+            if all(spec.get(o) == options.get(o) for o in _INDEX_OPTIONS):
+                log.info("index %s on %s: served by the existing index %s with its key pattern", name,
+                         collection.name, existing)  # fmt: skip
+                return existing
+        raise
 
 
 def ensure_indexes(db: Db) -> None:
     """Create the indexes the trainer's guarantees rest on. Idempotent."""
     jobs = db[TRAINING_JOBS]
-    jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created")
+    ensure_index(jobs, [("status", ASCENDING), ("created_at", DESCENDING)], "status_created")
     # One active (queued or running) job at a time, whoever recorded it.
-    jobs.create_index("active", unique=True, partialFilterExpression={"active": True}, name="one_active_job")
+    ensure_index(jobs, [("active", ASCENDING)], "one_active_job", unique=True, partialFilterExpression={"active": True})
     versions = db[MODEL_VERSIONS]
-    versions.create_index("version", unique=True, name="unique_version")
+    ensure_index(versions, [("version", ASCENDING)], "unique_version", unique=True)
     # The database itself refuses a second champion, whatever the code does.
-    versions.create_index(
-        "status",
-        unique=True,
-        partialFilterExpression={"status": "champion"},
-        name="one_champion",
+    ensure_index(
+        versions, [("status", ASCENDING)], "one_champion", unique=True, partialFilterExpression={"status": "champion"}
     )
     # The producer's counts and watermark: with one label fixed, each query is a tight range of this
     # index, so its cost follows the feedback counted, not the size of `inferences`.
-    db[INFERENCES].create_index(
-        [("feedback", ASCENDING), ("feedback_at", ASCENDING), ("created_at", ASCENDING)], name="feedback_window"
-    )
+    window = [("feedback", ASCENDING), ("feedback_at", ASCENDING), ("created_at", ASCENDING)]
+    ensure_index(db[INFERENCES], window, "feedback_window")
 
 
 @contextlib.contextmanager

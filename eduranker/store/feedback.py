@@ -1,4 +1,9 @@
-"""Counting feedback: the producer's trigger windows and watermark, each a range of one index."""
+"""Counting feedback: the producer's trigger windows and watermark, each a range of one index.
+
+A window ends at `until`, the database server's now: feedback dated later (an API host whose clock is
+ahead) is not counted until the server's time reaches it, so it can neither trigger a job early nor,
+sitting beyond every watermark, trigger one after another (`count_future_dated` reports it).
+"""
 
 from __future__ import annotations
 
@@ -21,22 +26,34 @@ def _set_when(label: str, when: dict[str, Any]) -> list[tuple[dict[str, Any], st
     ]
 
 
-def _window(label: str, since: datetime | None) -> list[dict[str, Any]]:
-    """Filters for feedback `label` set after `since` (all of it without one)."""
-    if since is None:
+def _range(since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    if since is not None:
+        bounds["$gt"] = since
+    if until is not None:
+        bounds["$lte"] = until
+    return bounds
+
+
+def _window(label: str, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Filters for feedback `label` set after `since` (all of it without one) and not after `until`."""
+    if since is None and until is None:
         return [{"feedback": label}]
-    return [query for query, _ in _set_when(label, {"$gt": since})]
+    return [query for query, _ in _set_when(label, _range(since, until))]
 
 
-def count_usable_feedback(db: Db, since: datetime | None = None, *, cap: int | None = None) -> dict[str, int]:
-    """Likes and dislikes currently in `inferences` (optionally only those set after `since`).
+def count_usable_feedback(
+    db: Db, since: datetime | None = None, *, cap: int | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """Likes and dislikes currently in `inferences` (optionally only those set after `since`, and with
+    `until`, not after it).
 
     With `cap`, counting stops once the two together reach it: enough to answer "at least cap?" at a
     cost bounded by the cap rather than by the backlog.
     """
     counts = {"like": 0, "dislike": 0}
     for label in LABELS:
-        for query in _window(label, since):
+        for query in _window(label, since, until):
             left = None if cap is None else cap - sum(counts.values())
             if left is not None and left <= 0:
                 return counts
@@ -48,13 +65,14 @@ def count_usable_feedback(db: Db, since: datetime | None = None, *, cap: int | N
     return counts
 
 
-def latest_feedback_at(db: Db, since: datetime | None = None) -> datetime | None:
-    """When the newest usable feedback was set (created_at for an insert without feedback_at).
+def latest_feedback_at(db: Db, since: datetime | None = None, until: datetime | None = None) -> datetime | None:
+    """When the newest usable feedback was set (created_at for an insert without feedback_at), not
+    after `until`.
 
     With `since` (the last watermark) only that window is searched: the answer is the same whenever
     the window holds feedback, and a server that sorts without the index reads only the window.
     """
-    after = {"$gt": since} if since is not None else {"$type": "date"}
+    after = _range(since, until) if since is not None or until is not None else {"$type": "date"}
     newest = None
     for label in LABELS:
         for query, key in _set_when(label, after):
@@ -62,3 +80,8 @@ def latest_feedback_at(db: Db, since: datetime | None = None) -> datetime | None
             if doc is not None and (newest is None or doc[key] > newest):
                 newest = doc[key]
     return newest
+
+
+def count_future_dated(db: Db, now: datetime) -> int:
+    """Usable feedback dated after `now` (the server's): what a skewed API host wrote."""
+    return sum(db[INFERENCES].count_documents(query) for label in LABELS for query, _ in _set_when(label, {"$gt": now}))

@@ -6,6 +6,9 @@ Invariants the database enforces, whatever order processes act in:
   the slot when it frees; an automatic one is not recorded at all.
 - fencing: a run owns its job through the attempt number its claim set; every write of that run is
   conditioned on it, so a run that was taken over changes nothing.
+- one clock: every time stored here (created, sent, heartbeat, finished) is the database server's
+  (`$$NOW` in an update pipeline, or read from the server), and every cutoff is the server's now minus
+  a length, so no two hosts' clocks are ever compared (`eduranker.store.clock`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Superseded
+from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
 
@@ -28,7 +32,13 @@ MAX_ATTEMPTS = 3  # runs of one job before it is failed (each claim is one)
 
 
 def now() -> datetime:
+    """This host's clock: for labels and this process's own intervals only, never compared with a time
+    another process wrote (those come from `server_now`)."""
     return datetime.now(UTC)
+
+
+def _incremented(name: str) -> dict[str, Any]:
+    return {"$add": [{"$ifNull": [f"${name}", 0]}, 1]}
 
 
 def create_job(
@@ -41,8 +51,11 @@ def create_job(
     sent: bool = False,
 ) -> str | None:
     """Record a job. Returns its status (`queued`, or `waiting` for a manual job behind an active one),
-    or None when nothing was recorded: the id exists already, or an automatic job met an active one."""
-    at = now()
+    or None when nothing was recorded: the id exists already, or an automatic job met an active one or a
+    waiting manual one (manual jobs go first when the slot frees)."""
+    if automatic and next_waiting(db) is not None:
+        return None
+    at = server_now(db)
     doc: dict[str, Any] = {
         "_id": job_id,
         "status": QUEUED,
@@ -74,6 +87,13 @@ def get_job(db: Db, job_id: str) -> dict[str, Any] | None:
     return db[TRAINING_JOBS].find_one({"_id": job_id})
 
 
+def next_waiting(db: Db) -> str | None:
+    """The oldest waiting job's id: the next to take the slot."""
+    for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+        return str(job["_id"])
+    return None
+
+
 def advance_waiting(db: Db) -> str | None:
     """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved."""
     for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
@@ -89,7 +109,8 @@ def advance_waiting(db: Db) -> str | None:
 
 def mark_sent(db: Db, job_id: str) -> None:
     db[TRAINING_JOBS].update_one(
-        {"_id": job_id, "status": QUEUED, "sent_at": None}, {"$set": {"sent_at": now()}, "$inc": {"sends": 1}}
+        {"_id": job_id, "status": QUEUED, "sent_at": None},
+        [{"$set": {"sent_at": SERVER_NOW, "sends": _incremented("sends")}}],
     )
 
 
@@ -101,7 +122,7 @@ def resend_unclaimed(db: Db, *, after_s: float, max_sends: int, at: datetime | N
     """Queued jobs no worker claimed within `after_s` of being sent: the message was lost (a flushed or
     restarted broker, retries exhausted). Marked unsent again, for the outbox to send under the same id;
     after `max_sends` sends, failed with the reason. With one active job, a queued job waits for nobody."""
-    at = at or now()
+    at = at or server_now(db)
     cutoff = at - timedelta(seconds=after_s)
     changed = []
     for job in db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}):
@@ -119,17 +140,14 @@ def resend_unclaimed(db: Db, *, after_s: float, max_sends: int, at: datetime | N
 def claim_job(db: Db, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
     """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running.
     The returned document's `attempts` is this run's fence."""
-    at = now()
-    stale = at - timedelta(seconds=stale_after_s)
+    stale = server_now(db) - timedelta(seconds=stale_after_s)
+    stamp = {"status": RUNNING, "started_at": SERVER_NOW, "heartbeat_at": SERVER_NOW, "worker": {"$literal": worker}}
     return db[TRAINING_JOBS].find_one_and_update(
         {
             "_id": job_id,
             "$or": [{"status": QUEUED}, {"status": RUNNING, "heartbeat_at": {"$lt": stale}}],
         },
-        {
-            "$set": {"status": RUNNING, "started_at": at, "heartbeat_at": at, "worker": worker},
-            "$inc": {"attempts": 1},
-        },
+        [{"$set": {**stamp, "attempts": _incremented("attempts")}}],
         return_document=ReturnDocument.AFTER,
     )
 
@@ -143,45 +161,61 @@ def _fence(job_id: str, attempt: int) -> dict[str, Any]:
     return {"_id": job_id, "status": RUNNING, "attempts": attempt}
 
 
-def _terminal(status: str, at: datetime, **fields: Any) -> dict[str, Any]:
-    return {"$set": {"status": status, "finished_at": at, **fields}, "$unset": {"active": ""}}
+def _terminal(status: str, at: datetime | None, **fields: Any) -> list[dict[str, Any]]:
+    """The update that ends a job (an update pipeline): `finished_at` is `at`, or the server's now."""
+    finished: Any = SERVER_NOW if at is None else {"$literal": at}
+    return [{"$set": {**literal(fields), "status": status, "finished_at": finished}}, {"$unset": ["active"]}]
 
 
 def update_job(db: Db, job_id: str, attempt: int, **fields: Any) -> None:
     """A write of the run that owns attempt `attempt`; Superseded if it no longer does."""
-    fields.setdefault("heartbeat_at", now())
-    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": fields}).matched_count == 0:
+    update = [{"$set": {"heartbeat_at": SERVER_NOW, **literal(fields)}}]
+    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 0:
         raise Superseded(f"job {job_id} attempt {attempt} was taken over; this run stops")
 
 
 def heartbeat(db: Db, job_id: str, attempt: int) -> bool:
     """False when the run no longer owns its job."""
-    return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), {"$set": {"heartbeat_at": now()}}).matched_count == 1
+    beat = [{"$set": {"heartbeat_at": SERVER_NOW}}]
+    return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), beat).matched_count == 1
 
 
 def finish_job(db: Db, job_id: str, attempt: int, status: str, **fields: Any) -> None:
     """The run's last write: a terminal status, conditioned on still owning the job."""
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
-    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), _terminal(status, now(), **fields)).matched_count == 0:
+    if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), _terminal(status, None, **fields)).matched_count == 0:
         raise Superseded(f"job {job_id} attempt {attempt} was taken over; its outcome is not recorded")
 
 
-def hand_back(db: Db, job_id: str, attempt: int, reason: str) -> bool:
+def hand_back(db: Db, job_id: str, attempt: int, reason: str, *, max_handbacks: int | None = None) -> str | None:
     """Return a running job to the queue (a retryable failure, a worker shutting down): unsent, so the
-    outbox sends it again at once. False when the run no longer owned it."""
-    update = {
-        "$set": {"status": QUEUED, "sent_at": None, "reason": reason},
-        "$unset": {"heartbeat_at": ""},
-        "$inc": {"handed_back": 1},  # a run given back did not die: it does not count against MAX_ATTEMPTS
-    }
-    return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 1
+    outbox sends it again at once. With `max_handbacks`, a job handed back that often already fails
+    instead, with the count and the last reason. Returns the job's new status (`queued` or `failed`), or
+    None when the run no longer owned it."""
+    if max_handbacks is not None:
+        job = db[TRAINING_JOBS].find_one(_fence(job_id, attempt), {"handed_back": 1})
+        if job is None:
+            return None
+        done = int(job.get("handed_back") or 0)
+        if done >= max_handbacks:
+            why = f"handed back {done} times (JOB_MAX_HANDBACKS {max_handbacks}); last: {reason}"
+            fence = {**_fence(job_id, attempt), "handed_back": job.get("handed_back")}
+            ended = db[TRAINING_JOBS].update_one(fence, _terminal(FAILED, None, reason=why)).matched_count == 1
+            return FAILED if ended else None
+    handed = _incremented("handed_back")
+    update: list[dict[str, Any]] = [
+        # A run given back did not die: it does not count against MAX_ATTEMPTS.
+        {"$set": {"status": QUEUED, "sent_at": None, "reason": {"$literal": reason}, "handed_back": handed}},
+        {"$unset": ["heartbeat_at"]},
+    ]
+    return QUEUED if db[TRAINING_JOBS].update_one(_fence(job_id, attempt), update).matched_count == 1 else None
 
 
 def cancel_job(db: Db, job_id: str, reason: str) -> bool:
     """Cancel a job that has not ended (an operator stopping it); a running job's run is fenced out."""
     result = db[TRAINING_JOBS].update_one(
-        {"_id": job_id, "status": {"$in": [WAITING, QUEUED, RUNNING]}}, _terminal(CANCELLED, now(), reason=reason)
+        {"_id": job_id, "status": {"$in": [WAITING, QUEUED, RUNNING]}}, _terminal(CANCELLED, None, reason=reason)
     )
     return result.modified_count == 1
 
@@ -190,12 +224,13 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     """Running jobs whose heartbeat stopped `silent_after_s` ago (the worker died, was stopped, or lost
     the database): back to the queue, unsent, so another worker starts them within minutes; failed once
     MAX_ATTEMPTS runs have died. Conditioned on the attempt read, so a run that came back wins."""
-    at = at or now()
+    at = at or server_now(db)
     cutoff = at - timedelta(seconds=silent_after_s)
     changed = []
     for job in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}}):
         fence = {**_fence(job["_id"], job["attempts"]), "heartbeat_at": job["heartbeat_at"]}
         silent = f"worker {job.get('worker')} silent for more than {silent_after_s:.0f} s"
+        update: list[dict[str, Any]] | dict[str, Any]
         if runs_died(job) >= MAX_ATTEMPTS:
             update = _terminal(FAILED, at, reason=f"{silent}; gave up after {job['attempts']} attempts")
         else:

@@ -1,10 +1,11 @@
 """A leader lease in MongoDB: several producers may run, one acts.
 
-The lease document names its holder and when it expires (holder's clock). A standby takes it only once
-expired; the holder renews it every third of its length and stops acting a fifth of a lease before the
-expiry it wrote, measured on its own monotonic clock from before the renewal was sent. So a leader that
-stalls (paused, cut off from the database) stops before any standby may start, with clocks that
-disagree by less than that fifth.
+The lease document names its holder and when it expires, on the database server's clock: a renewal
+reads the server's now and writes that plus the lease, and a standby compares the expiry with the
+server's now too, so hosts' clocks never meet. The holder renews it every third of its length and stops
+acting a fifth of a lease before the expiry it wrote, measured on its own monotonic clock from before
+the server's time was read. So a leader that stalls (paused, cut off from the database) stops before any
+standby may start, however far its host clock is off.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from datetime import timedelta
 
 from pymongo.errors import DuplicateKeyError
 
+from eduranker.store.clock import SERVER_NOW, server_now
 from eduranker.store.connection import PRODUCER_STATE
-from eduranker.store.jobs import now
 from eduranker.store.types import Db
 
 LEASE_ID = "producer-lease"
@@ -33,7 +34,7 @@ class Lease:
     def acquire(self) -> bool:
         """Take or renew the lease; True if this process holds it now."""
         sent = time.monotonic()
-        at = now()
+        at = server_now(self.db)
         try:
             result = self.db[PRODUCER_STATE].update_one(
                 {"_id": LEASE_ID, "$or": [{"holder": self.holder}, {"expires_at": {"$lte": at}}]},
@@ -63,4 +64,5 @@ class Lease:
     def release(self) -> None:
         """Give the lease up at a clean stop, so a standby takes over at once instead of after expiry."""
         self.valid_until = 0.0
-        self.db[PRODUCER_STATE].update_one({"_id": LEASE_ID, "holder": self.holder}, {"$set": {"expires_at": now()}})
+        expire = [{"$set": {"expires_at": SERVER_NOW}}]
+        self.db[PRODUCER_STATE].update_one({"_id": LEASE_ID, "holder": self.holder}, expire)

@@ -26,6 +26,12 @@ def _clipped(path: str, max_chars: int) -> dict[str, Any]:
     return {"$cond": [{"$eq": [{"$type": path}, "string"]}, {"$substrCP": [path, 0, max_chars]}, None]}
 
 
+def _short_label(path: str) -> dict[str, Any]:
+    # A scalar as text of at most 200 characters; any other type is null.
+    scalar = {"$in": [{"$type": path}, ["string", "int", "long", "double", "objectId"]]}
+    return {"$cond": [scalar, {"$substrCP": [{"$toString": path}, 0, 200]}, None]}
+
+
 def _length(path: str) -> dict[str, Any]:
     return {"$cond": [{"$eq": [{"$type": path}, "string"]}, {"$strLenCP": path}, 0]}
 
@@ -39,8 +45,8 @@ def _text_fields(fields: Iterable[str], max_chars: int) -> dict[str, Any]:
     return projection
 
 
-def _fetch(db: Db, collection: str, ids: set[Any], fields: tuple[str, ...], max_chars: int) -> dict[Any, Document]:
-    pipeline = [{"$match": {"_id": {"$in": list(ids)}}}, {"$project": _text_fields(fields, max_chars)}]
+def _fetch(db: Db, collection: str, ids: set[Any], projection: dict[str, Any]) -> dict[Any, Document]:
+    pipeline = [{"$match": {"_id": {"$in": list(ids)}}}, {"$project": projection}]
     return {doc["_id"]: doc for doc in db[collection].aggregate(pipeline)}
 
 
@@ -48,12 +54,18 @@ class _Texts:
     """Projected text documents by id. A collection of at most CACHE_LIMIT documents is read whole,
     once, in one stream (far cheaper than `$in` lists on some servers); a larger one a batch at a time."""
 
-    def __init__(self, db: Db, collection: str, fields: tuple[str, ...], max_chars: int):
+    def __init__(
+        self, db: Db, collection: str, fields: tuple[str, ...], max_chars: int, slice_field: str = "",
+        extra: dict[str, Any] | None = None,
+    ):  # fmt: skip
         self.db, self.collection, self.fields, self.max_chars = db, collection, fields, max_chars
+        self.projection = {**_text_fields(fields, max_chars), **(extra or {})}
+        if slice_field:  # a short label (e.g. the resource's subject), cut like the texts
+            self.projection["slice"] = {"$cond": [{"$in": [{"$type": f"${slice_field}"}, ["string", "int", "long", "double"]]}, {"$substrCP": [{"$toString": f"${slice_field}"}, 0, 100]}, None]}  # fmt: skip
         self.known: dict[Any, Document | None] = {}
         self.whole = db[collection].estimated_document_count() <= CACHE_LIMIT
         if self.whole:
-            pipeline = [{"$project": _text_fields(fields, max_chars)}]
+            pipeline = [{"$project": self.projection}]
             self.known = {doc["_id"]: doc for doc in db[collection].aggregate(pipeline)}
 
     def load(self, ids: Iterable[Any]) -> None:
@@ -64,7 +76,7 @@ class _Texts:
             return
         if not self.whole and len(self.known) + len(wanted) > CACHE_LIMIT:
             self.known.clear()
-        found = _fetch(self.db, self.collection, wanted, self.fields, self.max_chars)
+        found = _fetch(self.db, self.collection, wanted, self.projection)
         for i in wanted:
             self.known[i] = found.get(i)
 
@@ -79,20 +91,26 @@ def _row(inference: Document, query: Document | None, resource: Document | None)
         "query_found": query is not None,
         "resource_found": resource is not None,
         "query_text": q.get("query_text"),
+        "user_id": q.get("user_id"),
         "query_text_type": q.get("query_text_type", "missing"),
         "query_text_length": q.get("query_text_length", 0),
         "title": r.get("title"),
         "title_type": r.get("title_type", "missing"),
         "description": r.get("description"),
         "description_type": r.get("description_type", "missing"),
+        "slice": r.get("slice"),
         "document_length": r.get("title_length", 0) + r.get("description_length", 0),
     }
 
 
-def iter_feedback_rows(db: Db, max_text_chars: int, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
-    """Stream joined rows; memory stays bounded by the batch size, the text cache and the clip."""
-    queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars)
-    resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars)
+def iter_feedback_rows(
+    db: Db, max_text_chars: int, batch_size: int = 2000, slice_field: str = ""
+) -> Iterator[dict[str, Any]]:
+    """Stream joined rows; memory stays bounded by the batch size, the text cache and the clip.
+    `slice_field`: the resource field whose value is each row's `slice` (none when empty)."""
+    # user_id: whose reaction it is, for the per-user cap (eduranker/pipeline/caps.py).
+    queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars, extra={"user_id": _short_label("$user_id")})
+    resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars, slice_field)
     with db[INFERENCES].find(FEEDBACK_PRESENT, INFERENCE_FIELDS, batch_size=batch_size) as cursor:
         batch: list[Document] = []
         for inference in cursor:

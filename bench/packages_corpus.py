@@ -1,0 +1,102 @@
+"""A labelled retrieval corpus of real human-written text: Debian package descriptions.
+
+Every Debian system has them (`/var/lib/dpkg/status`, written by each package's maintainer). A package's
+one-line summary is the query, its long description (under its name) the one relevant document, and
+packages of the same section ("libs", "python", "admin", ...) are the hard negatives among its
+candidates: they are written in the same register about neighbouring things. The section is each
+document's `subject`, so the gate's per-slice check has real slices to look at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+STATUS = Path("/var/lib/dpkg/status")
+_NAME_IN_SUMMARY = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    section: str
+    summary: str  # the query
+    description: str  # the document's text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    packages: list[Package]
+    candidates: dict[str, list[str]]  # query package → candidate package names (the relevant one among them)
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for p in self.packages:
+            digest.update(f"{p.name}\x1f{p.summary}\x1f{p.description}\n".encode())
+        return digest.hexdigest()[:12]
+
+
+def _stanzas(text: str) -> list[dict[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        last = None
+        for line in block.splitlines():
+            if line.startswith((" ", "\t")) and last:
+                fields[last] += "\n" + line.strip()
+            elif ":" in line:
+                last, _, value = line.partition(":")
+                fields[last] = value.strip()
+        if fields:
+            out.append(fields)
+    return out
+
+
+def _long_text(lines: list[str]) -> str:
+    return " ".join("" if line == "." else line for line in lines).strip()
+
+
+def read_packages(path: Path = STATUS, min_words: int = 12) -> list[Package]:
+    """Installed packages with a summary and a long description of at least `min_words` words."""
+    seen: dict[str, Package] = {}
+    for fields in _stanzas(path.read_text(encoding="utf-8", errors="replace")):
+        name, description = fields.get("Package"), fields.get("Description", "")
+        summary, *rest = description.split("\n") if description else [""]
+        body = _long_text(rest)
+        if not name or not summary or len(body.split()) < min_words:
+            continue
+        section = fields.get("Section", "misc").split("/")[-1]
+        seen[name] = Package(name, section, summary.strip(), body)
+    # One query per summary: identical summaries (a library and its -dev package) cannot be told apart.
+    by_summary: dict[str, list[Package]] = {}
+    for package in seen.values():
+        by_summary.setdefault(package.summary.casefold(), []).append(package)
+    return sorted((group[0] for group in by_summary.values() if len(group) == 1), key=lambda p: p.name)
+
+
+def build(path: Path = STATUS, per_query: int = 20, hard: int = 12, seed: int = 0) -> Corpus:
+    """Each query's candidates: its package, `hard` others of its section where it has them, the rest random."""
+    packages = read_packages(path)
+    rng = random.Random(seed)
+    by_section: dict[str, list[str]] = {}
+    for p in packages:
+        by_section.setdefault(p.section, []).append(p.name)
+    names = [p.name for p in packages]
+    candidates = {}
+    for p in packages:
+        same = [n for n in by_section[p.section] if n != p.name]
+        picks = rng.sample(same, min(hard, len(same)))
+        others = [n for n in names if n != p.name and n not in set(picks)]
+        picks += rng.sample(others, per_query - 1 - len(picks))
+        candidates[p.name] = [p.name, *picks]
+        rng.shuffle(candidates[p.name])
+    return Corpus(packages, candidates)
+
+
+def document(p: Package) -> tuple[str, str]:
+    """(title, description) as the resources collection stores them."""
+    return p.name, p.description

@@ -1,0 +1,97 @@
+"""Feedback poisoning: one user's reactions count at most MAX_REACTIONS_PER_USER_PER_DAY a day."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from eduranker.pipeline.caps import ReactionCap, group_of
+from eduranker.pipeline.pairs import build_snapshot
+from eduranker.store.snapshot import iter_feedback_rows
+
+DAY = datetime(2026, 3, 1, 8, tzinfo=UTC)
+
+
+def row(n, user="u1", feedback="like", at=DAY, query="q1"):
+    return {"_id": f"i{n:04d}", "user_id": user, "query_id": query, "feedback": feedback, "feedback_at": at}
+
+
+@pytest.mark.parametrize(
+    ("rows", "cap", "kept", "report"),
+    [
+        # Under the cap nothing moves.
+        ([row(1), row(2)], 2, ["i0001", "i0002"], {"reactions_dropped": 0, "group_days_capped": 0}),
+        # Over it, the earliest of the day count, whatever order they stream in.
+        ([row(3, at=DAY + timedelta(hours=3)), row(1), row(2, at=DAY + timedelta(hours=1))], 2,
+         ["i0001", "i0002"], {"reactions_dropped": 1, "group_days_capped": 1, "user_days_capped": 1}),
+        # Each UTC day has its own allowance.
+        ([row(1), row(2), row(3, at=DAY + timedelta(days=1))], 1, ["i0001", "i0003"], {"reactions_dropped": 1}),
+        # Users are counted apart.
+        ([row(1), row(2, user="u2"), row(3, user="u3")], 1, ["i0001", "i0002", "i0003"], {"reactions_dropped": 0}),
+        # An anonymous search is a group of its own; two anonymous searches are two groups.
+        ([row(1, user=None), row(2, user=None), row(3, user="", query="q2")], 1, ["i0001", "i0003"],
+         {"reactions_dropped": 1, "user_days_capped": 0, "group_days_capped": 1}),
+        # Malformed feedback uses no allowance (the snapshot skips and counts it).
+        ([row(1, feedback="meh"), row(2, feedback=None), row(3)], 1, ["i0001", "i0002", "i0003"],
+         {"reactions_dropped": 0}),
+        # 0 = no cap.
+        ([row(n) for n in range(5)], 0, [f"i{n:04d}" for n in range(5)], {"reactions_dropped": 0}),
+    ],
+    ids=["under", "earliest", "per-day", "per-user", "anonymous", "malformed", "off"],
+)
+def test_the_cap_keeps_the_earliest_reactions_per_user_and_day(rows, cap, kept, report):
+    capper = ReactionCap(cap)
+    assert sorted(r["_id"] for r in capper.apply(rows)) == kept
+    assert report.items() <= capper.report().items()
+
+
+def test_groups_name_users_and_anonymous_searches():
+    assert group_of({"user_id": "alice", "query_id": "q"}) == "user:alice"
+    assert group_of({"user_id": None, "query_id": "q"}) == "anonymous:q"
+    assert group_of({"query_id": "q"}) == "anonymous:q"
+
+
+def _feedback(db, n_queries, user_of, day=DAY, start=0):
+    """n_queries queries with one reaction each on its own resource; user_of(i) gives its user."""
+    for i in range(start, start + n_queries):
+        q = ObjectId()
+        query = {"_id": q, "query_text": f"query number {i}", "created_at": day}
+        if user_of(i) is not None:
+            query["user_id"] = user_of(i)
+        db.user_queries.insert_one(query)
+        r = db.resources.insert_one({"title": f"resource {i}", "description": "text"}).inserted_id
+        db.inferences.insert_one({"query_id": q, "resource_id": r, "rank": 1, "score": 0.0, "model_version": None,
+                                  "created_at": day, "feedback": "like" if i % 2 else "dislike",
+                                  "feedback_at": day + timedelta(seconds=i)})  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_one_users_thousand_reactions_move_the_snapshot_by_at_most_the_cap(db, settings):
+    cap = 50
+    _feedback(db, 200, lambda i: f"user-{i % 40}")  # 40 ordinary users, 5 reactions each
+    _feedback(db, 20, lambda i: None, start=200)  # anonymous searches
+
+    def snapshot():
+        capper = ReactionCap(cap)
+        snap = build_snapshot(capper.apply(iter_feedback_rows(db, settings.max_text_chars)), 1000,
+                              now=DAY + timedelta(days=2))  # fmt: skip
+        return snap, capper.report()
+
+    before, report = snapshot()
+    assert len(before.pairs) == 220 and report["reactions_dropped"] == 0
+
+    # One account likes 1,000 results in one day (the user_id comes from user_queries).
+    for i in range(1000):
+        q = ObjectId()
+        db.user_queries.insert_one({"_id": q, "query_text": f"attack {i}", "user_id": "mallory", "created_at": DAY})
+        r = db.resources.insert_one({"title": f"spam {i}"}).inserted_id
+        db.inferences.insert_one({"query_id": q, "resource_id": r, "rank": 1, "feedback": "like",
+                                  "created_at": DAY, "feedback_at": DAY + timedelta(seconds=i)})  # fmt: skip
+    after, report = snapshot()
+    assert len(after.pairs) - len(before.pairs) == cap
+    assert after.label_counts["like"] - before.label_counts["like"] == cap
+    assert report == {"max_reactions_per_user_per_day": cap, "reactions_dropped": 1000 - cap,
+                      "group_days_capped": 1, "user_days_capped": 1, "largest_group_day": 1000}  # fmt: skip
+    kept = {p.query for p in after.pairs if p.query.startswith("attack")}
+    assert kept == {f"attack {i}" for i in range(cap)}  # the day's first 50, not a random 50

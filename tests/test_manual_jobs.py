@@ -1,0 +1,106 @@
+"""Manual jobs on real processes (SecantusDB, redis-server, a Celery worker and the producer): `delay()`
+beside an active job records a waiting job at once and `r.get()` returns its real outcome; the waiting
+manual job runs before any automatic one; a cancelled job's Celery state is a failure that says so."""
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+from celery import Celery
+
+import celeryconfig
+from eduranker import demo
+from eduranker.store import ensure_indexes, jobs
+from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker, training, wait_for_job
+
+DELAY_BESIDE_A_JOB = """
+import json
+from worker.tasks import train_reranker
+r = train_reranker.delay(reason="beside a job", num_epochs=1)
+print(json.dumps({"id": r.id, "state": r.state}), flush=True)
+print(json.dumps(r.get(timeout=900)), flush=True)
+"""
+
+
+@pytest.fixture()
+def msettings(settings, redis_url):
+    s = replace(
+        settings,
+        celery_broker_url=f"{redis_url}/2",
+        celery_result_backend=f"{redis_url}/3",
+        num_epochs=1,
+        train_min_feedback=100,  # the demo feedback below is enough for an automatic job at once
+        train_cooldown_seconds=0,
+        producer_lease_seconds=2,
+    )
+    for url in (s.celery_broker_url, s.celery_result_backend):
+        redis.Redis.from_url(url).flushdb()
+    return s
+
+
+def _producer(settings, log_path):
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=settings_env(settings), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_its_outcome(db, msettings, tmp_path):
+    demo.seed_feedback(db, seed=2)
+    ensure_indexes(db)
+    # Another job holds the slot (claimed by a worker that is not there), so the one asked for must wait.
+    jobs.create_job(db, "ghost", trigger={"reason": "holds the slot"})
+    jobs.claim_job(db, "ghost", worker="ghost@nowhere", stale_after_s=600)
+    worker = start_worker(msettings, tmp_path / "worker.log")
+    producer = _producer(msettings, tmp_path / "producer.log")
+    shell = subprocess.Popen([sys.executable, "-c", DELAY_BESIDE_A_JOB], cwd=ROOT, env=settings_env(msettings),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    logs = lambda: "".join(p.read_text()[-3000:] for p in (tmp_path / "worker.log", tmp_path / "producer.log"))  # noqa: E731
+    try:
+        sent = json.loads(shell.stdout.readline())
+        # delay() has returned: its job is recorded under the task's id, waiting, and so is its Celery state.
+        job = jobs.get_job(db, sent["id"])
+        assert job is not None and job["status"] == "waiting", (job, shell.stderr.read() if shell.poll() else "")
+        assert job["trigger"] == {"reason": "beside a job", "source": "task"} and sent["state"] == "WAITING"
+        assert jobs.count_jobs(db, {"automatic": True}) == 0  # the producer starts nothing beside the ghost
+        jobs.cancel_job(db, "ghost", "the slot frees")
+        result = json.loads(shell.stdout.readline() or "null")
+        assert result is not None, shell.stderr.read()[-3000:] + logs()
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    try:
+        assert result["job_id"] == sent["id"] and result["status"] in ("succeeded", "rejected")
+        assert result["outcome"].startswith(("PROMOTED v0001", "REJECTED v0001")), result
+        manual = jobs.get_job(db, sent["id"])
+        # Manual before automatic: no automatic job was recorded before the manual one had started.
+        autos = list(db.training_jobs.find({"automatic": True}))
+        assert all(a["created_at"] > manual["started_at"] for a in autos), (manual, autos)
+
+        # The producer now starts an automatic job; cancelled while it trains, its task fails, saying so.
+        auto_id = _wait_for_an_automatic_job_training(db)
+        assert jobs.cancel_job(db, auto_id, "operator")
+        app = Celery("test-reader")
+        app.conf.update(celeryconfig.from_settings(msettings))
+        ended = app.AsyncResult(auto_id)
+        ended.get(timeout=600, propagate=False)
+        assert ended.state == "FAILURE" and str(ended.result).startswith("CANCELLED: operator"), ended.result
+        assert f"job {auto_id} cancelled (operator)" in (tmp_path / "worker.log").read_text()
+    finally:
+        stop_worker(producer)
+        stop_worker(worker)
+
+
+def _wait_for_an_automatic_job_training(db, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = db.training_jobs.find_one({"automatic": True, "status": "running", "progress.stage": "train"})
+        if job is not None:
+            return wait_for_job(db, job["_id"], training, 60)["_id"]
+        time.sleep(0.2)
+    raise AssertionError(f"no automatic job trained: {list(db.training_jobs.find())}")

@@ -1,0 +1,73 @@
+"""`train_reranker.delay(...)` records its job before it returns, under the task's id.
+
+The task's base class: `apply_async` without a `job_id` (a person in a Python shell) records a manual job
+first, so `eduranker status`, `watch` and Flower see it at once, then sends it, or, behind an active job,
+leaves it `waiting` and unsent: the producer's outbox sends it under the same id when the slot frees, and
+the run that ends it writes the result `r.get()` returns. Calls that carry a `job_id` (the outbox, a
+retry) are sent as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+
+from eduranker.settings import process_settings
+from eduranker.store import connect, ensure_indexes, jobs
+from eduranker.store.types import Db
+
+log = logging.getLogger(__name__)
+
+WAITING_STATE = "WAITING"  # a custom Celery state: not ready, so `r.get()` goes on waiting
+
+
+def new_manual_id() -> str:
+    return f"manual-{uuid.uuid4().hex[:12]}"
+
+
+def record_manual_job(db: Db, job_id: str, overrides: dict[str, Any], source: str) -> str | None:
+    """Record a manual job: `queued` in a free slot, `waiting` behind an active job, None if the id exists."""
+    reason = overrides.get("reason") or "manual"
+    return jobs.create_job(db, job_id, trigger={"reason": reason, "source": source}, overrides=overrides)
+
+
+def show_waiting(task: Task, job_id: str, db: Db) -> None:
+    """A waiting job is visible before it is sent: WAITING in the result backend (`AsyncResult(id).state`)
+    and a `task-waiting` event, which Flower shows as state WAITING. Best effort: display only."""
+    active = jobs.active_job(db)
+    info = {"job_id": job_id, "status": jobs.WAITING, "behind": active["_id"] if active else None}
+    try:
+        task.backend.store_result(job_id, info, WAITING_STATE)
+        with task.app.events.default_dispatcher() as dispatcher:
+            dispatcher.send("task-waiting", uuid=job_id, name=task.name, result=f"waiting behind {info['behind']}")
+    except (OperationalError, OSError):
+        log.warning("job %s is recorded waiting; its WAITING state was not published", job_id, exc_info=True)
+
+
+class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
+    """A Celery task whose `delay()` records a manual training job before returning."""
+
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, task_id: str | None = None, **options: Any
+    ) -> AsyncResult:
+        kwargs = dict(kwargs or {})
+        if args or "job_id" in kwargs or self.app.conf.task_always_eager:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        job_id = task_id or new_manual_id()
+        db = connect(process_settings())
+        ensure_indexes(db)
+        status = record_manual_job(db, job_id, kwargs, source="task")
+        if status == jobs.WAITING:
+            show_waiting(self, job_id, db)
+            return self.AsyncResult(job_id)
+        if status is None:
+            log.warning("job %s exists already; not sent again", job_id)
+            return self.AsyncResult(job_id)
+        result = super().apply_async(kwargs={"job_id": job_id}, task_id=job_id, **options)
+        jobs.mark_sent(db, job_id)
+        return result
