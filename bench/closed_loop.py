@@ -333,6 +333,7 @@ def start(tmp: Path, args: argparse.Namespace) -> tuple[Any, Any, Settings]:
         max_length=args.max_length,
         warm_start=args.warm_start,
         seed=args.seed,
+        torch_threads=args.threads,
     )
     return mongo, broker, settings
 
@@ -349,8 +350,10 @@ def main() -> int:
     parser.add_argument("--test-queries", type=int, default=150, help="queries never served, for true quality")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-oracle", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for serving and for the worker")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)  # serving and the worker share the cores: no oversubscription
     world = make_world(args.seed, args.candidates, args.test_queries)
     tmp = Path(tempfile.mkdtemp(prefix="closed-loop-"))
     mongo, broker, settings = start(tmp, args)

@@ -1,6 +1,8 @@
 """A labelled retrieval corpus of real human-written text: Debian package descriptions.
 
-Every Debian system has them (`/var/lib/dpkg/status`, written by each package's maintainer). A package's
+Written by each package's maintainer; read from a Debian system's `/var/lib/dpkg/status` and kept in
+`bench/data/debian_packages.jsonl.gz` (737 packages), so that every run reads the same corpus
+(`python bench/packages_corpus.py` rewrites it from this machine's packages). A package's
 one-line summary is the query, its long description (under its name) the one relevant document, and
 packages of the same section ("libs", "python", "admin", ...) are the hard negatives among its
 candidates: they are written in the same register about neighbouring things. The section is each
@@ -9,13 +11,17 @@ document's `subject`, so the gate's per-slice check has real slices to look at.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import random
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 STATUS = Path("/var/lib/dpkg/status")
+SHIPPED = Path(__file__).resolve().parent / "data" / "debian_packages.jsonl.gz"
 _NAME_IN_SUMMARY = re.compile(r"\s+")
 
 
@@ -78,9 +84,24 @@ def read_packages(path: Path = STATUS, min_words: int = 12) -> list[Package]:
     return sorted((group[0] for group in by_summary.values() if len(group) == 1), key=lambda p: p.name)
 
 
-def build(path: Path = STATUS, per_query: int = 20, hard: int = 12, seed: int = 0) -> Corpus:
+def load_shipped(path: Path = SHIPPED) -> list[Package]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [Package(**json.loads(line)) for line in f if line.strip()]
+
+
+def write_shipped(packages: list[Package], path: Path = SHIPPED) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for p in packages:
+            f.write(
+                json.dumps({"name": p.name, "section": p.section, "summary": p.summary, "description": p.description})
+                + "\n"
+            )
+
+
+def build(packages: list[Package] | None = None, per_query: int = 20, hard: int = 12, seed: int = 0) -> Corpus:
     """Each query's candidates: its package, `hard` others of its section where it has them, the rest random."""
-    packages = read_packages(path)
+    packages = load_shipped() if packages is None else packages
     rng = random.Random(seed)
     by_section: dict[str, list[str]] = {}
     for p in packages:
@@ -100,3 +121,9 @@ def build(path: Path = STATUS, per_query: int = 20, hard: int = 12, seed: int = 
 def document(p: Package) -> tuple[str, str]:
     """(title, description) as the resources collection stores them."""
     return p.name, p.description
+
+
+if __name__ == "__main__":
+    found = read_packages()
+    write_shipped(found)
+    print(f"{len(found)} packages written to {SHIPPED}", file=sys.stderr)

@@ -45,7 +45,11 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     for job in active:
         progress = job.get("progress") or {}
         print(f"  {job['_id']} {job['status']} {progress.get('stage', '')}")
-    champion_doc = versions.get_champion(db)
+    try:
+        champion_doc = versions.get_champion(db)
+    except UnknownVersion as exc:  # the record names a version whose document is gone: say so, go on
+        champion_doc = None
+        print(f"champion: BROKEN record ({exc})")
     if champion_doc:
         auc = champion_doc["metrics"]["after"].get("roc_auc")
         print(f"champion: {champion_doc['version']} (held-out ROC-AUC {_fmt(auc)})")
@@ -54,7 +58,7 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
             print(f"  live: {_live(online)}; holdback: {_live(online.get('holdback'))}")
             print(f"  online guard: {online.get('guard')}")
             _print_comparison(online)
-    else:
+    elif versions.read_champion(db).version is None:
         print("champion: none (the base model serves)")
     pointer = models_dir.champion_target(settings.models_dir)
     registry = champion_doc["version"] if champion_doc else None
@@ -218,6 +222,17 @@ def cmd_report(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prune(db: Db, settings: Settings, args: argparse.Namespace) -> int:
+    from eduranker.retention import prune  # docs/retention.md
+
+    report = prune(db, settings, now=server_now(db), dry_run=args.dry_run, by="cli")
+    verb = "would prune" if args.dry_run else "pruned"
+    print(f"{verb}: {', '.join(report.pruned) or 'nothing'}; kept {report.kept} folders")
+    if report.finished:
+        print(f"{'would finish' if args.dry_run else 'finished'} earlier prunes: {', '.join(report.finished)}")
+    return EXIT_OK
+
+
 EXIT_CODES = (
     "exit codes: 0 done, 1 the request cannot be done (an unknown version or job, nothing to roll back, "
     "a refusal of the registry), 2 usage or an invalid setting, 3 MongoDB unreachable or refusing the "
@@ -260,11 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="operator (cli)", help="stored on the job")
     report = _command(sub, "report", "print a version's training report")
     report.add_argument("version", help="a registered version, e.g. v0002")
+    prune = _command(sub, "prune", "delete old rejected and retired version folders by the retention settings")
+    prune.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     return parser
 
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
-            "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report}  # fmt: skip
+            "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report,
+            "prune": cmd_prune}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

@@ -66,6 +66,7 @@ class Cluster:
         self.servers: list[ServerProcess] = []
         self.children: list[subprocess.Popen] = []
         self.started_at: datetime | None = None  # the database server's clock before the producer started
+        self.earlier: list[str] = []  # jobs from before this run that had not ended when it started
 
     def start(self) -> Settings:
         s = self.settings
@@ -79,8 +80,10 @@ class Cluster:
             url = f"redis://127.0.0.1:{broker.port}"
             s = replace(s, celery_broker_url=f"{url}/0", celery_result_backend=f"{url}/1")
         self.settings = s
-        ensure_indexes(connect(s))
-        self.started_at = server_now(connect(s))
+        db = connect(s)
+        ensure_indexes(db)
+        self.started_at = server_now(db)
+        self.earlier = [job["_id"] for job in jobs.active_jobs(db)]
         env = child_env(s)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -88,10 +91,11 @@ class Cluster:
         self._spawn([python, "-m", "celery", "-A", "worker", "worker", "-Q", "training", "-c", "1",
                      "-n", "local@%h", "--loglevel", "INFO"], env, logs / "worker.log")  # fmt: skip
         self._spawn([python, "-m", "producer"], env, logs / "producer.log")
+        # Flower: no shelve state (pickle; the jobs live in MongoDB), no worker control or task sending
+        # (--read_only), its login from the environment rather than the command line (docs/security.md).
         self._spawn([python, "-m", "celery", "-A", "worker", "flower", f"--port={self.flower_port}",
-                     "--address=127.0.0.1", f"--basic-auth={FLOWER_USER}:{FLOWER_PASSWORD}",
-                     "--persistent=True", f"--db={self.data_dir / 'flower.db'}", f"--tasks_columns={FLOWER_COLUMNS}"],
-                    env, logs / "flower.log")  # fmt: skip
+                     "--address=127.0.0.1", "--read_only=True", f"--tasks_columns={FLOWER_COLUMNS}"],
+                    {**env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}, logs / "flower.log")  # fmt: skip
         wait_for_port(self.flower_port, 60)
         return s
 
@@ -168,10 +172,12 @@ def stream_feedback(db, rng: random.Random, gap_s, stop_when, ranker=None) -> in
 
 
 class Pace:
-    """The demo users' pace. Until the first job this run started has ended: `per_second`, to reach the
-    first trigger soon. After it (`--keep-running`): `later_per_second`, and none while a job is active,
-    so each retrain trains on about `TRAIN_NEW_FEEDBACK` more feedbacks than the last and the jobs settle
-    instead of running back to back on ever larger snapshots."""
+    """The demo users' pace: `per_second` until the first job this run started has ended (to reach the
+    first trigger soon), `later_per_second` after it (`--keep-running`), and no feedback at all while a
+    job is active. So each job trains on about the feedback that triggered it (the first on about
+    `TRAIN_MIN_FEEDBACK`, each retrain on about `TRAIN_NEW_FEEDBACK` more than the last), not on all
+    that a fast writer would add while the previous one trained, and the jobs settle instead of running
+    back to back on ever larger snapshots."""
 
     def __init__(self, db: Db, per_second: float, later_per_second: float):
         self.db, self.per_second, self.later_per_second = db, per_second, later_per_second
@@ -179,12 +185,12 @@ class Pace:
         self._checked, self._active = 0.0, False
 
     def gap_s(self) -> float | None:
-        if not self.first_done.is_set():
-            return 1 / self.per_second
         if time.monotonic() - self._checked > 1.0:  # one indexed read a second, not one per feedback
             self._checked = time.monotonic()
             self._active = jobs.active_job(self.db) is not None
-        return None if self._active else 1 / self.later_per_second
+        if self._active:
+            return None
+        return 1 / (self.later_per_second if self.first_done.is_set() else self.per_second)
 
 
 def print_champion(db, settings: Settings) -> None:
@@ -202,7 +208,7 @@ def print_champion(db, settings: Settings) -> None:
     print(f"serve it with CROSS_ENCODER_PATH={Path(settings.models_dir).resolve() / 'champion'}")
 
 
-def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, attached: datetime) -> int:
+def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, cluster: Cluster) -> int:
     """Serve and write demo feedback; show every job from the start (those not ended when this run
     attached, and every one created since), each outcome, until the first job created since `attached`
     (the server's clock) has ended; print the champion. With --keep-running go on writing at a settled
@@ -214,7 +220,8 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, a
     ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=1,
                               holdback=0.05, max_length=settings.max_length)  # fmt: skip
     started, stop_writing = time.monotonic(), threading.Event()
-    earlier = [job["_id"] for job in jobs.active_jobs(db)]  # from before this run: shown, not waited for
+    # Jobs from before this run that had not ended when it started: shown to their outcome, not waited for.
+    earlier, attached = cluster.earlier, cluster.started_at
     pace = Pace(connect(settings), args.feedback_per_second, args.keep_running_feedback_per_second)
     writer = threading.Thread(
         target=stream_feedback,
@@ -331,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"writing demo feedback (~{args.feedback_per_second:.0f}/s); next trigger: "
               f"{describe_next_trigger(db, settings)}", flush=True)  # fmt: skip
-        assert cluster.started_at is not None
-        return demo_run(settings, args, db, data_dir, cluster.started_at)
+        return demo_run(settings, args, db, data_dir, cluster)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from eduranker.store import jobs
 from eduranker.store.types import Db
@@ -75,7 +75,7 @@ class Follower:
         found = [jobs.get_job(self.db, j) for j in job_ids]
         if since is not None:
             found += [job for job in jobs.jobs_since(self.db, since) if job["_id"] not in job_ids]
-        ended = []
+        ended: list[dict[str, Any]] = []
         for job in filter(None, found):
             view = self.views.setdefault(job["_id"], JobView(job["_id"], self.out, self.bar))
             if not view.ended:

@@ -16,7 +16,15 @@ from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TASK_NAME", "TRAINING_QUEUE", "make_celery", "send_training_job", "send_unsent", "send_with_retry"]
+__all__ = [
+    "TASK_NAME",
+    "TRAINING_QUEUE",
+    "announce_waiting",
+    "make_celery",
+    "send_training_job",
+    "send_unsent",
+    "send_with_retry",
+]
 
 
 def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
@@ -39,6 +47,16 @@ def send_training_job(app: Celery, job_id: str) -> None:
     app.send_task(
         TASK_NAME, kwargs={"job_id": job_id}, task_id=job_id, queue=TRAINING_QUEUE, retry=True, ignore_result=False
     )
+
+
+def announce_waiting(app: Celery, job_id: str, behind: str | None) -> None:
+    """A `task-waiting` event for a job recorded waiting (not sent yet): Flower shows it in state WAITING.
+    Best effort, display only: the job's record is what counts."""
+    try:
+        with app.events.default_dispatcher() as dispatcher:
+            dispatcher.send("task-waiting", uuid=job_id, name=TASK_NAME, result=f"waiting behind {behind}")
+    except (OperationalError, ConnectionError, OSError):
+        log.warning("job %s is recorded waiting; its WAITING event was not sent", job_id, exc_info=True)
 
 
 def send_with_retry(app: Celery, db: Db, job_id: str, *, max_wait_s: float | None = None) -> bool:

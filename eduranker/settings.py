@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from eduranker.secrets import SecretFileError, example_secret_problem, shown, with_secret_files
+
 
 class SettingsError(ValueError):
     """A setting with a value outside what it accepts; the message names the variable and the value."""
@@ -137,7 +139,7 @@ class Settings:
             value = getattr(self, f.name)
             problem = _problem(f.name, f.type, value)
             if problem:
-                raise SettingsError(f"{f.name.upper()}={value!r}: {problem}")
+                raise SettingsError(f"{f.name.upper()}={shown(f.name, value)}: {problem}")
 
     # Timings derived from the ones above, in one place so that broker, worker and producer agree.
     @property
@@ -157,7 +159,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if environ is None else environ
+        try:  # X_FILE: a secret read from a file (eduranker/secrets.py)
+            env = with_secret_files(os.environ if environ is None else environ)
+        except SecretFileError as exc:
+            raise SettingsError(str(exc)) from None
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
@@ -166,10 +171,10 @@ class Settings:
             try:
                 values[f.name] = _coerce(f.type, raw)
             except ValueError as exc:
-                raise SettingsError(f"{f.name.upper()}={raw!r}: {exc}") from None
+                raise SettingsError(f"{f.name.upper()}={shown(f.name, raw)}: {exc}") from None
             problem = _problem(f.name, f.type, values[f.name])
             if problem:  # named with the text as written, not as parsed
-                raise SettingsError(f"{f.name.upper()}={raw!r}: {problem}")
+                raise SettingsError(f"{f.name.upper()}={shown(f.name, raw)}: {problem}")
         values.update(overrides)
         return cls(**values)
 
@@ -226,10 +231,6 @@ def _at_least(low: float) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low:g}"
 
 
-def _above(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v > low else f"must be greater than {low:g}"
-
-
 def _between(low: float, high: float, *, open_low: bool = True, open_high: bool = True) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         ok_low = v > low if open_low else v >= low
@@ -243,6 +244,12 @@ def _between(low: float, high: float, *, open_low: bool = True, open_high: bool 
 
 def _is_hex_key(v: str) -> bool:
     return v == "" or (len(v) >= 32 and len(v) % 2 == 0 and set(v.lower()) <= set("0123456789abcdef"))
+
+
+def _secret_url(*schemes: str) -> Callable[[Any], str | None]:
+    # The scheme, then no example password of .env.example (docs/security.md).
+    scheme = _url(*schemes)
+    return lambda v: scheme(v) or example_secret_problem(v)
 
 
 def _model_list_problem(v: str) -> str | None:
@@ -272,10 +279,10 @@ def _url(*schemes: str) -> Callable[[Any], str | None]:
 
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "mongodb_url": lambda v: _url("mongodb://", "mongodb+srv://")(v) or _weakened_concern(v),
+    "mongodb_url": lambda v: _secret_url("mongodb://", "mongodb+srv://")(v) or _weakened_concern(v),
     "mongodb_db": lambda v: None if v and not set(v) & set('/\\. "$') else "must be a database name",
-    "celery_broker_url": _url("redis://", "rediss://", "amqp://", "sentinel://"),
-    "celery_result_backend": _url("redis://", "rediss://", "rpc://", "db+"),
+    "celery_broker_url": _secret_url("redis://", "rediss://", "amqp://", "sentinel://"),
+    "celery_result_backend": _secret_url("redis://", "rediss://", "rpc://", "db+"),
     "models_dir": lambda v: None if v else "must name a folder",
     "base_model_name": lambda v: None if v else "must name a model",
     "base_model_revision": lambda v: None if v == "" or re.fullmatch(r"[\w.-]{1,100}", v) else "must be a hub revision",

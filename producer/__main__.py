@@ -13,8 +13,9 @@ from eduranker.errors import AccessDenied, RetryableError
 from eduranker.queue import make_celery
 from eduranker.settings import load_or_exit
 from eduranker.store import connect, retryable_on_mongo_errors
-from eduranker.store.connection import CommandCounter
+from eduranker.store.connection import TRAINING_JOBS, CommandCounter
 from eduranker.unreachable import unreachable_line
+from producer import metrics_http
 from producer.watcher import Producer
 
 EXIT_UNREACHABLE, EXIT_INTERRUPTED = 3, 130
@@ -40,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     db = connect(settings, timeout_ms=START_TIMEOUT_MS, listeners=[commands])
     try:
         with retryable_on_mongo_errors():
-            db.command("ping")
+            # A read of its own collection, not a ping: a server with auth answers pings without credentials.
+            db[TRAINING_JOBS].find_one({}, {"_id": 1})
     except (RetryableError, AccessDenied, PyMongoError) as exc:
         print(unreachable_line(settings.mongodb_url, exc), file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:  # Ctrl-C while still waiting for the server: nothing was started
         return EXIT_INTERRUPTED
     producer = Producer(settings, db, make_celery(settings, "eduranker-producer"), commands=commands)
+    # /metrics, /healthz, /readyz on METRICS_PORT, leader or standby (its own thread and client).
+    metrics_http.serve(settings, producer.lease.holder, watching=producer.watching.is_set)
     # SIGTERM (docker stop, Ctrl-C) ends the loop after the current evaluation; state is already saved.
     signal.signal(signal.SIGTERM, lambda *_: producer.stop())
     signal.signal(signal.SIGINT, lambda *_: producer.stop())

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from eduranker import models_dir
 from eduranker.settings import Settings
-from eduranker.store import monitoring
+from eduranker.store import jobs, monitoring
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CommandCounter
 from eduranker.store.feedback import count_usable_feedback
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
 RECENT_VERSIONS = 20  # versions whose offline metrics and intervals are exported (the dashboard's span)
 OFFLINE_METRICS = ("roc_auc", "ndcg@10", "mrr", "f1")
+JOB_STATUSES = (jobs.WAITING, *jobs.ACTIVE, *jobs.TERMINAL)
 
 
 @dataclass
@@ -131,7 +132,9 @@ def _job_families(r: Reading) -> Iterator[Metric]:
     count = _gauge("eduranker_jobs", "Training jobs by status.", labels=["status"])
     last = _gauge("eduranker_job_last_finished_timestamp_seconds", "When the newest job of a status ended.",
                   labels=["status"])  # fmt: skip
-    for status, (n, finished) in sorted(r.jobs.items()):
+    # Every status is exported, 0 when no job has it: a series that vanished would read as "no data".
+    known: dict[str, tuple[int, datetime | None]] = {status: (0, None) for status in JOB_STATUSES}
+    for status, (n, finished) in sorted({**known, **r.jobs}.items()):
         count.add_metric([status], n)
         if finished is not None:
             last.add_metric([status], finished.timestamp())

@@ -128,4 +128,9 @@ def serve(settings: Settings, holder: str, *, watching: Callable[[], bool]) -> E
     db = connect(settings, listeners=[commands])
     workers = celery_ping(make_celery(settings, "eduranker-metrics"))
     cache = MetricsCache(db, settings, holder, commands=commands, workers=workers)
-    return Endpoint(cache, settings, watching=watching).start()
+    try:
+        return Endpoint(cache, settings, watching=watching).start()
+    except OSError as exc:  # the port is taken (a second producer on one host): the producer still works
+        log.error("no metrics endpoint: cannot listen on port %d (%s); set METRICS_PORT", settings.metrics_port, exc)
+        db.client.close()
+        return None

@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Celery
 
-from eduranker.queue import make_celery, send_unsent, send_with_retry
+from eduranker.queue import announce_waiting, make_celery, send_unsent, send_with_retry
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs
 from eduranker.store.types import Db
@@ -32,14 +32,16 @@ def enqueue(
     overrides: dict[str, Any],
     *,
     automatic: bool = False,
+    max_wait_s: float | None = None,
 ) -> str | None:
     """Record then send. Returns the job's status (`queued`, or `waiting` behind an active job), or None
-    when nothing was recorded (the id exists, or an automatic job met an active one)."""
+    when nothing was recorded (the id exists, or an automatic job met an active one). `max_wait_s`
+    bounds the sending (a leader must not outwait its lease): unsent, the outbox's next pass sends it."""
     status = jobs.create_job(db, job_id, trigger=trigger, overrides=overrides, automatic=automatic)
     if status is None:
         log.info("job %s not recorded: it exists already or another job is active", job_id)
     elif status == jobs.QUEUED:
-        send_with_retry(app, db, job_id)
+        send_with_retry(app, db, job_id, max_wait_s=max_wait_s)
     return status
 
 
@@ -51,5 +53,7 @@ def request_training(reason: str = "manual", *, settings: Settings | None = None
     ensure_indexes(db)
     app = make_celery(settings, "eduranker-producer")
     job_id = f"manual-{uuid.uuid4().hex[:12]}"
-    enqueue(app, db, job_id, {"reason": reason, "source": "request_training"}, overrides)
+    if enqueue(app, db, job_id, {"reason": reason, "source": "request_training"}, overrides) == jobs.WAITING:
+        active = jobs.active_job(db)
+        announce_waiting(app, job_id, active["_id"] if active else None)
     return job_id

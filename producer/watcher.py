@@ -24,7 +24,7 @@ from typing import Any
 from celery import Celery
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from eduranker import champion
+from eduranker import champion, retention
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.clock import ServerClock
@@ -47,6 +47,7 @@ from producer.policy import (
 )
 from producer.state import load_state, save_state
 from producer.trigger import read_counts, thresholds_from
+from producer.workers import workers_alive
 
 log = logging.getLogger(__name__)
 PRODUCER = "producer"  # who the champion pointer's repairs are logged as
@@ -71,6 +72,7 @@ RESUME_FAILED_CODES = {9, 260, 280, 286}
 AWAIT_S = 0.25  # how long one getMore waits on the server for an event
 MAX_FETCHES = 2
 HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile and read the job history at most this often
+RETENTION_S = 86400.0  # the models volume grows by a job's folder a retrain: once a day keeps it bounded
 DUTIES_WRITE_S = 5.0  # the duties' state is stored at least this often, and at once after a failure
 STATE_WRITE_S = 1.0  # the producer's state (last decision, resume token) is written at most this often
 RECOUNT_S = 60.0  # counted at least this often even without events: a restored collection sends none
@@ -113,6 +115,9 @@ class Producer:
         self.events_seen = 0
         self.last_read_s = 0.0  # how long the last evaluation's reads took
         self.housekept_at = 0.0
+        # A broker outage never holds the leader past its lease: sending gives up after a fifth of it
+        # (at most 2 s); the job stays recorded unsent and the next pass sends it.
+        self.send_budget_s = min(2.0, settings.producer_lease_seconds / 5)
         self.clock = ServerClock(db)  # the one clock the producer compares times with: the server's
         self.duties = Duties(stop_on=(LeaseLost,))
         self.duties_written_at = 0.0
@@ -122,6 +127,7 @@ class Producer:
         self.history: JobHistory | None = None  # read with housekeeping, and before every enqueue
         self.counted: tuple[datetime | None, FeedbackCounts] | None = None  # (window, counts) last read
         self.counted_at = 0.0
+        self.count_until: datetime | None = None  # the server time the last count's window ended at
         self.uncounted_events = 0  # change events since the last count
         self.evaluations = 0
         self.state_written_at = 0.0
@@ -133,10 +139,14 @@ class Producer:
         s = self.settings
         self.duties.add("requeue", HOUSEKEEPING_S, self._requeue)
         self.duties.add("resend", HOUSEKEEPING_S, self._resend)
-        self.duties.add("send", HOUSEKEEPING_S, lambda _at: send_unsent(self.app, self.db, max_wait_s=2.0))
+        self.duties.add(
+            "send", HOUSEKEEPING_S, lambda _at: send_unsent(self.app, self.db, max_wait_s=self.send_budget_s)
+        )
         # reconcile: a models volume that cannot be read (EACCES, EIO, ESTALE) fails this duty alone.
         self.duties.add("reconcile", HOUSEKEEPING_S, lambda _at: champion.reconcile(self.db, s.models_dir, by=PRODUCER))
         self.duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(self.db, s))
+        # retention (docs/retention.md): old rejected and retired folders, finished jobs' expiry; daily.
+        self.duties.add("retention", RETENTION_S, lambda at: retention.prune(self.db, s, now=at, by=PRODUCER))
 
     def _requeue(self, now: datetime) -> None:
         for job_id in jobs.requeue_silent(self.db, silent_after_s=self.settings.job_requeue_after_s, at=now):
@@ -145,8 +155,9 @@ class Producer:
     def _resend(self, now: datetime) -> None:
         s = self.settings
         for job_id in jobs.resend_unclaimed(
-            self.db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now
-        ):
+            self.db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now,
+            worker_alive=lambda: workers_alive(self.app),
+        ):  # fmt: skip
             log.warning("job %s: not claimed %.0f s after it was sent; resending (or failed)", job_id,
                         s.job_resend_after_seconds)  # fmt: skip
 
@@ -216,7 +227,10 @@ class Producer:
         since_count = time.monotonic() - self.counted_at
         overdue = since_count >= RECOUNT_S or (self.uncounted_events > 0 and since_count >= self.idle_eval_s)
         if fresh or overdue or worth_counting(last, self.uncounted_events, history, self.thresholds):
-            last = read_counts(self.db, history, cap=self.thresholds.new_feedback, until=now)
+            # The window ends at the server's now read just before counting (not the evaluation's start):
+            # every event seen so far was written before it, so none on time is left out of this count.
+            self.count_until = max(now, self.clock.read())
+            last = read_counts(self.db, history, cap=self.thresholds.new_feedback, until=self.count_until)
             self.counted, self.counted_at, self.uncounted_events = (history.window_since, last), time.monotonic(), 0
         assert last is not None
         return decide(last, history, self.thresholds, now), last
@@ -235,6 +249,8 @@ class Producer:
             self.last_reason = decision.reason
         if not changed and time.monotonic() - self.state_written_at < STATE_WRITE_S:
             return
+        if not self.lease.held():  # a leader that outlived its lease (a stall) writes no state
+            raise LeaseLost("lease lost before writing the state")
         state: dict[str, Any] = {"last_decision": decision.reason, "evaluated_at": now, "leader": self.lease.holder}
         if counts is not None:
             state["counts"] = {"like": counts.likes, "dislike": counts.dislikes}
@@ -257,8 +273,9 @@ class Producer:
         else:
             # The window ended at `now` (the server's): feedback a skewed client dated later was not
             # counted, and the watermark is never beyond it, so that feedback is counted once its time comes.
-            newest = latest_feedback_at(self.db, since=history.window_since, until=now) or now
-            watermark = min(newest, now)
+            until = self.count_until or now
+            newest = latest_feedback_at(self.db, since=history.window_since, until=until) or until
+            watermark = min(newest, until)
             job_id = job_id_for(watermark)
         trigger = {
             "reason": decision.reason,
@@ -269,7 +286,7 @@ class Producer:
         # The last check before a write that starts work: a producer that lost its lease stops here.
         if not self.lease.held():
             raise LeaseLost("lease lost before enqueue")
-        if enqueue(self.app, self.db, job_id, trigger, {}, automatic=True):
+        if enqueue(self.app, self.db, job_id, trigger, {}, automatic=True, max_wait_s=self.send_budget_s):
             log.info("enqueued %s (%s)", job_id, decision.reason)
 
     def run(self) -> None:

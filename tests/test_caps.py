@@ -22,18 +22,36 @@ def row(n, user="u1", feedback="like", at=DAY, query="q1"):
         # Under the cap nothing moves.
         ([row(1), row(2)], 2, ["i0001", "i0002"], {"reactions_dropped": 0, "group_days_capped": 0}),
         # Over it, the earliest of the day count, whatever order they stream in.
-        ([row(3, at=DAY + timedelta(hours=3)), row(1), row(2, at=DAY + timedelta(hours=1))], 2,
-         ["i0001", "i0002"], {"reactions_dropped": 1, "group_days_capped": 1, "user_days_capped": 1}),
+        (
+            [row(3, at=DAY + timedelta(hours=3)), row(1), row(2, at=DAY + timedelta(hours=1))],
+            2,
+            ["i0001", "i0002"],
+            {"reactions_dropped": 1, "group_days_capped": 1, "user_days_capped": 1},
+        ),
         # Each UTC day has its own allowance.
         ([row(1), row(2), row(3, at=DAY + timedelta(days=1))], 1, ["i0001", "i0003"], {"reactions_dropped": 1}),
         # Users are counted apart.
         ([row(1), row(2, user="u2"), row(3, user="u3")], 1, ["i0001", "i0002", "i0003"], {"reactions_dropped": 0}),
         # An anonymous search is a group of its own; two anonymous searches are two groups.
-        ([row(1, user=None), row(2, user=None), row(3, user="", query="q2")], 1, ["i0001", "i0003"],
-         {"reactions_dropped": 1, "user_days_capped": 0, "group_days_capped": 1}),
+        (
+            [row(1, user=None), row(2, user=None), row(3, user="", query="q2")],
+            1,
+            ["i0001", "i0003"],
+            {"reactions_dropped": 1, "user_days_capped": 0, "group_days_capped": 1},
+        ),
         # Malformed feedback uses no allowance (the snapshot skips and counts it).
-        ([row(1, feedback="meh"), row(2, feedback=None), row(3)], 1, ["i0001", "i0002", "i0003"],
-         {"reactions_dropped": 0}),
+        (
+            [
+                row(1, feedback="meh"),
+                row(2, feedback=None),
+                row(4, feedback=["like"]),
+                row(5, feedback={"a": 1}),
+                row(3),
+            ],
+            1,
+            ["i0001", "i0002", "i0003", "i0004", "i0005"],
+            {"reactions_dropped": 0},
+        ),
         # 0 = no cap.
         ([row(n) for n in range(5)], 0, [f"i{n:04d}" for n in range(5)], {"reactions_dropped": 0}),
     ],

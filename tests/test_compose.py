@@ -1,7 +1,9 @@
 """docker-compose.yml validated by a real compose implementation, and the security settings it must keep."""
 
+import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -53,11 +55,83 @@ def test_producers_run_as_a_leader_and_a_standby(compose_config):
     assert compose_config["services"]["producer"]["deploy"]["replicas"] == 2
 
 
-def test_redis_and_flower_require_secrets_from_the_environment(compose_config):
+EXAMPLE_SECRETS = ("change-me-mongo", "change-me-redis", "change-me-flower", "change-me-trainer")
+
+
+def _argv_of(service):
+    """Everything that ends up on a process's command line: entrypoint, command and healthcheck."""
+    parts = []
+    for key in ("entrypoint", "command"):
+        value = service.get(key) or []
+        parts += [value] if isinstance(value, str) else value
+    parts += (service.get("healthcheck") or {}).get("test") or []
+    return " ".join(parts)
+
+
+def test_secrets_come_from_the_environment_and_never_onto_a_command_line(compose_config):
     services = compose_config["services"]
-    assert "--requirepass" in services["redis"]["command"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "admin:change-me-flower"
     assert "change-me" not in (ROOT / "docker-compose.yml").read_text()  # values only come from .env
+    for name, service in services.items():
+        argv = _argv_of(service)
+        assert not [s for s in EXAMPLE_SECRETS if s in argv], name  # `ps` shows command lines to every user
+        assert " -p " not in argv and "--requirepass" not in argv and "redis-cli -a" not in argv, name
+
+
+def test_flower_gets_no_database_credentials_keeps_no_pickle_and_cannot_control_workers(compose_config):
+    flower = compose_config["services"]["flower"]
+    assert not [k for k in flower["environment"] if k.startswith("MONGO")]
+    argv = _argv_of(flower)
+    assert "--persistent" not in argv and "--db=" not in argv  # Flower's state file is a pickle shelve
+    assert "--read_only=True" in flower["command"]  # no shutdown, pool control, task sending or revoking
+    # Only read-only binds of files from the repository: nowhere to keep state.
+    assert all(str(v).startswith(str(ROOT)) and str(v).endswith(":ro") for v in flower.get("volumes", []))
+    assert "flower-data" not in compose_config.get("volumes", {})
+
+
+def test_the_trainer_uses_its_own_user_and_only_mongo_holds_the_root_account(compose_config):
+    services = compose_config["services"]
+    root_password = "change-me-mongo"
+    for name in ("worker", "producer"):
+        url = services[name]["environment"]["MONGODB_URL"]
+        assert url.startswith("mongodb://eduranker_trainer:change-me-trainer@"), url
+    for name, service in services.items():
+        env = " ".join(str(v) for v in (service.get("environment") or {}).values())
+        assert (root_password in env) == (name == "mongo"), name
+    assert f"{ROOT}/deploy/mongo-init:/docker-entrypoint-initdb.d:ro" in services["mongo"]["volumes"]
+    assert (ROOT / "deploy" / "mongo-init" / "trainer-role.json").exists()
+
+
+def _refusal(service_name, service):
+    """Start what the service starts first, with its compose environment, as far as it gets without
+    docker: the secrets check of the mongo, redis and flower entrypoints; the trainer's own processes."""
+    env = {"PATH": f"{ROOT / 'deploy'}:/usr/bin:/bin", **{k: str(v) for k, v in service["environment"].items()}}
+    if service_name in ("worker", "producer"):
+        argv = [sys.executable, "-m", "producer"] if service_name == "producer" else [
+            sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training"]  # fmt: skip
+        env["PYTHONPATH"] = str(ROOT)
+    else:
+        script = " ".join(service["entrypoint"]) if service_name == "flower" else service["entrypoint"][2]
+        names = re.search(r"refuse-example-secrets\.sh ([A-Z_ ]+?) \|\|", script).group(1).split()
+        argv = ["sh", str(ROOT / "deploy" / "refuse-example-secrets.sh"), *names]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["mongo", "redis", "worker", "producer", "flower"])
+def test_each_service_started_with_an_example_value_exits_2_with_one_line(compose_config, name):
+    out = _refusal(name, compose_config["services"][name])
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("invalid setting: ") and "example" in lines[0], lines
+    assert not [s for s in EXAMPLE_SECRETS if s in lines[0]]
+
+
+def test_the_secrets_check_accepts_real_values_and_refuses_empty_ones():
+    script = str(ROOT / "deploy" / "refuse-example-secrets.sh")
+    ok = subprocess.run(["sh", script, "A", "B"], env={"A": "s3cret", "B": "admin:pw"}, capture_output=True)
+    assert ok.returncode == 0 and ok.stderr == b""
+    empty = subprocess.run(["sh", script, "A"], env={"A": ""}, capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr == "invalid setting: A is not set\n"
 
 
 def test_a_missing_secret_is_an_error_not_a_default(tmp_path):

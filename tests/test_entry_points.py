@@ -2,6 +2,7 @@
 pipe, Ctrl-C or a server that is not there."""
 
 import argparse
+import signal
 import subprocess
 import sys
 
@@ -71,3 +72,22 @@ def test_status_into_a_closed_pipe_prints_no_traceback(settings, db, reader):
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     if reader.startswith("head"):
         assert done.stdout.startswith("feedback: 0 usable")
+
+
+@pytest.mark.integration
+def test_ctrl_c_in_watch_ends_it_with_130_and_no_traceback(settings, db):
+    from eduranker.store import ensure_indexes, jobs
+
+    ensure_indexes(db)
+    jobs.create_job(db, "j-watched", trigger={})
+    argv = [sys.executable, "-m", "eduranker.cli", "watch", "j-watched"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    watch = subprocess.Popen(argv, cwd=ROOT, env=settings_env(settings), **pipes)
+    try:
+        assert watch.stdout.readline().strip() == "job j-watched: queued"  # it is following the job now
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 130 and "Traceback" not in err, err

@@ -115,3 +115,66 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         client.close()
     finally:
         server.stop()
+
+
+def _cluster(tmp_path, *args, timeout=1500):
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL", "NUM_EPOCHS")}
+    from eduranker.localservers import free_port
+
+    env.update(MAX_LENGTH="48", FLOWER_PORT=str(free_port()))
+    argv = [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--seed", "1", *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_started_again_on_its_data_it_shows_a_job_from_before_and_ends_after_its_own_first_job(tmp_path):
+    first = _cluster(tmp_path, "--timeout", "1", "--epochs", "1")
+    assert first.returncode == 1 and "no job started by this run ended" in first.stdout, first.stdout + first.stderr
+    # Between the two runs a person asks for a job (recorded, not yet sent): it is older than the next run.
+    server = secantus_server(tmp_path / "secantus").start()
+    try:
+        client = pymongo.MongoClient(mongo_url(server.port), tz_aware=True)
+        from eduranker.store import jobs
+
+        db = client["edu_ranker_db"]
+        assert jobs.create_job(db, "manual-before", trigger={"reason": "by hand"}, overrides={"num_epochs": 1})
+        client.close()
+    finally:
+        server.stop()
+
+    second = _cluster(tmp_path, "--epochs", "1")
+    out = second.stdout
+    assert second.returncode == 0, out[-4000:] + second.stderr[-3000:]
+    # The job from before is shown to its outcome, and the run ended after the first job it started.
+    assert re.search(r"job manual-before: (PROMOTED|REJECTED|FAILED)", out), out
+    own = re.findall(r"job (auto-\S+): (PROMOTED|REJECTED|FAILED|CANCELLED)", out)
+    assert own and out.index("job manual-before: ") < out.index(f"job {own[0][0]}: {own[0][1]}"), out
+    assert "demo settings: MAX_LENGTH 48" in out
+    assert "cancelled (was" not in out  # nothing of its own was still active when it stopped
+
+
+def test_fresh_removes_what_a_run_wrote_and_nothing_else(tmp_path):
+    from eduranker.localcluster import RUN_FILES, clear_data_dir
+
+    for name in ("secantus", "redis", "logs", "models"):
+        (tmp_path / name / "inner").mkdir(parents=True)
+    (tmp_path / "flower.db").write_text("x")
+    (tmp_path / "cluster.env").write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    clear_data_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert len(RUN_FILES) == 6
+
+
+def test_a_stop_cancels_only_the_automatic_jobs_this_run_started():
+    from datetime import UTC, datetime, timedelta
+
+    from eduranker.localcluster import started_by_this_run
+
+    attached = datetime(2026, 1, 1, tzinfo=UTC)
+    later, earlier = attached + timedelta(seconds=5), attached - timedelta(seconds=5)
+    assert started_by_this_run({"automatic": True, "created_at": later}, attached)
+    assert started_by_this_run({"automatic": True, "created_at": attached.replace(tzinfo=None)}, attached)
+    assert not started_by_this_run({"automatic": True, "created_at": earlier}, attached)  # a run before this one
+    assert not started_by_this_run({"automatic": False, "created_at": later}, attached)  # a person asked for it

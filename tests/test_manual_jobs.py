@@ -1,11 +1,11 @@
 """Manual jobs on real processes (SecantusDB, redis-server, a Celery worker and the producer): `delay()`
 beside an active job records a waiting job at once and `r.get()` returns its real outcome; the waiting
-manual job runs before any automatic one; a cancelled job's Celery state is a failure that says so."""
+manual job runs before any automatic one; a cancelled job's Celery state is a failure that says so,
+also for a job the outbox sent."""
 
 import json
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -15,6 +15,7 @@ from celery import Celery
 import celeryconfig
 from eduranker import demo
 from eduranker.store import ensure_indexes, jobs
+from producer.outbox import request_training
 from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker, training, wait_for_job
 
 DELAY_BESIDE_A_JOB = """
@@ -68,13 +69,10 @@ def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_it
         assert job is not None and job["status"] == "waiting", (job, shell.stderr.read() if shell.poll() else "")
         assert job["trigger"] == {"reason": "beside a job", "source": "task"} and sent["state"] == "WAITING"
         assert jobs.count_jobs(db, {"automatic": True}) == 0  # the producer starts nothing beside the ghost
+        # The slot frees while an automatic job is due (feedback over the threshold, no cooldown).
         jobs.cancel_job(db, "ghost", "the slot frees")
         result = json.loads(shell.stdout.readline() or "null")
         assert result is not None, shell.stderr.read()[-3000:] + logs()
-    finally:
-        if shell.poll() is None:
-            shell.kill()
-    try:
         assert result["job_id"] == sent["id"] and result["status"] in ("succeeded", "rejected")
         assert result["outcome"].startswith(("PROMOTED v0001", "REJECTED v0001")), result
         manual = jobs.get_job(db, sent["id"])
@@ -82,25 +80,29 @@ def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_it
         autos = list(db.training_jobs.find({"automatic": True}))
         assert all(a["created_at"] > manual["started_at"] for a in autos), (manual, autos)
 
-        # The producer now starts an automatic job; cancelled while it trains, its task fails, saying so.
-        auto_id = _wait_for_an_automatic_job_training(db)
-        assert jobs.cancel_job(db, auto_id, "operator")
+        # A job sent by the outbox (request_training), cancelled while it trains: its task fails, saying so.
+        job_id = request_training("to be cancelled", settings=msettings)
+        wait_for_job(db, job_id, training, 900)
+        assert jobs.cancel_job(db, job_id, "operator")
         app = Celery("test-reader")
         app.conf.update(celeryconfig.from_settings(msettings))
-        ended = app.AsyncResult(auto_id)
+        ended = app.AsyncResult(job_id)
         ended.get(timeout=600, propagate=False)
         assert ended.state == "FAILURE" and str(ended.result).startswith("CANCELLED: operator"), ended.result
-        assert f"job {auto_id} cancelled (operator)" in (tmp_path / "worker.log").read_text()
+        assert f"job {job_id} cancelled (operator)" in (tmp_path / "worker.log").read_text()
     finally:
+        if shell.poll() is None:
+            shell.kill()
         stop_worker(producer)
         stop_worker(worker)
 
 
-def _wait_for_an_automatic_job_training(db, timeout=600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = db.training_jobs.find_one({"automatic": True, "status": "running", "progress.stage": "train"})
-        if job is not None:
-            return wait_for_job(db, job["_id"], training, 60)["_id"]
-        time.sleep(0.2)
-    raise AssertionError(f"no automatic job trained: {list(db.training_jobs.find())}")
+@pytest.mark.integration
+def test_an_automatic_job_is_not_recorded_while_a_manual_one_waits_for_the_freed_slot(db):
+    ensure_indexes(db)
+    assert jobs.create_job(db, "manual-a", trigger={}) == "queued"
+    assert jobs.create_job(db, "manual-b", trigger={}) == "waiting"
+    jobs.cancel_job(db, "manual-a", "done with it")  # the slot is free; manual-b has not moved in yet
+    assert jobs.create_job(db, "auto-x", trigger={}, automatic=True) is None
+    assert jobs.advance_waiting(db) == "manual-b"
+    assert jobs.get_job(db, "auto-x") is None and jobs.get_job(db, "manual-b")["status"] == "queued"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -12,14 +13,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eduranker.settings import Settings
+from eduranker.localservers import mongo_url, secantus_server
+from eduranker.settings import Settings, SettingsError
 from eduranker.store import ensure_indexes
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CommandCounter, connect
 from eduranker.store.lease import Lease
 from eduranker.store.monitoring import stage_histogram
 from producer.metrics import DURATION_BUCKETS, MetricsCache, Reading, families, read
-from producer.metrics_http import Endpoint, health
+from producer.metrics_http import Endpoint, health, serve
 from producer.state import save_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,9 +74,14 @@ def test_stage_durations_are_a_cumulative_histogram_grouped_on_the_server(db, se
 
 
 def test_online_counts_come_from_the_champions_live_summary_by_arm():
-    online = {"version": "v0002", "feedback": 30, "likes": 20, "holdback": {"version": "v0001", "feedback": 8, "likes": 2}}
-    r = Reading(at=T0, champion={"version": "v0002"}, versions=[{"version": "v0002", "online": online},
-                                                                 {"version": "v0001", "online": {"feedback": 99}}])  # fmt: skip
+    online = {
+        "version": "v0002",
+        "feedback": 30,
+        "likes": 20,
+        "holdback": {"version": "v0001", "feedback": 8, "likes": 2},
+    }
+    others = {"version": "v0001", "online": {"feedback": 99}}
+    r = Reading(at=T0, champion={"version": "v0002"}, versions=[{"version": "v0002", "online": online}, others])
     fams = families(r, "me")
     assert value(fams, "eduranker_online_feedback_total", version="v0002", arm="champion") == 30
     assert value(fams, "eduranker_online_likes_total", version="v0001", arm="previous") == 2
@@ -104,7 +111,11 @@ def test_a_refresh_reports_what_the_database_holds(db, settings):
     db.training_jobs.insert_one({"_id": "job-6", "status": "failed", "created_at": server_now(db),
                                  "finished_at": server_now(db), "automatic": False})  # fmt: skip
     Lease(db, "me", 30).acquire()
-    save_state(db, evaluated_at=server_now(db) - timedelta(seconds=40), duties={"reconcile": {"failures": 2, "failures_total": 5}})
+    save_state(
+        db,
+        evaluated_at=server_now(db) - timedelta(seconds=40),
+        duties={"reconcile": {"failures": 2, "failures_total": 5}},
+    )
     os.makedirs(settings.models_dir)
     fams = families(read(db, settings, workers=lambda: 2), "me")
     assert value(fams, "eduranker_feedback_total", label="like") == 20
@@ -177,3 +188,50 @@ def _wait_until(predicate, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "never happened"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"), [("METRICS_PORT", "70000"), ("METRICS_PORT", "-1"), ("METRICS_REFRESH_SECONDS", "0")]
+)
+def test_a_bad_metrics_setting_is_refused_naming_it(name, raw):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: raw})
+
+
+@pytest.mark.integration
+def test_a_taken_port_leaves_the_producer_without_an_endpoint_not_without_its_work(settings, redis_url):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        s = replace(settings, metrics_port=taken.getsockname()[1], celery_broker_url=f"{redis_url}/0")
+        assert serve(s, "me", watching=lambda: True) is None
+    assert serve(replace(s, metrics_port=0), "me", watching=lambda: True) is None  # 0: off
+
+
+def test_every_job_status_is_exported_zero_when_no_job_has_it():
+    fams = families(Reading(at=T0, jobs={"failed": (2, T0)}), "me")
+    assert value(fams, "eduranker_jobs", status="failed") == 2
+    assert value(fams, "eduranker_jobs", status="running") == 0
+    assert value(fams, "eduranker_job_last_finished_timestamp_seconds", status="failed") == T0.timestamp()
+    assert value(fams, "eduranker_job_last_finished_timestamp_seconds", status="running") is None
+
+
+@pytest.mark.integration
+def test_a_stopped_database_turns_health_and_database_up_off_and_keeps_the_last_figures(tmp_path):
+    server = secantus_server(tmp_path / "own").start()  # this test's own server, to be stopped
+    try:
+        s = Settings(mongodb_url=mongo_url(server.port), mongodb_db="health", models_dir=str(tmp_path))
+        counter = CommandCounter()
+        cache = MetricsCache(connect(s, timeout_ms=1000, listeners=[counter]), s, "me", commands=counter)
+        assert cache.refresh()
+        assert health(cache, 3600.0)[0] == 200
+        server.stop()
+        assert not cache.refresh()
+        fams = list(cache.collect())
+        assert value(fams, "eduranker_database_up") == 0
+        assert value(fams, "eduranker_jobs", status="failed") == 0  # the last figures are still served
+        assert value(fams, "eduranker_metrics_refresh_errors_total") == 1
+        assert health(cache, 0.0)[0] == 503  # the last refresh that reached it is older than allowed
+        cache.db.client.close()
+    finally:
+        server.stop()

@@ -157,5 +157,5 @@ def test_the_producer_runs_with_the_trainer_role_and_exits_cleanly_without_it(ro
         out = subprocess.run([sys.executable, "-m", "producer"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120, env={**env, "MONGODB_URL": bad})  # fmt: skip
         assert out.returncode == 3, out.stderr
-        assert "refused" in out.stderr and PASSWORD not in out.stderr and ":wrong@" not in out.stderr
+        assert PASSWORD not in out.stderr and ":wrong@" not in out.stderr
     root.close()

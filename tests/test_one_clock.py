@@ -21,7 +21,9 @@ SKEWED = "import tests.skewed_clock\n"
 PRODUCER = SKEWED + "tests.skewed_clock.run_module('producer')"
 # A run's heartbeat, exactly as a worker runs it (worker.run.Run), in a process of its own: it claims the
 # job, says so with its host clock and the server's, and beats until killed.
-BEATER = SKEWED + """
+BEATER = (
+    SKEWED
+    + """
 import json, sys, time
 from datetime import UTC, datetime
 from eduranker.settings import Settings
@@ -36,6 +38,7 @@ print(json.dumps({"attempt": job["attempts"], "host": datetime.now(UTC).isoforma
 with Run(db, sys.argv[1], job["attempts"], s.job_heartbeat_seconds, None):
     time.sleep(3600)
 """
+)
 
 
 def shifted_env(settings, offset_s):

@@ -45,8 +45,8 @@ def test_each_bad_override_is_refused_with_its_name_and_reason(overrides, refusa
 
 
 def test_good_overrides_map_to_settings_fields():
-    good = {"num_epochs": 5, "batch_size": 32, "learning_rate": 3e-5, "head_learning_rate": 1e-3,
-            "max_length": 128, "seed": 7, "warm_start": True, "reason": "after data fix", "base_model": None}  # fmt: skip
+    good = {"num_epochs": 5, "batch_size": 32, "learning_rate": 3e-5, "head_learning_rate": 1e-3, "max_length": 128,
+            "seed": 7, "warm_start": True, "reason": "after data fix", "base_model": None}  # fmt: skip
     assert checked_overrides(BASE, good) == {
         "num_epochs": 5, "batch_size": 32, "learning_rate": 3e-5, "head_learning_rate": 1e-3,
         "max_length": 128, "seed": 7, "warm_start": True,

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from eduranker.pipeline.pairs import build_snapshot, classify_row, clean_text, query_key
+from eduranker.pipeline.pairs import build_snapshot, classify_row, clean_text
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

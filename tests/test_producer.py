@@ -344,14 +344,18 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
 @pytest.mark.integration
 @pytest.mark.slow
 def test_feedback_dated_a_year_ahead_does_not_freeze_the_trigger(db, psettings, queue, served):
-    """A skewed client clock: the watermark is at most now, so later feedback still counts as new."""
+    """A skewed client clock: feedback dated ahead is not counted before its time (the window ends at the
+    server's now), the watermark is at most now, so later feedback still counts as new."""
     with ThreadedProducer(psettings):
         future = datetime.now(UTC) + timedelta(days=365)
         demo.give_feedback(db, served[0][0], served[0][1], future)
         give(db, served[1:20], start=1)
+        time.sleep(1.0)
+        assert db.training_jobs.count_documents({}) == 0  # 19 on time: the one from next year is not counted
+        give(db, served[20:21], start=20)
         assert wait_for(lambda: db.training_jobs.count_documents({}) == 1)
         first = db.training_jobs.find_one()
         assert first["trigger"]["watermark"] < future - timedelta(days=300)
         finish_as_worker(db, first)
-        give(db, served[20:50], start=20)  # TRAIN_NEW_FEEDBACK = 30 after the first job's watermark
+        give(db, served[21:51], start=21)  # TRAIN_NEW_FEEDBACK = 30 after the first job's watermark
         assert wait_for(lambda: db.training_jobs.count_documents({}) == 2, timeout=30)

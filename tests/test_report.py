@@ -84,3 +84,23 @@ def test_every_plot_is_written_as_an_image(tmp_path, labels):
         image = matplotlib.image.imread(tmp_path / name)
         assert image.ndim == 3 and min(image.shape[:2]) > 100, name
         assert image[..., :3].std() > 0.01, f"{name} is blank"
+
+
+def test_the_report_says_what_was_judged_and_shows_each_judged_slice():
+    meta = _meta({})
+    meta["split"] |= {"epoch": 2, "test_fraction": 0.2}
+    meta["gate"] = {
+        "heldout_pairs": 240,
+        "fairness": {"excluded_champion_trained": 17, "champion_may_have_seen": False},
+        "slices": {
+            "math": {"pairs": 120, "queries": 20, "delta": -0.21, "low": -0.33, "high": -0.08, "confidence": 0.975},
+            "art": {"pairs": 120, "queries": 20, "delta": None, "low": None, "high": None, "confidence": 0.975},
+        },
+    }
+    text = render_report(meta)
+    assert "split epoch 2 (test fraction 0.2); judged on 240 held-out pairs, 17 left out" in text
+    assert "may have seen" not in text
+    assert re.search(r"^  math\s+-0\.2100  97\.5% CI \[-0\.3300, -0\.0800\] on 120 pairs / 20 queries$", text, re.M)
+    assert re.search(r"^  art\s+undefined \(120 pairs\)$", text, re.M)
+    meta["gate"]["fairness"]["champion_may_have_seen"] = True
+    assert "the champion may have seen some judged pairs" in render_report(meta)

@@ -20,8 +20,15 @@ def _query(rng: random.Random) -> str:
 
 def _pairs(rng: random.Random, queries: list[str], n: int, start: int = 0) -> list[Pair]:
     return [
-        Pair(str(start + i), "q", f"r{rng.randint(0, 50)}", rng.choice(queries), "doc", float(rng.random() < 0.4),
-             T0 + timedelta(seconds=start + i))  # fmt: skip
+        Pair(
+            str(start + i),
+            "q",
+            f"r{rng.randint(0, 50)}",
+            rng.choice(queries),
+            "doc",
+            float(rng.random() < 0.4),
+            T0 + timedelta(seconds=start + i),
+        )  # fmt: skip
         for i in range(n)
     ]
 

@@ -17,6 +17,7 @@ from celery import Task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
+from eduranker.queue import announce_waiting
 from eduranker.settings import process_settings
 from eduranker.store import connect, ensure_indexes, jobs
 from eduranker.store.types import Db
@@ -43,10 +44,9 @@ def show_waiting(task: Task, job_id: str, db: Db) -> None:
     info = {"job_id": job_id, "status": jobs.WAITING, "behind": active["_id"] if active else None}
     try:
         task.backend.store_result(job_id, info, WAITING_STATE)
-        with task.app.events.default_dispatcher() as dispatcher:
-            dispatcher.send("task-waiting", uuid=job_id, name=task.name, result=f"waiting behind {info['behind']}")
     except (OperationalError, OSError):
-        log.warning("job %s is recorded waiting; its WAITING state was not published", job_id, exc_info=True)
+        log.warning("job %s is recorded waiting; its WAITING state was not stored", job_id, exc_info=True)
+    announce_waiting(task.app, job_id, info["behind"])
 
 
 class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
@@ -60,14 +60,18 @@ class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         job_id = task_id or new_manual_id()
         db = connect(process_settings())
-        ensure_indexes(db)
-        status = record_manual_job(db, job_id, kwargs, source="task")
-        if status == jobs.WAITING:
-            show_waiting(self, job_id, db)
-            return self.AsyncResult(job_id)
-        if status is None:
-            log.warning("job %s exists already; not sent again", job_id)
-            return self.AsyncResult(job_id)
-        result = super().apply_async(kwargs={"job_id": job_id}, task_id=job_id, **options)
-        jobs.mark_sent(db, job_id)
-        return result
+        try:
+            ensure_indexes(db)
+            status = record_manual_job(db, job_id, kwargs, source="task")
+            if status == jobs.WAITING:
+                show_waiting(self, job_id, db)
+                return self.AsyncResult(job_id)
+            if status is None:
+                log.warning("job %s exists already; not sent again", job_id)
+                return self.AsyncResult(job_id)
+            # If the broker is down this raises; the job stays recorded and unsent, and the outbox sends it.
+            result = super().apply_async(kwargs={"job_id": job_id}, task_id=job_id, **options)
+            jobs.mark_sent(db, job_id)
+            return result
+        finally:
+            db.client.close()

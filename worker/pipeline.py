@@ -21,7 +21,7 @@ from eduranker.pipeline.report import render_report, write_plots
 from eduranker.settings import Settings
 from eduranker.store import jobs, versions
 from eduranker.store.types import Db
-from worker import metadata
+from worker import fenced, metadata
 from worker.run import Run
 from worker.stages import (
     comparisons,
@@ -75,7 +75,7 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     version = versions.allocate_version(db)  # 7
     meta = metadata.build(version, run.job_id, s, snapshot, split, baseline, judged, candidate, decision,
                           device=describe(device), threads=threads, timings=laps.timings)  # fmt: skip
-    with artifacts.staged_version_dir(s.models_dir, version) as folder:
+    with artifacts.staged_version_dir(s.models_dir, version, private_gid=s.models_gid) as folder:
         save_cross_encoder(candidate.model, candidate.tokenizer, folder, s.max_length)
         artifacts.write_heldout_pairs(folder, split.test)
         meta["plots"] = write_plots(folder, **plot_inputs(snapshot, split, baseline, judged))
@@ -91,13 +91,16 @@ def register(
 ) -> dict[str, Any]:
     """Register the version, and promote it only if the champion is still the one it was judged against.
 
-    The fenced write first: it proves this run still owns the job and refreshes its heartbeat, so no
-    other attempt can take the job over for `job_stale_after_s`, far longer than these few writes."""
+    A fenced write before each side effect (worker/fenced.py): it proves this run still owns the job and
+    refreshes its heartbeat, so no other attempt can take the job over for `job_stale_after_s`, far
+    longer than the write that follows. A run superseded at either point withdraws its folder and
+    document and stops."""
     version = meta["version"]
-    run.update("registering", progress={"job_id": run.job_id, "stage": "register", "version": version})
+    fenced.prove_owner(db, s, run, version, "register", inserted=False)
     versions.insert_version(db, metadata.registry_doc(meta), by=f"job {run.job_id}")
     promoted, reason = decision.promote, decision.reason
     if promoted:
+        fenced.prove_owner(db, s, run, version, "promote", inserted=True)
         try:
             champion.promote(db, s.models_dir, version, by=f"job {run.job_id}", reason=decision.reason,
                              expected_champion=judged_against)  # fmt: skip

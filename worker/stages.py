@@ -24,8 +24,8 @@ from eduranker.pipeline.evaluation import compute_metrics
 from eduranker.pipeline.gate import Comparison, GateRule, insufficient
 from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.pairs import Pair, Snapshot, build_snapshot, query_key
-from eduranker.pipeline.split import SplitKey, stable_split, unseen_by
 from eduranker.pipeline.scoring import score_pairs
+from eduranker.pipeline.split import SplitKey, stable_split, unseen_by
 from eduranker.pipeline.training import TrainConfig, TrainStats, fine_tune
 from eduranker.settings import Settings
 from eduranker.store import evaluation_epochs, versions

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from eduranker.models_dir import checked_version, relative_artifact_path, version_dir
 from eduranker.pipeline.pairs import Pair
+
+log = logging.getLogger(__name__)
 
 __all__ = ["checked_version", "relative_artifact_path", "version_dir", "staged_version_dir"]
 
@@ -39,8 +42,9 @@ def remove_abandoned_staging(models_dir: str | Path, now: float | None = None) -
 
 
 @contextlib.contextmanager
-def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
-    """Yield an empty staging folder; on clean exit it is renamed to versions/<version>, else removed."""
+def staged_version_dir(models_dir: str | Path, version: str, private_gid: int = -1) -> Iterator[Path]:
+    """Yield an empty staging folder; on clean exit it is renamed to versions/<version>, else removed.
+    `private_gid`: the group that may read the held-out texts (-1: the models folder's group)."""
     root = Path(models_dir)
     final = version_dir(root, version)
     remove_abandoned_staging(root)
@@ -50,6 +54,7 @@ def staged_version_dir(models_dir: str | Path, version: str) -> Iterator[Path]:
         yield staging
         final.parent.mkdir(parents=True, exist_ok=True)
         _publish_modes(staging)
+        _restrict_heldout(staging / HELDOUT_PAIRS, private_gid if private_gid >= 0 else root.stat().st_gid)
         _fsync_tree(staging)
         # rename(2) is atomic within one filesystem; staging sits under the same root for that reason.
         os.rename(staging, final)
@@ -85,6 +90,18 @@ def _publish_modes(path: Path) -> None:
     path.chmod(0o777 & ~umask)
     for item in path.rglob("*"):
         item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def _restrict_heldout(path: Path, gid: int) -> None:
+    """Users' queries: readable by the owner and the trainer's group only (0640); the search API needs
+    only the model files. A group the process may not give the file keeps the file's own group."""
+    if not path.exists():
+        return
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        log.warning("cannot give %s to group %d; it keeps group %d", path.name, gid, path.stat().st_gid)
+    path.chmod(0o640)
 
 
 def _fsync_tree(path: Path) -> None:

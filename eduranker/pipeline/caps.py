@@ -58,7 +58,8 @@ class ReactionCap:
         kept: list[tuple[int, Mapping[str, Any]]] = []
         groups: dict[tuple[str, str], list[tuple[datetime, str, int, Mapping[str, Any]]]] = defaultdict(list)
         for index, row in enumerate(rows):
-            if row.get("feedback") in REACTIONS:
+            feedback = row.get("feedback")
+            if isinstance(feedback, str) and feedback in REACTIONS:  # bad data may hold a list or a dict
                 groups[(group_of(row), day_of(row))].append((_when(row), str(row.get("_id")), index, row))
             else:
                 kept.append((index, row))

@@ -74,7 +74,9 @@ def encode_pairs(
     lengths: list[np.ndarray] = []
     has_types = True
     for begin in range(0, len(queries), chunk):
-        chunk_ids, chunk_types = _tokenize(tokenizer, queries[begin : begin + chunk], documents[begin : begin + chunk], max_length)
+        chunk_ids, chunk_types = _tokenize(
+            tokenizer, queries[begin : begin + chunk], documents[begin : begin + chunk], max_length
+        )
         lengths.append(np.fromiter((len(x) for x in chunk_ids), dtype=np.int64, count=len(chunk_ids)))
         ids.append(np.fromiter(itertools.chain.from_iterable(chunk_ids), dtype=np.int32))
         has_types = has_types and chunk_types is not None

@@ -43,7 +43,9 @@ def score_pairs(
     return scores
 
 
-def score_encoded(model: PreTrainedModel, encoded: EncodedPairs, *, device: torch.device, batch_size: int) -> np.ndarray:
+def score_encoded(
+    model: PreTrainedModel, encoded: EncodedPairs, *, device: torch.device, batch_size: int
+) -> np.ndarray:
     """Probabilities for pairs already tokenised, in their order; the caller sets inference mode."""
     scores = np.empty(len(encoded), dtype=np.float64)
     for indices in sorted_batches(encoded.lengths, batch_size):

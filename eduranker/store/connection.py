@@ -113,6 +113,17 @@ def ensure_indexes(db: Db) -> None:
     ensure_index(jobs, [("status", ASCENDING), ("created_at", DESCENDING)], "status_created")
     # One active (queued or running) job at a time, whoever recorded it.
     ensure_index(jobs, [("active", ASCENDING)], "one_active_job", unique=True, partialFilterExpression={"active": True})
+    # The producer's periodic reads (tests/test_job_indexes.py explains each against 100,000 jobs): the
+    # newest job, the newest automatic outcome, and the length of a failed automatic chain.
+    ensure_index(jobs, [("created_at", DESCENDING)], "created")
+    automatic = [("automatic", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]
+    ensure_index(jobs, automatic, "auto_status_created")
+    chain = [("trigger.watermark", ASCENDING), ("automatic", ASCENDING), ("status", ASCENDING)]
+    ensure_index(jobs, chain, "failed_chain")
+    # Queued jobs not yet sent (`sent_at: null`): a null match needs its field in the index to use one.
+    ensure_index(jobs, [("status", ASCENDING), ("sent_at", ASCENDING), ("created_at", ASCENDING)], "unsent")
+    # Running jobs whose heartbeat fell silent (the requeue pass, every few seconds).
+    ensure_index(jobs, [("status", ASCENDING), ("heartbeat_at", ASCENDING)], "silent_runs")
     versions = db[MODEL_VERSIONS]
     ensure_index(versions, [("version", ASCENDING)], "unique_version", unique=True)
     # The database itself refuses a second champion, whatever the code does.

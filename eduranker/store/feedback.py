@@ -39,7 +39,10 @@ def _window(label: str, since: datetime | None, until: datetime | None = None) -
     """Filters for feedback `label` set after `since` (all of it without one) and not after `until`."""
     if since is None and until is None:
         return [{"feedback": label}]
-    return [query for query, _ in _set_when(label, _range(since, until))]
+    dated = [query for query, _ in _set_when(label, _range(since, until))]
+    if since is None:  # all of it: feedback carrying neither time cannot be from the future either
+        dated.append({"feedback": label, "feedback_at": None, "created_at": None})
+    return dated
 
 
 def count_usable_feedback(

@@ -13,6 +13,7 @@ Invariants the database enforces, whatever order processes act in:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,16 +119,32 @@ def unsent_jobs(db: Db) -> list[dict[str, Any]]:
     return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
 
 
-def resend_unclaimed(db: Db, *, after_s: float, max_sends: int, at: datetime | None = None) -> list[str]:
+NO_WORKER = "no worker: none answered a ping; the job waits in the queue for one to start"
+
+
+def resend_unclaimed(
+    db: Db,
+    *,
+    after_s: float,
+    max_sends: int,
+    at: datetime | None = None,
+    worker_alive: Callable[[], bool] | None = None,
+) -> list[str]:
     """Queued jobs no worker claimed within `after_s` of being sent: the message was lost (a flushed or
     restarted broker, retries exhausted). Marked unsent again, for the outbox to send under the same id;
-    after `max_sends` sends, failed with the reason. With one active job, a queued job waits for nobody."""
+    after `max_sends` sends, failed with the reason, but only while a worker is alive (`worker_alive`,
+    asked only then): with none running, "no worker" is not "message lost", so the job keeps its message
+    and waits, saying so, and is looked at again `after_s` later. With one active job, a queued job
+    waits for nobody."""
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=after_s)
     changed = []
     for job in db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}):
         fence = {"_id": job["_id"], "status": QUEUED, "sent_at": job["sent_at"]}
-        if job.get("sends", 1) >= max_sends + 1:
+        if job.get("sends", 1) >= max_sends + 1 and worker_alive is not None and not worker_alive():
+            wait = {"sent_at": at, "reason": NO_WORKER, "no_worker_since": job.get("no_worker_since") or at}
+            result = db[TRAINING_JOBS].update_one(fence, {"$set": wait})
+        elif job.get("sends", 1) >= max_sends + 1:
             reason = f"no worker claimed it within {after_s:.0f} s of any of {job.get('sends', 1)} sends"
             result = db[TRAINING_JOBS].update_one(fence, _terminal(FAILED, at, reason=reason))
         else:

@@ -36,6 +36,12 @@ def _length(path: str) -> dict[str, Any]:
     return {"$cond": [{"$eq": [{"$type": path}, "string"]}, {"$strLenCP": path}, 0]}
 
 
+def _label(path: str) -> dict[str, Any]:
+    # A slice label: a string or number, as a string of at most 100 characters; anything else is none.
+    scalar = {"$in": [{"$type": path}, ["string", "int", "long", "double"]]}
+    return {"$cond": [scalar, {"$substrCP": [{"$toString": path}, 0, 100]}, None]}
+
+
 def _text_fields(fields: Iterable[str], max_chars: int) -> dict[str, Any]:
     projection: dict[str, Any] = {}
     for name in fields:
@@ -61,7 +67,7 @@ class _Texts:
         self.db, self.collection, self.fields, self.max_chars = db, collection, fields, max_chars
         self.projection = {**_text_fields(fields, max_chars), **(extra or {})}
         if slice_field:  # a short label (e.g. the resource's subject), cut like the texts
-            self.projection["slice"] = {"$cond": [{"$in": [{"$type": f"${slice_field}"}, ["string", "int", "long", "double"]]}, {"$substrCP": [{"$toString": f"${slice_field}"}, 0, 100]}, None]}  # fmt: skip
+            self.projection["slice"] = _label(f"${slice_field}")
         self.known: dict[Any, Document | None] = {}
         self.whole = db[collection].estimated_document_count() <= CACHE_LIMIT
         if self.whole:

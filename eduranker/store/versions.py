@@ -74,6 +74,17 @@ def set_status(db: Db, version: str, status: str, *, by: str, reason: str, **fie
     )
 
 
+def mark_pruned(db: Db, version: str, statuses: tuple[str, ...], *, by: str) -> bool:
+    """Record that the version's folder is being deleted (`artifacts: "pruned"`): only while its status
+    is still one of `statuses`, so a version promoted meanwhile keeps its folder. The document stays."""
+    event = {"artifacts": "pruned", "at": now(), "by": by, "reason": "retention"}
+    result = db[MODEL_VERSIONS].update_one(
+        {"version": version, "status": {"$in": list(statuses)}, "artifacts": {"$ne": "pruned"}},
+        {"$set": {"artifacts": "pruned", "pruned_at": now()}, "$push": {"history": event}},
+    )
+    return result.modified_count == 1
+
+
 def read_champion(db: Db) -> ChampionRecord:
     doc = db[CHAMPION_RECORD].find_one({"_id": RECORD_ID}) or {}
     return ChampionRecord(doc.get("version"), list(doc.get("chain") or []), int(doc.get("seq") or 0))
@@ -206,3 +217,10 @@ def _after_switch(
             fields["rollback_reason"] = reason
         set_status(db, old, demoted_status, by=by, reason=reason, **fields)
     sync_statuses(db, by=by, reason=reason, forced=forced)
+
+
+def withdraw_candidate(db: Db, version: str, job_id: str) -> bool:
+    """Remove a version a superseded run registered and did not promote: only a `candidate` of that
+    job (never a champion, nor another job's version). True when it was there."""
+    query = {"version": version, "job_id": job_id, "status": CANDIDATE}
+    return db[MODEL_VERSIONS].delete_one(query).deleted_count == 1

@@ -1,0 +1,87 @@
+"""Every periodic read of `training_jobs` is served by an index: the commands the producer's own functions
+send are captured and explained against 100,000 job documents on the real server."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import MongoClient, monitoring
+
+JOBS = 100_000
+_NOT_EXPLAINABLE = {"lsid", "$db", "$clusterTime", "$readPreference", "readConcern", "txnNumber", "batchSize"}
+
+
+class _Captured(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if (
+            event.command_name in {"find", "aggregate", "count"}
+            and event.command.get(event.command_name) == "training_jobs"
+        ):
+            self.commands.append({k: v for k, v in event.command.items() if k not in _NOT_EXPLAINABLE})
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _stages(plan: dict[str, Any]) -> list[str]:
+    found = [plan.get("stage", "")]
+    for child in [plan.get("inputStage"), *plan.get("inputStages", [])]:
+        if child:
+            found += _stages(child)
+    return found
+
+
+def _winning_plan(explained: dict[str, Any]) -> dict[str, Any]:
+    if "queryPlanner" in explained:
+        return explained["queryPlanner"]["winningPlan"]
+    return explained["stages"][0]["$cursor"]["queryPlanner"]["winningPlan"]  # an aggregate's first stage
+
+
+def _fill(db) -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    statuses = ("succeeded", "rejected", "failed", "cancelled")
+    for begin in range(0, JOBS, 10_000):
+        db["training_jobs"].insert_many(
+            [
+                {"_id": f"job-{i:06d}", "status": statuses[i % 4], "automatic": i % 5 != 0,
+                 "created_at": t0 + timedelta(minutes=i), "finished_at": t0 + timedelta(minutes=i, seconds=30),
+                 "trigger": {"watermark": t0 + timedelta(minutes=i - i % 3)}}
+                for i in range(begin, min(begin + 10_000, JOBS))
+            ]
+        )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_each_periodic_job_query_uses_an_index_at_100000_jobs(settings):
+    from eduranker.store import ensure_indexes, jobs
+    from producer.history import read_history
+
+    captured = _Captured()
+    client: MongoClient = MongoClient(settings.mongodb_url, tz_aware=True, event_listeners=[captured])
+    db = client[settings.mongodb_db]
+    try:
+        ensure_indexes(db)
+        _fill(db)
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        captured.commands.clear()
+        read_history(db, retry_limit=3)  # every evaluation: active, newest, settled, automatic, failed chain
+        jobs.next_waiting(db)
+        jobs.unsent_jobs(db)
+        jobs.resend_unclaimed(db, after_s=300, max_sends=3, at=now)
+        jobs.requeue_silent(db, silent_after_s=120, at=now)
+        jobs.active_jobs(db)
+        assert len(captured.commands) >= 8
+        for command in captured.commands:
+            explained = db.command({"explain": command, "verbosity": "queryPlanner"})
+            stages = _stages(_winning_plan(explained))
+            assert "IXSCAN" in stages and "COLLSCAN" not in stages, (command, stages)
+    finally:
+        client.drop_database(settings.mongodb_db)
+        client.close()

@@ -1,0 +1,134 @@
+"""Retention: the pure choice of folders to prune, and prune passes against a real registry and volume."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from eduranker.retention import RetentionRule, VersionView, prune, to_prune
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+OLD = NOW - timedelta(days=30)
+
+
+def _views(*specs):
+    return [VersionView(f"v{i:04d}", status, when, pruned) for i, (status, when, pruned) in enumerate(specs, 1)]
+
+
+RULE = RetentionRule(keep_champions=2, keep_newest=2, min_age=timedelta(days=14))
+
+
+@pytest.mark.parametrize(
+    ("specs", "chain", "protected", "expected"),
+    [
+        # Old rejected and retired go; the two newest stay whatever their status.
+        ([("rejected", OLD, False), ("retired", OLD, False), ("rejected", OLD, False), ("rejected", OLD, False)],
+         [], set(), ["v0001", "v0002"]),
+        # Young rejected folders stay (RETAIN_DAYS).
+        ([("rejected", NOW - timedelta(days=3), False), ("rejected", OLD, False), ("x", OLD, False), ("x", OLD, False)],
+         [], set(), ["v0002"]),
+        # The chain's last two champions and the protected stay; a candidate is never pruned.
+        ([("retired", OLD, False), ("retired", OLD, False), ("retired", OLD, False), ("candidate", OLD, False),
+          ("rejected", OLD, False), ("rejected", OLD, False), ("rejected", OLD, False)],
+         ["v0001", "v0002", "v0003"], {"v0005"}, ["v0001"]),
+        # Already pruned: nothing more to choose; a version without a registration time is kept.
+        ([("rejected", OLD, True), ("rejected", None, False), ("rejected", OLD, False), ("rejected", OLD, False)],
+         [], set(), []),
+        ([("rolled_back", OLD, False), ("champion", OLD, False), ("x", OLD, False), ("x", OLD, False)],
+         [], set(), ["v0001"]),
+    ],
+)  # fmt: skip
+def test_what_retention_prunes(specs, chain, protected, expected):
+    assert to_prune(_views(*specs), chain, protected, RULE, NOW) == expected
+
+
+def _folders(settings) -> set[str]:
+    return {p.name for p in (Path(settings.models_dir) / "versions").iterdir()}
+
+
+def _register(db, settings, i: int, promote: bool) -> str:
+    from eduranker import champion
+    from eduranker.store import versions
+    from tests.fake_versions import make_version
+
+    version = versions.allocate_version(db)
+    make_version(settings.models_dir, version)
+    versions.insert_version(db, {"version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}"})
+    if promote:
+        champion.promote(db, settings.models_dir, version, by="test", reason="better")
+    else:
+        versions.set_status(db, version, versions.REJECTED, by="test", reason="no better")
+    return version
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_thirty_jobs_with_retention_keep_only_the_kept_folders_and_the_whole_registry(db, settings):
+    from eduranker.models_dir import check_loadable
+    from eduranker.store import ensure_indexes, versions
+    from eduranker.store.clock import server_now
+    from eduranker.store.connection import TRAINING_JOBS
+
+    ensure_indexes(db)
+    s = settings.with_overrides(retain_versions=5, retain_champions=2, retain_days=0.0)
+    for i in range(1, 31):
+        _register(db, s, i, promote=i % 3 == 1)  # a champion every third job, the others rejected
+        report = prune(db, s, now=server_now(db) + timedelta(seconds=1))
+        record = versions.read_champion(db)
+        check_loadable(s.models_dir, record.version)  # the champion loads after every pass
+        if record.previous:
+            check_loadable(s.models_dir, record.previous)
+        assert len(versions.list_versions(db)) == i  # the registry keeps every version
+        assert not report.dry_run
+    record = versions.read_champion(db)
+    newest = {f"v{i:04d}" for i in range(26, 31)}
+    assert record.version == "v0028" and record.previous == "v0025"
+    assert _folders(s) == newest | set(record.chain[-2:])
+    docs = {d["version"]: d for d in versions.list_versions(db)}
+    assert {v for v, d in docs.items() if d.get("artifacts") == "pruned"} == set(docs) - _folders(s)
+    assert all(d["history"][-1].get("artifacts") == "pruned" for v, d in docs.items() if v not in _folders(s))
+    ttl = db[TRAINING_JOBS].index_information()["finished_jobs_expire"]
+    assert ttl["expireAfterSeconds"] == int(s.job_retention_days * 86400)
+
+
+@pytest.mark.integration
+def test_a_dry_run_changes_nothing_and_an_active_job_protects_what_it_may_use(db, settings):
+    from eduranker.store import ensure_indexes, jobs, versions
+    from eduranker.store.clock import server_now
+
+    ensure_indexes(db)
+    s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
+    for i in range(1, 4):
+        _register(db, s, i, promote=True)  # v0001 → v0002 → v0003: v0001 retired
+    _register(db, s, 4, promote=False)
+    later = server_now(db) + timedelta(seconds=1)
+    dry = prune(db, s, now=later, dry_run=True)
+    assert dry.pruned == ["v0001"] and dry.dry_run
+    assert "v0001" in _folders(s) and "artifacts" not in versions.get_version(db, "v0001")
+
+    # A running job created now may judge against (or warm-start from) any version retired after it.
+    db["training_jobs"].insert_one({"_id": "running", "status": jobs.RUNNING, "created_at": server_now(db)})
+    _register(db, s, 5, promote=True)  # v0003 retired while the job runs
+    _register(db, s, 6, promote=True)  # v0005 previous; the chain's last two are v0005 and v0006
+    assert versions.get_version(db, "v0003")["status"] == versions.RETIRED
+    report = prune(db, s, now=server_now(db) + timedelta(seconds=1))
+    assert report.pruned == ["v0001", "v0002", "v0004"]
+    assert _folders(s) == {"v0003", "v0005", "v0006"}
+    db["training_jobs"].delete_one({"_id": "running"})
+    assert prune(db, s, now=server_now(db) + timedelta(seconds=1)).pruned == ["v0003"]
+
+
+@pytest.mark.integration
+def test_eduranker_prune_dry_run_prints_and_deletes_nothing_then_prunes(db, settings, capsys):
+    from eduranker import cli
+
+    s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
+    for i in range(1, 4):
+        _register(db, s, i, promote=i < 3)  # v0001 retired, v0002 champion, v0003 rejected (the newest)
+    assert cli.main(["prune", "--dry-run"], s) == 0
+    assert "would prune: nothing" in capsys.readouterr().out  # v0001 is the previous champion
+    _register(db, s, 4, promote=False)  # v0003 is no longer the newest
+    assert cli.main(["prune", "--dry-run"], s) == 0
+    assert "would prune: v0003" in capsys.readouterr().out and "v0003" in _folders(s)
+    assert cli.main(["prune"], s) == 0
+    assert "pruned: v0003" in capsys.readouterr().out and _folders(s) == {"v0001", "v0002", "v0004"}
