@@ -54,6 +54,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "result_extended": True,
+        # Result-backend keys expire after a week (docs/retention.md): the outcome lives on in training_jobs.
         "result_expires": 7 * 24 * 3600,
         "task_routes": {TASK_NAME: {"queue": TRAINING_QUEUE}},
         # Keep trying the broker at start-up instead of exiting while redis is still booting.

@@ -12,7 +12,9 @@ times over one to three sessions spread over days, and each user has a like prop
    rolls it back, and the days that takes at 50 feedbacks a day, for a 5% holdback, a 50% holdback and
    interleaving (on every request and on 5% of them).
 
-    .venv/bin/python bench/online_decisions.py [--runs 400] [--seed 0]
+3. With --e2e-days N: the producer's own refresh and guard on a real SecantusDB, once a simulated day.
+
+    .venv/bin/python bench/online_decisions.py [--runs 2000] [--interleave-runs 600] [--seed 0] [--e2e-days 40]
 """
 
 from __future__ import annotations

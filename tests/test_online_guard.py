@@ -249,8 +249,9 @@ def test_a_holdback_users_like_clearly_more_rolls_the_champion_back(db, settings
     rng = np.random.default_rng(3)
     after = promoted + timedelta(seconds=1)
     rates = {"v0002": 0.3, "v0001": 0.75}
-    _serve(db, promoted - timedelta(days=1), rng, versions_of=["v0001"], like_rate={"v0001": 0.1}, users=30,
-           searches=5)  # fmt: skip  - before the promotion: not counted
+    _serve(
+        db, promoted - timedelta(days=1), rng, versions_of=["v0001"], like_rate={"v0001": 0.1}, users=30, searches=5
+    )  # fmt: skip  - before the promotion: not counted
     _serve(db, after, rng, versions_of=["v0002"] * 4, like_rate=rates, users=120, searches=1)
     _serve(db, after, rng, versions_of=["v0001"] * 4, like_rate=rates, users=120, searches=1, first_user=1000)
     decision = refresh_online(db, settings)

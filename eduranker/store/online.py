@@ -21,7 +21,8 @@ def ensure_online_indexes(db: Db) -> None:
     # ensure_index: an existing index with the same keys under another name serves (no conflict).
     ensure_index(db[INFERENCES], [("model_version", ASCENDING), ("created_at", ASCENDING)], "served_by_version")
     ensure_index(
-        db[INFERENCES], [("model_version", ASCENDING), ("feedback", ASCENDING), ("created_at", ASCENDING)],
+        db[INFERENCES],
+        [("model_version", ASCENDING), ("feedback", ASCENDING), ("created_at", ASCENDING)],
         "feedback_by_version",
     )
     # The versions that served one search: tells an interleaved impression from a holdback one.
@@ -98,4 +99,6 @@ def impressions(db: Db, compared: Sequence[str | None], since: datetime) -> list
 def record_guard_decision(db: Db, version: str, decision: dict[str, Any]) -> None:
     """Keep a rollback decision's figures on the version it demoted (one entry per decision)."""
     entry = {**decision, "at": now()}
-    db[MODEL_VERSIONS].update_one({"version": version}, {"$set": {"guard_decision": entry}, "$push": {"guard_decisions": entry}})
+    db[MODEL_VERSIONS].update_one(
+        {"version": version}, {"$set": {"guard_decision": entry}, "$push": {"guard_decisions": entry}}
+    )
