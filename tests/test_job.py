@@ -151,6 +151,13 @@ def test_a_second_job_is_compared_with_the_champion_and_a_finished_job_is_not_re
         return {json.loads(line)["query"] for line in path.read_text().splitlines()}
 
     assert heldout_queries(first["version"]) <= heldout_queries(second["version"])
+    # Whatever the gate decided, exactly one champion exists and the pointer names it.
+    champion = versions.get_champion(db)
+    assert db.model_versions.count_documents({"status": "champion"}) == 1
+    assert (Path(settings.models_dir) / "champion").resolve().name == champion["version"]
+    expected = "champion" if second["promoted"] else "rejected"
+    assert doc["status"] == expected
+    assert jobs.get_job(db, "job-2")["status"] == ("succeeded" if second["promoted"] else "rejected")
 
 
 @pytest.mark.integration
@@ -167,13 +174,6 @@ def test_a_champion_from_another_epoch_is_judged_only_on_pairs_it_held_out_too(d
     # Same key, wider fraction: the old held-out queries stay held out, the new ones the champion trained on.
     assert fairness["champion_epochs"] == [1] and fairness["excluded_champion_trained"] > 0
     assert doc["gate"]["heldout_pairs"] == fairness["heldout_pairs"] - fairness["excluded_champion_trained"]
-    # Whatever the gate decided, exactly one champion exists and the pointer names it.
-    champion = versions.get_champion(db)
-    assert db.model_versions.count_documents({"status": "champion"}) == 1
-    assert (Path(settings.models_dir) / "champion").resolve().name == champion["version"]
-    expected = "champion" if second["promoted"] else "rejected"
-    assert doc["status"] == expected
-    assert jobs.get_job(db, "job-2")["status"] == ("succeeded" if second["promoted"] else "rejected")
 
 
 @pytest.mark.integration

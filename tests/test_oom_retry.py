@@ -27,6 +27,9 @@ class Progress:
     def progress(self, stage, **details):
         self.seen.append((stage, details))
 
+    def update(self, what, **fields):
+        self.seen.append((what, fields))
+
 
 def _baseline(source):
     return stages.Baseline(None, source, [], [], {}, np.zeros(0), [], np.zeros(0), {})
@@ -43,9 +46,9 @@ def test_out_of_memory_halves_the_batch_until_it_fits(monkeypatch, tiny_model_pa
 
     real_load = stages.load_cross_encoder
 
-    def counting_load(source, device, seed):
+    def counting_load(source, device, seed, revision=None):
         loads.append(source)
-        return real_load(source, device, seed)
+        return real_load(source, device, seed, revision=revision)
 
     monkeypatch.setattr(stages, "fine_tune", fake_fine_tune)
     monkeypatch.setattr(stages, "load_cross_encoder", counting_load)

@@ -228,8 +228,8 @@ def judge_champion(db: Db, s: Settings, split: Split, device: torch.device) -> B
     frozen = artifacts.read_heldout_pairs(source) if record.version else []
     candidate_lineage: list[SplitKey | None] = [split.key, *(lineage if s.warm_start else [])]
     reference, _ = held_out_from_all(frozen, [k for k in candidate_lineage if k is not None])
-    reference, fairness["reference_cap"] = _capped(reference, s.gate_max_pairs)
     fairness["reference_excluded_candidate_trains"] = len(frozen) - len(reference)
+    reference, fairness["reference_cap"] = _capped(reference, s.gate_max_pairs)
     reference_scores = _score(model, tokenizer, reference, s, device)
     return Baseline(record.version, source, lineage, judged, fairness, scores, reference, reference_scores,
                     metrics_of(judged, scores))  # fmt: skip
