@@ -34,7 +34,9 @@ def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
     `AsyncResult(job_id)` in any process with the backend configured reads the job's outcome."""
     app = Celery(main)
     app.conf.update(celeryconfig.from_settings(settings))
-    app.conf.result_backend = None
+    # As the app's backend class: Celery lets a CELERY_RESULT_BACKEND variable in the environment (our own
+    # setting's name, so always set in our processes) override any configured result backend, not this.
+    app.backend_cls = "disabled"
     return app
 
 

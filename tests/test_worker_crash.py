@@ -72,7 +72,8 @@ def test_a_killed_pool_process_is_redelivered_and_the_job_completes_once(db, cra
     finally:
         stop_worker(worker)
     log = (tmp_path / "worker.log").read_text()
-    assert job["status"] == "succeeded", (job.get("reason"), log[-3000:])
+    # Completed once, with its version registered (promoted or not is the gate's call on this data).
+    assert job["status"] in (jobs.SUCCEEDED, jobs.REJECTED) and job.get("version"), (job.get("reason"), log[-3000:])
     assert job["attempts"] == 2
     assert "WorkerLostError" in log or "signal 9" in log
     assert version_folders(crash_settings) == [job["version"]]
@@ -93,7 +94,10 @@ def test_a_killed_worker_is_redelivered_to_the_next_worker_after_the_visibility_
         job = wait_for_job(db, job_id, lambda j: j["status"] in jobs.TERMINAL, timeout=400)
     finally:
         stop_worker(second)
-    assert job["status"] == "succeeded", (job.get("reason"), (tmp_path / "w2.log").read_text()[-3000:])
+    assert job["status"] in (jobs.SUCCEEDED, jobs.REJECTED) and job.get("version"), (
+        job.get("reason"),
+        (tmp_path / "w2.log").read_text()[-3000:],
+    )
     assert job["worker"].startswith("w2@") and job["attempts"] == 2
     # A live job is never handed to a second worker: not before the visibility timeout, counted from
     # the first delivery (a moment before the first claim).
