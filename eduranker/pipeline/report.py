@@ -127,6 +127,16 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _interval_line(name: str, found: dict[str, Any], confidence: str, evidence: str, undefined: str = "") -> str:
+    """One interval of a change as the report prints it: `name delta  95% CI [low, high] <evidence>`."""
+    if found.get("low") is None:
+        return f"  {name:<18} undefined{undefined}"
+    return (
+        f"  {name:<18} {found['delta']:+.4f}  {found['confidence']:{confidence}} CI "
+        f"[{found['low']:+.4f}, {found['high']:+.4f}] {evidence}"
+    )
+
+
 def judging_lines(gate: dict[str, Any], split: dict[str, Any]) -> list[str]:
     """What the models were judged on (the stable split, what was left out) and the per-slice intervals."""
     lines: list[str] = []
@@ -142,12 +152,9 @@ def judging_lines(gate: dict[str, Any], split: dict[str, Any]) -> list[str]:
     if slices:
         lines += ["", "Slices (ROC-AUC change, Bonferroni-corrected intervals)"]
         for name, found in slices.items():
-            if found.get("low") is None:
-                lines.append(f"  {name:<18} undefined ({found['pairs']} pairs)")
-                continue
+            size = f"{found['pairs']} pairs"
             lines.append(
-                f"  {name:<18} {found['delta']:+.4f}  {found['confidence']:.1%} CI "
-                f"[{found['low']:+.4f}, {found['high']:+.4f}] on {found['pairs']} pairs / {found['queries']} queries"
+                _interval_line(name, found, ".1%", f"on {size} / {found.get('queries')} queries", f" ({size})")
             )
     return lines
 
@@ -184,13 +191,7 @@ def render_report(meta: dict[str, Any]) -> str:
     if intervals:
         lines += ["", "Gate evidence (paired bootstrap over held-out queries, change after − before)"]
         for name, interval in intervals.items():
-            if interval.get("low") is None:
-                lines.append(f"  {name:<18} undefined")
-                continue
-            lines.append(
-                f"  {name:<18} {interval['delta']:+.4f}  {interval['confidence']:.0%} CI "
-                f"[{interval['low']:+.4f}, {interval['high']:+.4f}] over {interval['samples']} resamples"
-            )
+            lines.append(_interval_line(name, interval, ".0%", f"over {interval.get('samples')} resamples"))
     reference = meta.get("reference_metrics")
     if reference and reference.get("low") is not None:
         lines.append(
