@@ -125,7 +125,7 @@ def run_job(url: str, db_name: str, train_steps: int, score_pairs_n: int) -> dic
     data = prepare_data(tokenizer, [p.query for p in kept], [p.document for p in kept], [p.label for p in kept],
                         s.max_length)  # fmt: skip
     lap("tokenize_train")
-    config = TrainConfig(s.num_epochs, s.batch_size, s.learning_rate, s.head_learning_rate, s.max_length, s.seed)
+    config = s.config(TrainConfig)
     precision = choose_precision(device, config.precision)
     prepare_model(model, config)
     opt = build_optimisation(model, config, data, precision, device)

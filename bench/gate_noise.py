@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=400)
     args = parser.parse_args()
     defaults = Settings()
-    rule = GateRule(min_improvement=defaults.min_improvement, confidence=defaults.gate_confidence,
-                    samples=defaults.gate_bootstrap_samples, min_pairs=4, min_queries=2)  # fmt: skip
+    rule = replace(defaults.config(GateRule), min_pairs=4, min_queries=2, seed=0)
     print(f"gate: {rule.confidence:.0%} interval, {rule.samples} resamples, lower bound > +{rule.min_improvement}; "
           f"{args.trials} trials per row")  # fmt: skip
     print(f"{'queries':>8}{'pairs':>7}  {'null: gate promotes':>26}  {'null: old rule':>22}  {'+0.10 AUC: gate':>22}")

@@ -102,7 +102,7 @@ def run_writers(settings: Settings, ids: list, rate: float, seconds: float, n: i
 
 def read_stream(settings: Settings, stop: threading.Event, lags: list) -> None:
     """The least a change-stream consumer can do: read each event and note how late it arrived."""
-    from producer.watcher import WATCH_PIPELINE
+    from producer.stream import WATCH_PIPELINE
 
     with connect(settings)[INFERENCES].watch(WATCH_PIPELINE, max_await_time_ms=250) as stream:
         while not stop.is_set():

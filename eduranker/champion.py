@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from eduranker import models_dir
@@ -18,14 +17,6 @@ from eduranker.store import versions
 from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    registry: str | None  # the champion the registry names
-    pointer_was: str | None  # what MODELS_DIR/champion pointed at before
-    repaired: bool
-    statuses_synced: list[str]
 
 
 def _point(models: str | Path, name: str, target: str | None) -> None:
@@ -85,8 +76,9 @@ def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, 
     return demoted, restored
 
 
-def reconcile(db: Db, models: str | Path, *, by: str) -> Reconciled:
-    """Make statuses and the pointer agree with the registry's champion; logs every repair."""
+def reconcile(db: Db, models: str | Path, *, by: str) -> None:
+    """Make statuses and the pointer agree with the registry's champion; each repair is logged (no
+    caller acts on one, so nothing is returned)."""
     synced = versions.sync_statuses(db, by=by)
     record = versions.read_champion(db)
     pointer = models_dir.champion_target(models)
@@ -100,4 +92,3 @@ def reconcile(db: Db, models: str | Path, *, by: str) -> Reconciled:
         _follow(db, models)
     if synced:
         log.warning("model_versions statuses brought in step with the registry: %s", ", ".join(synced))
-    return Reconciled(record.version, pointer, repaired, synced)

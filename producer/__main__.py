@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m producer",
         description="Watch EduRanker's feedback (a MongoDB change stream) and record and enqueue training jobs "
         "when the thresholds are crossed. One producer leads (a lease in MongoDB); others wait as standbys. "
-        "Every setting comes from the environment (README, Configuration).",
+        "Every setting comes from the environment (docs/configuration.md).",
         epilog="Exit codes: 0 stopped by SIGTERM or Ctrl-C, 2 an invalid setting, 3 MongoDB unreachable or "
         "refusing the credentials at start, 130 Ctrl-C before it started.",
     )

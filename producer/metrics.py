@@ -25,7 +25,7 @@ from eduranker.settings import Settings
 from eduranker.store import jobs, monitoring
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CommandCounter
-from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.feedback import count_labels
 from eduranker.store.types import Db
 from producer.history import read_history
 from producer.policy import is_first_model
@@ -72,7 +72,7 @@ def read(db: Db, settings: Settings, workers: Callable[[], int | None] | None = 
     found = monitoring.recent_versions(db, RECENT_VERSIONS, also=champion.get("version"))
     reading = Reading(
         at=at,
-        feedback=count_usable_feedback(db, until=at),
+        feedback=count_labels(db, until=at),
         since_last_job=window.total,
         threshold=settings.train_min_feedback if is_first_model(history) else settings.train_new_feedback,
         jobs=monitoring.job_statuses(db),

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_feedback: int = 250
-    min_minority: float = 0.2
-    new_feedback: int = 100
-    cooldown_seconds: float = 600.0
-    retry_limit: int = 3
+    """The trigger's config: each field takes the setting it names (`Settings.config(Thresholds)`), whose
+    default and check live in eduranker/settings.py alone. A new threshold: a setting, a field here."""
+
+    min_feedback: int = field(metadata={"setting": "train_min_feedback"})
+    min_minority: float = field(metadata={"setting": "train_min_minority"})
+    new_feedback: int = field(metadata={"setting": "train_new_feedback"})
+    cooldown_seconds: float = field(metadata={"setting": "train_cooldown_seconds"})
+    retry_limit: int = field(metadata={"setting": "auto_retry_limit"})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The trigger's inputs read from the database: thresholds from the settings, the window's counts,
-and the next trigger described in the policy's own words (for `eduranker status` and the demo)."""
+"""The trigger's inputs read from the database: the window's counts, and the next trigger described
+in the policy's own words (for `eduranker status` and the demo); the thresholds are
+`settings.config(Thresholds)`."""
 
 from __future__ import annotations
 
@@ -7,20 +8,10 @@ from datetime import datetime
 
 from eduranker.settings import Settings
 from eduranker.store.clock import server_now
-from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.feedback import count_labels
 from eduranker.store.types import Db
 from producer.history import read_history
 from producer.policy import FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
-
-
-def thresholds_from(settings: Settings) -> Thresholds:
-    return Thresholds(
-        min_feedback=settings.train_min_feedback,
-        min_minority=settings.train_min_minority,
-        new_feedback=settings.train_new_feedback,
-        cooldown_seconds=settings.train_cooldown_seconds,
-        retry_limit=settings.auto_retry_limit,
-    )
 
 
 def read_counts(
@@ -30,16 +21,16 @@ def read_counts(
     watermark after (counting stops at `cap`, all a retrain decision needs); none dated after `until`
     (the server's now: future-dated feedback waits for its time)."""
     if is_first_model(history):
-        counts = count_usable_feedback(db, until=until)
+        counts = count_labels(db, until=until)
     else:
-        counts = count_usable_feedback(db, history.window_since, cap=cap, until=until)
+        counts = count_labels(db, history.window_since, cap=cap, until=until)
     return FeedbackCounts(likes=counts["like"], dislikes=counts["dislike"])
 
 
 def describe_next_trigger(db: Db, settings: Settings) -> str:
     """The next trigger and what the producer waits for now, in the policy's own words."""
-    th = thresholds_from(settings)
-    history = read_history(db, settings.auto_retry_limit)
+    th = settings.config(Thresholds)
+    history = read_history(db, th.retry_limit)
     at = server_now(db)
     window = read_counts(db, history, until=at)
     reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason

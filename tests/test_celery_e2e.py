@@ -29,7 +29,7 @@ def test_train_reranker_delay_from_a_python_shell_registers_a_loadable_champion(
     demo.seed_feedback(db, seed=2)
     worker = start_worker(celery_settings, tmp_path / "worker.log")
     try:
-        # Exactly what the README tells an operator to type.
+        # Exactly what docs/operations.md tells an operator to type.
         shell = (
             "import json; from worker.tasks import train_reranker;"
             "r = train_reranker.delay(reason='from a shell');"

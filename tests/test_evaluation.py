@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from eduranker.pipeline.evaluation import compute_metrics, ndcg_at_k, ranking_metrics, reciprocal_rank
+from eduranker.pipeline.evaluation import compute_metrics, ndcg_at_k, reciprocal_rank
 
 
 def test_classification_metrics_match_hand_computation():
@@ -38,7 +38,7 @@ def test_ranking_metrics_use_only_queries_with_two_judged_documents_and_a_like()
     labels = [1, 0, 0, 1, 0, 0]
     scores = [0.1, 0.9, 0.5, 0.8, 0.3, 0.4]
     queries = ["q1", "q1", "q2", "q3", "q3", "q4"]  # q2 has one doc, q4 one doc
-    m = ranking_metrics(labels, scores, queries)
+    m = compute_metrics(labels, scores, queries)
     assert m["ranked_queries"] == 2
     # q1: like ranked 2nd → RR 1/2, NDCG 1/log2(3); q3: like first → 1 and 1.
     assert m["mrr"] == pytest.approx((0.5 + 1) / 2)
@@ -46,5 +46,5 @@ def test_ranking_metrics_use_only_queries_with_two_judged_documents_and_a_like()
 
 
 def test_ties_earn_no_credit():
-    m = ranking_metrics([0, 1], [0.5, 0.5], ["q", "q"])
+    m = compute_metrics([0, 1], [0.5, 0.5], ["q", "q"])
     assert m["mrr"] == pytest.approx(0.5)

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from eduranker.pipeline.bootstrap import paired_bootstrap, weighted_auc
+from eduranker.pipeline.bootstrap import paired_bootstrap
+from eduranker.pipeline.evaluation import weighted_auc
 from eduranker.pipeline.gate import Comparison, GateRule, decide_promotion
 
-RULE = GateRule(min_improvement=0.005, confidence=0.95, samples=1000, min_pairs=40, min_queries=8, seed=0)
+RULE = GateRule(min_improvement=0.005, confidence=0.95, samples=1000, min_pairs=40, min_queries=8, seed=0,
+                max_regression=0.02, slice_min_pairs=100)  # fmt: skip
 
 
 def comparison(n_queries, per_query, champion_skill, candidate_skill, seed=0, flip_candidate=False):

@@ -11,6 +11,7 @@ from bson import ObjectId
 from eduranker import demo
 from eduranker.errors import JobRefused, PermanentError
 from eduranker.store import jobs, versions
+from tests.trained_image import restore
 from worker.job import run_training_job
 
 
@@ -56,12 +57,10 @@ def test_unknown_overrides_fail_the_job(db, settings):
 
 
 @pytest.fixture()
-def trained(db, settings):
-    demo.seed_feedback(db, seed=1)
-    jobs.create_job(db, "job-1", trigger={"reason": "test"})
-    stages = []
-    outcome = run_training_job(settings, "job-1", on_progress=lambda p: stages.append((p["stage"], p)))
-    return outcome, stages
+def trained(db, settings, trained_demo):
+    """The demo feedback (seed 1) and job-1 trained on it: a copy of the session's one training run."""
+    restore(trained_demo, db, settings.models_dir)
+    return trained_demo.outcome, list(trained_demo.stages)
 
 
 @pytest.mark.integration
@@ -98,7 +97,7 @@ def test_a_job_registers_a_champion_with_metrics_artifacts_and_progress(db, sett
 
     names = [s for s, _ in stages]
     assert names[:3] == ["snapshot", "evaluate_before", "train"] and names[-1] == "write_artifacts"
-    interval = version["metrics"]["intervals"]["roc_auc"]
+    interval = version["gate"]["intervals"]["roc_auc"]
     assert interval["low"] > settings.min_improvement and interval["confidence"] == settings.gate_confidence
     assert "lower bound clears" in version["gate_reason"]
     assert [h["status"] for h in version["history"]] == ["candidate", "champion"]
@@ -197,7 +196,7 @@ def test_feedback_with_like_and_dislike_swapped_never_replaces_the_champion(db, 
     assert outcome["status"] == "rejected" and "champion's frozen held-out pairs" in job["reason"]
     assert versions.get_champion(db)["version"] == first["version"]
     meta = json.loads((Path(settings.models_dir) / "versions" / job["version"] / "training_metadata.json").read_text())
-    assert meta["reference_metrics"]["high"] < -settings.gate_max_regression
+    assert meta["gate"]["reference"]["high"] < -settings.gate_max_regression
 
 
 @pytest.mark.integration

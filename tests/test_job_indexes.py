@@ -76,7 +76,7 @@ def test_each_periodic_job_query_uses_an_index_at_100000_jobs(settings):
         jobs.unsent_jobs(db)
         jobs.resend_unclaimed(db, after_s=300, max_sends=3, at=now)
         jobs.requeue_silent(db, silent_after_s=120, at=now)
-        jobs.active_jobs(db)
+        jobs.unfinished_jobs(db)
         assert len(captured.commands) >= 8
         for command in captured.commands:
             explained = db.command({"explain": command, "verbosity": "queryPlanner"})

@@ -60,7 +60,7 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
             lines.append(line)
             training = re.search(r"job (\S+): train epoch", line)
             if training and flower_while_training is None:
-                # What an operator sees in Flower while the job trains (login as the README says).
+                # What an operator sees in Flower while the job trains (login as docs/operations.md says).
                 base = f"http://127.0.0.1:{env['FLOWER_PORT']}"
                 flower_while_training = _poll_flower_progress(base, training.group(1))
             if "search API now serves v0001" in line or time.monotonic() > deadline:

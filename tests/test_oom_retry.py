@@ -21,6 +21,8 @@ def _split(n=8):
 class Progress:
     """What fine-tuning reports to its run (the run's database side is not under test here)."""
 
+    db = None  # the stop check's database: never read, fine_tune is replaced here
+
     def __init__(self):
         self.seen = []
 
@@ -38,7 +40,7 @@ def _baseline(source):
 def test_out_of_memory_halves_the_batch_until_it_fits(monkeypatch, tiny_model_path):
     seen_batches, loads = [], []
 
-    def fake_fine_tune(model, tokenizer, queries, documents, labels, config, *, device, on_step=None):
+    def fake_fine_tune(model, tokenizer, queries, documents, labels, config, *, device, on_step=None, should_stop=None):
         seen_batches.append(config.batch_size)
         if config.batch_size > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -2,10 +2,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from eduranker.settings import Settings
 from producer.policy import Decision, FailedChain, FeedbackCounts, JobHistory, Thresholds, decide, worth_counting
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-TH = Thresholds(min_feedback=50, min_minority=0.2, new_feedback=100, cooldown_seconds=600, retry_limit=3)
+# From the settings, as the producer builds it: a new threshold comes with its default, no edit here.
+TH = Settings(train_min_feedback=50, train_min_minority=0.2, train_new_feedback=100, train_cooldown_seconds=600,
+              auto_retry_limit=3).config(Thresholds)  # fmt: skip
 WM = NOW - timedelta(hours=2)
 
 

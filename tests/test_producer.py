@@ -18,8 +18,9 @@ from eduranker.localservers import mongo_url, redis_server, secantus_server
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs
 from producer.state import load_state, save_state
-from producer.watcher import Producer, is_buffered
-from tests.celery_worker import ROOT, settings_env
+from producer.stream import is_buffered
+from producer.watcher import Producer
+from tests.celery_worker import PATIENCE, ROOT, settings_env
 
 
 @pytest.fixture()
@@ -53,7 +54,8 @@ def served(db):
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
+    """True once `predicate()` holds; False after `timeout` × PATIENCE (a safety net, not a claim of speed)."""
+    deadline = time.monotonic() + timeout * PATIENCE
     while time.monotonic() < deadline:
         if predicate():
             return True
@@ -121,6 +123,27 @@ def test_flipped_and_removed_feedback_is_counted(db, psettings, queue, served):
 
 
 @pytest.mark.integration
+def test_a_retrain_job_records_the_true_like_and_dislike_split(db, psettings, queue, served):
+    """A retrain's decision count stops at TRAIN_NEW_FEEDBACK (likes are counted first); the job is
+    recorded with a count of the whole window, so its split is the feedback's, not the count's order."""
+    producer = Producer(psettings, db, make_celery(psettings), holder="split-test")
+    assert producer.lease.acquire()
+    give(db, served[:25])
+    assert producer.evaluate().train
+    finish_as_worker(db, jobs.latest_job(db))
+    time.sleep(0.05)
+    base = datetime.now(UTC)  # after the first job's watermark
+    for i, (inference_id, _) in enumerate(served[25:75]):  # 10 likes, then 40 dislikes; threshold 30
+        demo.give_feedback(db, inference_id, "like" if i < 10 else "dislike", base + timedelta(milliseconds=i))
+    time.sleep(0.1)  # the last feedback is in the server's past
+    producer.housekept_at = 0.0  # read the history now: the first job has finished
+    decision = producer.evaluate(events=50)
+    assert decision.train and decision.reason.startswith("retrain")
+    assert jobs.latest_job(db)["trigger"]["counts"] == {"like": 10, "dislike": 40}
+    assert load_state(db)["counts"] == {"like": 10, "dislike": 40}
+
+
+@pytest.mark.integration
 def test_lost_history_drops_the_token_and_recounts(db, psettings, queue, served):
     give(db, served[:25])
     save_state(db, resume_token={"_data": "00deadbeef"})
@@ -176,6 +199,8 @@ def test_kill_9_and_restart_misses_nothing_and_enqueues_nothing_twice(db, psetti
             offset += len(phase)
             proc = _spawn_producer(psettings, log)
             assert wait_for(lambda n=n: db.training_jobs.count_documents({}) == n, timeout=60), n
+            # A worker finishes only a job whose message it received: recorded first, then sent.
+            assert wait_for(lambda: jobs.latest_job(db)["sent_at"] is not None, timeout=60), n
             finish_as_worker(db, jobs.latest_job(db))
         time.sleep(2)
     finally:

@@ -24,7 +24,7 @@ import yaml
 from eduranker import demo
 from eduranker.localservers import free_port, wait_for_port
 from eduranker.store import jobs
-from eduranker.store.feedback import count_usable_feedback
+from eduranker.store.feedback import count_labels
 from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -137,7 +137,7 @@ def live(settings, redis_url, tmp_path) -> Iterator[dict[str, Any]]:
 def test_prometheus_sees_the_databases_figures_and_fires_the_failure_and_no_worker_alerts(db, live):
     base, logs = live["base"], live["logs"]
     demo.seed_feedback(db, seed=3)
-    held = count_usable_feedback(db)
+    held = count_labels(db)
     _eventually(
         "both producers are scraped", lambda: _value(base, 'sum(up{job="eduranker-producer"})') == 2.0, logs=logs
     )

@@ -36,8 +36,8 @@ def _meta(intervals):
         },
         "split": {"train": 30, "test": 10, "test_queries": 3},
         "hyperparameters": {"num_epochs": 1, "precision": "bf16"},
-        "metrics": {"before": before, "after": after, "intervals": intervals},
-        "reference_metrics": None,
+        "metrics": {"before": before, "after": after},
+        "gate": {"intervals": intervals},
         "training": {"steps": 4, "seconds": 1.5, "pairs_per_second": 80.0, "epoch_losses": [0.69]},
         "timings": {"train": 1.5},
         "plots": list(PLOTS),
@@ -54,6 +54,18 @@ def test_the_report_shows_each_metric_before_after_and_their_difference():
     assert "skipped 10: missing_query=4, empty_document=6" in text
     assert "95% CI [+0.1200, +0.5000] over 1000 resamples" in text
     assert "precision=bf16" in text
+
+
+def test_a_version_from_before_shows_the_intervals_it_kept_in_its_metrics():
+    meta = _meta({})
+    meta["metrics"]["intervals"] = {"roc_auc": {"delta": 0.2, "low": 0.1, "high": 0.3, "confidence": 0.95}}
+    assert re.search(r"^  roc_auc\s+\+0\.2000  95% CI \[\+0\.1000, \+0\.3000\]", render_report(meta), re.M)
+
+
+def test_the_champions_frozen_pairs_are_shown_from_the_gate_evidence():
+    meta = _meta({})
+    meta["gate"]["reference"] = {"pairs": 80, "queries": 12, "delta": -0.05, "low": -0.09, "high": -0.03}
+    assert "on the champion's frozen pairs (80 pairs): -0.0500 [-0.0900, -0.0300]" in render_report(meta)
 
 
 def test_an_undefined_interval_and_a_missing_metric_are_said_not_invented():

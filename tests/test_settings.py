@@ -90,3 +90,13 @@ def test_every_process_started_with_a_bad_setting_exits_2_with_one_line(argv):
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == ["invalid setting: TEST_FRACTION='0': must be ≥ 0.05 and ≤ 0.5"]
     assert out.stdout == ""
+
+
+def test_every_setting_declares_its_default_and_check_in_one_place():
+    """`setting(default, check)`: a field declared otherwise would skip its check (or have none)."""
+    from dataclasses import MISSING, fields
+
+    undeclared = [f.name for f in fields(Settings) if "check" not in f.metadata or f.default is MISSING]
+    assert undeclared == []
+    unchecked = sorted(f.name for f in fields(Settings) if f.metadata["check"] is None)
+    assert unchecked == ["freeze_embeddings", "online_guard", "warm_start"]  # true or false: the type is the check

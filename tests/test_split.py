@@ -106,7 +106,7 @@ def test_the_gate_judges_only_held_out_pairs_the_champion_never_trained_on():
     rng = random.Random(5)
     split = _split(_pairs(rng, [_query(rng) for _ in range(3000)], 20_000))
     other = SplitKey(2, "a7" * 32, 0.2)
-    rule = GateRule(min_pairs=40, min_queries=8)
+    rule = GateRule(0.005, 0.95, 1000, min_pairs=40, min_queries=8, max_regression=0.02, seed=0, slice_min_pairs=100)
     # Same epoch as the champion: every held-out pair is fair.
     judged, fairness = fair_heldout(split, [KEY], rule)
     assert judged == split.test and not fairness["champion_may_have_seen"]
@@ -128,7 +128,7 @@ def test_when_too_few_unseen_pairs_remain_all_are_judged_and_the_gate_is_told():
 
     rng = random.Random(6)
     split = _split(_pairs(rng, [_query(rng) for _ in range(60)], 400))
-    rule = GateRule(min_pairs=len(split.test), min_queries=2)
+    rule = GateRule(0.005, 0.95, 1000, len(split.test), min_queries=2, max_regression=0.02, seed=0, slice_min_pairs=100)
     judged, fairness = fair_heldout(split, [SplitKey(2, "a7" * 32, 0.2)], rule)
     assert judged == split.test and fairness["champion_may_have_seen"]
 

@@ -7,10 +7,10 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import Refused, StaleCandidate, Superseded, UnknownVersion
+from eduranker.errors import ChampionChanged, Refused, StaleCandidate, Superseded, UnknownVersion
 from eduranker.pipeline.pairs import build_snapshot
 from eduranker.store import ensure_indexes, jobs, versions
-from eduranker.store.feedback import _window, count_usable_feedback, latest_feedback_at
+from eduranker.store.feedback import _window, count_labels, latest_feedback_at
 from eduranker.store.lease import Lease
 from eduranker.store.snapshot import iter_feedback_rows
 
@@ -75,11 +75,11 @@ def test_snapshot_joins_and_skips_malformed_documents_by_reason(db):
 @pytest.mark.integration
 def test_usable_feedback_counts_follow_updates_and_removals(db):
     seed_messy(db)
-    assert count_usable_feedback(db) == {"like": 8, "dislike": 2}
+    assert count_labels(db) == {"like": 8, "dislike": 2}
     db.inferences.update_many({"feedback": "like"}, {"$set": {"feedback": "dislike"}})
     db.inferences.update_one({"feedback": "dislike"}, {"$unset": {"feedback": ""}})
-    assert count_usable_feedback(db) == {"like": 0, "dislike": 9}
-    assert count_usable_feedback(db, since=T0 + timedelta(minutes=1)) == {"like": 0, "dislike": 1}
+    assert count_labels(db) == {"like": 0, "dislike": 9}
+    assert count_labels(db, since=T0 + timedelta(minutes=1)) == {"like": 0, "dislike": 1}
 
 
 def _feedback_window_rows(db):
@@ -107,12 +107,12 @@ def _feedback_window_rows(db):
 @pytest.mark.integration
 def test_feedback_windows_count_by_feedback_at_or_created_at_and_stop_at_the_cap(db):
     _feedback_window_rows(db)
-    assert count_usable_feedback(db) == {"like": 3, "dislike": 2}
-    assert count_usable_feedback(db, since=T0 + timedelta(minutes=15)) == {"like": 2, "dislike": 1}
-    assert count_usable_feedback(db, since=T0 + timedelta(minutes=35)) == {"like": 1, "dislike": 0}
-    capped = count_usable_feedback(db, since=T0, cap=2)
+    assert count_labels(db) == {"like": 3, "dislike": 2}
+    assert count_labels(db, since=T0 + timedelta(minutes=15)) == {"like": 2, "dislike": 1}
+    assert count_labels(db, since=T0 + timedelta(minutes=35)) == {"like": 1, "dislike": 0}
+    capped = count_labels(db, since=T0, cap=2)
     assert sum(capped.values()) == 2
-    assert count_usable_feedback(db, since=T0, cap=50) == {"like": 3, "dislike": 2}
+    assert count_labels(db, since=T0, cap=50) == {"like": 3, "dislike": 2}
     assert latest_feedback_at(db) == T0 + timedelta(minutes=40)
     assert latest_feedback_at(db, since=T0 + timedelta(minutes=35)) == T0 + timedelta(minutes=40)
     assert latest_feedback_at(db, since=T0 + timedelta(minutes=45)) is None
@@ -202,8 +202,9 @@ def test_a_switch_from_a_stale_read_changes_nothing(db):
     _promote(db, "v0002")
     seen = versions.read_champion(db)
     _promote(db, "v0003")
-    with pytest.raises(StaleCandidate):
+    with pytest.raises(ChampionChanged) as raised:
         versions.rollback(db, by="late operator", reason="x", seen=seen)
+    assert not isinstance(raised.value, StaleCandidate)  # no candidate was judged: a rollback lost a race
     assert versions.read_champion(db).version == "v0003"
 
 

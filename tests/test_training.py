@@ -56,7 +56,8 @@ def test_an_unknown_precision_is_refused():
 
 
 def _config(precision: str, **overrides) -> TrainConfig:
-    values = dict(epochs=1, batch_size=8, learning_rate=1e-4, head_learning_rate=1e-2, max_length=32, seed=3)
+    values = dict(epochs=1, batch_size=8, learning_rate=1e-4, head_learning_rate=1e-2, max_length=32, seed=3,
+                  freeze_embeddings=True)  # fmt: skip
     return TrainConfig(**{**values, **overrides}, precision=precision)
 
 

@@ -19,7 +19,7 @@ from eduranker import demo
 from eduranker.localservers import mongo_url, secantus_server
 from eduranker.store import connect, jobs, versions
 from producer.outbox import request_training
-from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker, training, wait_for_job
+from tests.celery_worker import PATIENCE, ROOT, settings_env, start_worker, stop_worker, training, wait_for_job
 
 
 def ended(job):
@@ -222,7 +222,7 @@ def test_a_failed_first_automatic_job_is_retried_after_the_cooldown_and_a_model_
 
 
 def wait_for_lease_holder(db, timeout=30):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while time.monotonic() < deadline:
         lease = db.producer_state.find_one({"_id": "producer-lease"}) or {}
         if lease.get("holder"):

@@ -26,6 +26,7 @@ from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_er
 from eduranker.store.connection import patiently
 from eduranker.store.types import Db
 from worker.run import WRITE_PATIENCE_S, ProgressHook, Run
+from worker.stop_check import record_stop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,10 +98,10 @@ def run_training_job(
             result = train_and_register(db, effective, run)
         status = result.pop("job_status")
         _record(lambda: jobs.finish_job(db, job_id, attempt, status, **result), "recording the outcome")
-    except Superseded:
+    except Superseded as exc:
         # Cancelled or taken over: the task (worker/tasks.py) reads which and logs it in those words.
-        log.warning("job %s attempt %d no longer owns its job; stopping without writing", job_id, attempt)
-        return {"job_id": job_id, "status": "superseded", "attempt": attempt}
+        log.warning("job %s attempt %d no longer owns its job; stopping without writing: %s", job_id, attempt, exc)
+        return {"job_id": job_id, "status": "superseded", "attempt": attempt, **record_stop(db, job_id, attempt, exc)}
     except HandedBack:
         _record(lambda: jobs.hand_back(db, job_id, attempt, "worker stopped; handed back"), "handing the job back")
         log.warning("job %s handed back to the queue: the worker is stopping", job_id)

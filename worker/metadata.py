@@ -8,16 +8,17 @@ import platform
 import subprocess
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eduranker.models_dir import relative_artifact_path
 from eduranker.pipeline.gate import GateDecision
 from eduranker.pipeline.pairs import Snapshot
+from eduranker.records import RegisteredVersion
 from eduranker.settings import Settings
 from worker.stages import Baseline, Candidate, Judged, Split
 
-REGISTRY_FIELDS = ("version", "job_id", "parent_version", "base_model", "warm_started", "snapshot", "metrics",
-                   "gate", "hyperparameters", "device", "gate_reason", "artifact_path", "split")  # fmt: skip
+# The metadata's fields the registry keeps: those `RegisteredVersion` declares (the shape defined once).
+REGISTRY_FIELDS = tuple(RegisteredVersion.__annotations__)
 
 
 def build(
@@ -36,7 +37,6 @@ def build(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     config = candidate.config
-    reference = decision.evidence.get("reference")
     return {
         "version": version,
         "job_id": job_id,
@@ -63,13 +63,9 @@ def build(
         },
         "snapshot": snapshot.summary(),
         "split": {**split.summary(), "lineage": lineage(split, baseline, candidate, s)},
-        "metrics": {
-            "before": baseline.metrics,
-            "after": judged.metrics,
-            "intervals": decision.evidence.get("intervals"),
-        },
+        # The gate's intervals are stored once, in `gate.intervals` (with the evidence they belong to).
+        "metrics": {"before": baseline.metrics, "after": judged.metrics},
         "gate": {**decision.evidence, "promote": decision.promote, "refused": decision.refused},
-        "reference_metrics": reference,
         "promoted": decision.promote,
         "gate_reason": decision.reason,
         "training": candidate.stats.as_dict(),
@@ -89,8 +85,8 @@ def lineage(split: Split, baseline: Baseline, candidate: Candidate, s: Settings)
     return list(dict.fromkeys(epochs))
 
 
-def registry_doc(meta: dict[str, Any]) -> dict[str, Any]:
-    return {name: meta[name] for name in REGISTRY_FIELDS}
+def registry_doc(meta: dict[str, Any]) -> RegisteredVersion:
+    return cast(RegisteredVersion, {name: meta[name] for name in REGISTRY_FIELDS})
 
 
 def write(folder: Path, meta: dict[str, Any]) -> None:

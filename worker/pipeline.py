@@ -15,9 +15,11 @@ from eduranker import champion
 from eduranker.errors import StaleCandidate
 from eduranker.pipeline import artifacts
 from eduranker.pipeline.device import configure_threads, describe, select_device
-from eduranker.pipeline.gate import GateDecision, decide_promotion
+from eduranker.pipeline.gate import GateDecision, GateRule, decide_promotion
 from eduranker.pipeline.model_io import save_cross_encoder
 from eduranker.pipeline.report import render_report, write_plots
+from eduranker.pipeline.training import TrainConfig
+from eduranker.pipeline.variants import build_variant
 from eduranker.settings import Settings
 from eduranker.store import jobs, versions
 from eduranker.store.types import Db
@@ -26,7 +28,6 @@ from worker.run import Run
 from worker.stages import (
     comparisons,
     fine_tune_candidate,
-    gate_rule,
     judge_candidate,
     judge_champion,
     plot_inputs,
@@ -50,25 +51,26 @@ class Laps:
 def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     """Run every stage of job `run.job_id`; returns the fields of its outcome for `training_jobs`."""
     laps = Laps()
+    rule, config = s.config(GateRule), s.config(TrainConfig)  # each concern's config, built once per job
     run.progress("snapshot")
     snapshot = take_snapshot(db, s, run)  # 1
-    split = split_for_judging(db, snapshot, s, run)  # 2
+    split = split_for_judging(db, snapshot, s, run, rule)  # 2
     laps.lap("snapshot")
 
     threads = configure_threads(s.torch_threads)
     device = select_device()
     run.update("recording the device", device=describe(device))
     run.progress("evaluate_before")
-    baseline = judge_champion(db, s, split, device)  # 3
+    baseline = judge_champion(db, s, split, device, rule)  # 3
     laps.lap("evaluate_before")
 
-    candidate = fine_tune_candidate(s, split, baseline, device, run)  # 4
+    candidate = fine_tune_candidate(s, split, baseline, device, run, config)  # 4
     laps.lap("train")
 
     run.progress("evaluate_after")
     judged = judge_candidate(candidate, s, split, baseline, device)  # 5
     heldout, reference = comparisons(split, baseline, judged)
-    decision = decide_promotion(heldout, gate_rule(s), reference, baseline.fairness)  # 6
+    decision = decide_promotion(heldout, rule, reference, baseline.fairness)  # 6
     laps.lap("evaluate_after")
 
     run.progress("write_artifacts")
@@ -77,6 +79,7 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
                           device=describe(device), threads=threads, timings=laps.timings)  # fmt: skip
     with artifacts.staged_version_dir(s.models_dir, version, private_gid=s.models_gid) as folder:
         save_cross_encoder(candidate.model, candidate.tokenizer, folder, s.max_length)
+        meta["serving_variant"] = build_variant(candidate.model, folder, s.serving_variant)  # served, never converted
         artifacts.write_heldout_pairs(folder, split.test)
         meta["plots"] = write_plots(folder, **plot_inputs(snapshot, split, baseline, judged))
         laps.lap("write_artifacts")
@@ -116,7 +119,7 @@ def register(
         "reason": None if promoted else reason,
         "gate_reason": decision.reason,
         "gate_refused": decision.refused,
-        "gate": decision.evidence.get("intervals"),
+        # The gate's intervals are the version's (`model_versions.gate.intervals`): not copied here.
         "metrics": meta["metrics"],
         "batch_size_used": meta["hyperparameters"]["batch_size"],
         "oom_retries": meta["oom_retries"],

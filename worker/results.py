@@ -36,7 +36,7 @@ class TaskEnd(StrEnum):
     LATER = "later"  # another run of the same task id ends it: Ignore
 
 
-_BY_STATUS = {
+_BY_STATUS: dict[str, TaskEnd] = {
     jobs.SUCCEEDED: TaskEnd.RESULT,
     jobs.REJECTED: TaskEnd.RESULT,
     jobs.CANCELLED: TaskEnd.FAILURE,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eduranker.errors import JobRefused
+from eduranker.errors import JobRefused, Superseded
 from eduranker.models_dir import version_dir
 from eduranker.pipeline import artifacts
 from eduranker.pipeline.bounds import newest
@@ -26,13 +26,14 @@ from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.pairs import Pair, Snapshot, build_snapshot, query_key
 from eduranker.pipeline.scoring import score_pairs
 from eduranker.pipeline.split import SplitKey, stable_split, unseen_by
-from eduranker.pipeline.training import TrainConfig, TrainStats, fine_tune
+from eduranker.pipeline.training import TrainConfig, TrainingStopped, TrainStats, fine_tune
 from eduranker.settings import Settings
 from eduranker.store import evaluation_epochs, versions
 from eduranker.store.clock import server_now
 from eduranker.store.snapshot import iter_feedback_rows
 from eduranker.store.types import Db
 from worker.run import Run
+from worker.stop_check import StopCheck
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +87,6 @@ def queries_of(pairs: list[Pair]) -> set[str]:
     return {query_key(p.query) for p in pairs}
 
 
-def gate_rule(s: Settings) -> GateRule:
-    return GateRule(
-        min_improvement=s.min_improvement,
-        confidence=s.gate_confidence,
-        samples=s.gate_bootstrap_samples,
-        min_pairs=s.min_heldout_pairs,
-        min_queries=s.min_heldout_queries,
-        max_regression=s.gate_max_regression,
-        seed=s.seed,
-        slice_min_pairs=s.gate_slice_min_pairs,
-    )
-
-
 def _revision(source: str, s: Settings) -> str | None:
     """BASE_MODEL_REVISION pins the configured base model; a version folder is loaded as it is."""
     return (s.base_model_revision or None) if source == s.base_model_name else None
@@ -123,7 +111,7 @@ def split_key(db: Db, s: Settings, job_id: str) -> SplitKey:
     return SplitKey(record.epoch, record.key, record.test_fraction)
 
 
-def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run) -> Split:
+def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run, rule: GateRule) -> Split:
     """2. Train and held-out pairs by the stable split; refuse data the gate could not judge."""
     n, counts = len(snapshot.pairs), snapshot.label_counts
     if n < s.min_feedback:
@@ -136,7 +124,7 @@ def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run) -> Spli
     split = Split(train, test, key)
     run.update("recording the split", split=split.summary())
     labels = [p.label for p in test]
-    too_small = insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in test]), gate_rule(s))
+    too_small = insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in test]), rule)
     if too_small:
         raise JobRefused(
             f"{too_small} (from {n} usable pairs: the stable split holds out {len(test)} pairs of "
@@ -215,13 +203,13 @@ def fair_heldout(split: Split, lineage: list[SplitKey | None], rule: GateRule) -
     return judged, fairness
 
 
-def judge_champion(db: Db, s: Settings, split: Split, device: torch.device) -> Baseline:
+def judge_champion(db: Db, s: Settings, split: Split, device: torch.device, rule: GateRule) -> Baseline:
     """3. Score, with the model serving now, the held-out pairs it never trained on, and its own frozen
     held-out pairs that the candidate will not train on."""
     record = versions.read_champion(db)
     source = str(version_dir(s.models_dir, record.version)) if record.version else s.base_model_name
     lineage = lineage_of(db, record.version)
-    judged, fairness = fair_heldout(split, lineage, gate_rule(s))
+    judged, fairness = fair_heldout(split, lineage, rule)
     judged, fairness["gate_cap"] = _capped(judged, s.gate_max_pairs)  # GATE_MAX_PAIRS, the newest
     model, tokenizer = load_cross_encoder(source, device, s.seed, revision=_revision(source, s))
     scores = _score(model, tokenizer, judged, s, device)
@@ -235,33 +223,34 @@ def judge_champion(db: Db, s: Settings, split: Split, device: torch.device) -> B
                     metrics_of(judged, scores))  # fmt: skip
 
 
-def fine_tune_candidate(s: Settings, split: Split, baseline: Baseline, device: torch.device, run: Run) -> Candidate:
+def fine_tune_candidate(
+    s: Settings, split: Split, baseline: Baseline, device: torch.device, run: Run, config: TrainConfig | None = None
+) -> Candidate:
     """4. Fine-tune from the base model (or the champion with WARM_START); on CUDA out-of-memory halve
-    the batch and start again from the untouched start weights."""
+    the batch and start again from the untouched start weights. A run that loses its job stops within
+    a step (worker/stop_check.py) and raises StoppedTraining, saying how far it got."""
     source = baseline.source if (s.warm_start and baseline.champion_version) else s.base_model_name
-    config = TrainConfig(
-        epochs=s.num_epochs,
-        batch_size=s.batch_size,
-        learning_rate=s.learning_rate,
-        head_learning_rate=s.head_learning_rate,
-        max_length=s.max_length,
-        seed=s.seed,
-        freeze_embeddings=s.freeze_embeddings,
-        precision=s.train_precision,
-    )
+    config = config or s.config(TrainConfig)  # the job's, built once (worker/pipeline.py)
     pairs, left_out = _capped(split.train, s.train_max_pairs)  # TRAIN_MAX_PAIRS, the newest
     run.update("recording the training cap", train_cap=left_out)
     oom_retries: list[dict[str, int]] = []
+    check, reached = StopCheck(run.db, run), [0, 0]  # the last step taken, of how many
 
     def on_step(epoch: int, step: int, total: int, loss: float) -> None:
+        reached[:] = [step, total]
         run.progress("train", force=step == total, epoch=epoch, step=step, total_steps=total, loss=round(loss, 5))
 
     while True:
         model, tokenizer = load_cross_encoder(source, device, config.seed, revision=_revision(source, s))
         try:
             stats = fine_tune(model, tokenizer, [p.query for p in pairs], [p.document for p in pairs],
-                              [p.label for p in pairs], config, device=device, on_step=on_step)  # fmt: skip
+                              [p.label for p in pairs], config, device=device, on_step=on_step,
+                              should_stop=check)  # fmt: skip
             return Candidate(model, tokenizer, config, stats, source, oom_retries)
+        except TrainingStopped as stopped:
+            raise check.stopped(stopped.steps, stopped.total_steps) from None
+        except Superseded:  # the heartbeat or a progress write noticed first, just after a step
+            raise check.stopped(*reached) from None
         except Exception as exc:
             if not is_out_of_memory(exc) or config.batch_size == 1:
                 raise

@@ -9,11 +9,12 @@ bootstrap intervals; DeLong's test would treat every pair as independent, too na
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from eduranker.pipeline.evaluation import per_query_ndcg
+from eduranker.pipeline.evaluation import METRICS, Scored
+from eduranker.records import IntervalDoc, JudgedIntervalDoc
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,19 @@ class Interval:
     confidence: float
     samples: int  # resamples where the metric was defined on both models
 
-    def as_dict(self) -> dict[str, float | int | str | None]:
-        return asdict(self)
+    def as_dict(self) -> IntervalDoc:
+        return IntervalDoc(
+            metric=self.metric,
+            delta=self.delta,
+            low=self.low,
+            high=self.high,
+            confidence=self.confidence,
+            samples=self.samples,
+        )
+
+    def on(self, pairs: int, queries: int) -> JudgedIntervalDoc:
+        """The interval as stored for a part of the pairs (a slice, the frozen pairs), with its size."""
+        return JudgedIntervalDoc(pairs=pairs, queries=queries, **self.as_dict())
 
     def describe(self) -> str:
         if self.delta is None or self.low is None or self.high is None:
@@ -60,20 +72,8 @@ def _chunk_rows(n_pairs: int, samples: int) -> int:
     return max(1, min(samples, CHUNK_ELEMENTS // max(n_pairs, 1)))
 
 
-def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC-AUC for each row of `weights` (pair multiplicities): the Mann–Whitney statistic with ties
-    counted half, in one sort. NaN where a row has no positive or no negative weight."""
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores, pos = scores[order], positive[order]
-    w = weights[:, order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    pos_w = np.add.reduceat(w * pos, starts, axis=1)
-    neg_w = np.add.reduceat(w * ~pos, starts, axis=1)
-    negatives_below = np.cumsum(neg_w, axis=1) - neg_w
-    wins = (pos_w * (negatives_below + 0.5 * neg_w)).sum(axis=1)
-    total = pos_w.sum(axis=1) * neg_w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, wins / np.where(total > 0, total, 1), np.nan)
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def _interval(metric: str, delta: float | None, draws: np.ndarray, confidence: float) -> Interval:
@@ -95,30 +95,18 @@ def paired_bootstrap(
     confidence: float,
     seed: int,
 ) -> dict[str, Interval]:
-    """Intervals for the change in ROC-AUC and NDCG@10 from model A to model B on the same pairs."""
-    positive = np.asarray(labels, dtype=float) > 0.5
-    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
-    names, query_index = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
-    ones = np.ones((1, len(positive)))
-    auc_delta = float((weighted_auc(b, positive, ones) - weighted_auc(a, positive, ones))[0])
-    ndcg_a = per_query_ndcg(labels, scores_a, query_index, len(names))
-    ndcg_b = per_query_ndcg(labels, scores_b, query_index, len(names))
-    ranked = ~np.isnan(ndcg_a)  # the same queries are rankable for both (it depends on labels only)
-    diff = np.where(ranked, ndcg_b - ndcg_a, 0.0)
-    ndcg_delta = float(diff[ranked].mean()) if ranked.any() else None
-    auc_parts: list[np.ndarray] = []
-    ndcg_parts: list[np.ndarray] = []
-    for counts in resample_chunks(len(names), samples, seed, _chunk_rows(len(positive), samples)):
-        weights = counts[:, query_index]
-        auc_parts.append(weighted_auc(b, positive, weights) - weighted_auc(a, positive, weights))
-        drawn = (counts * ranked).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ndcg_parts.append(np.where(drawn > 0, (counts * diff).sum(axis=1) / np.where(drawn > 0, drawn, 1), np.nan))
-    auc_draws = np.concatenate(auc_parts) if auc_parts else np.zeros(0)
-    ndcg_draws = np.concatenate(ndcg_parts) if ndcg_parts else np.zeros(0)
-    if ndcg_delta is None:
-        ndcg_draws = np.full(samples, np.nan)
+    """Intervals for the change from model A to model B on the same pairs of each metric the registry
+    resamples (ROC-AUC and NDCG@10), all from the same draws of queries."""
+    a = Scored.of(labels, scores_a, queries)
+    b = a.rescored(scores_b)
+    changes = {metric.name: metric.change for metric in METRICS.bootstrapped if metric.change is not None}
+    ones = np.ones((1, a.n_queries))
+    deltas = {name: _defined(change(a, b, ones)[0]) for name, change in changes.items()}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in changes}
+    for counts in resample_chunks(a.n_queries, samples, seed, _chunk_rows(len(a.labels), samples)):
+        for name, change in changes.items():
+            parts[name].append(change(a, b, counts))
     return {
-        "roc_auc": _interval("roc_auc", None if np.isnan(auc_delta) else auc_delta, auc_draws, confidence),
-        "ndcg@10": _interval("ndcg@10", ndcg_delta, ndcg_draws, confidence),
+        name: _interval(name, deltas[name], np.concatenate(drawn) if drawn else np.zeros(0), confidence)
+        for name, drawn in parts.items()
     }

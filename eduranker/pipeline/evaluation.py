@@ -1,19 +1,29 @@
-"""Metrics of scores against labels: classification at 0.5 and ranking per query. Pure numpy/sklearn."""
+"""Metrics of scores against labels, in one registry: what is stored, shown and bootstrapped. Pure numpy
+(scikit-learn imported on first use, so the CLI, which only reads the registry, starts fast).
+
+`METRICS` is the one table: each `Metric` says how it is computed on the held-out set, how its change
+between two models is resampled (for the gate's bootstrap, when it has one), which way is better and
+whether `eduranker versions` gives it a column. The stored metrics documents, the report, the CLI, the
+demo and the gate iterate it, so a new metric is one entry here (and its test).
+"""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
-METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "ndcg@10", "mrr")
+# One query's labels in descending score order → its value (NaN where undefined).
+PerQuery = Callable[[Sequence[float]], float]
+# (model A, model B, query counts: resamples × queries) → B − A under each resample (NaN where undefined).
+Change = Callable[["Scored", "Scored", np.ndarray], np.ndarray]
 
 
-def _none_if_nan(value: float) -> float | None:
+def _none_if_nan(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
@@ -38,9 +48,9 @@ def ranked_labels(labels: Sequence[float], scores: Sequence[float], queries: Seq
     """Each rankable query's labels in descending score order: queries with two or more judged documents
     and at least one like. Ties are broken pessimistically (dislikes first), so a constant scorer earns no
     credit."""
-    by_query: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    by_query: dict[Any, list[tuple[float, float]]] = {}
     for label, score, query in zip(labels, scores, queries, strict=True):
-        by_query[query].append((float(score), float(label)))
+        by_query.setdefault(query, []).append((float(score), float(label)))
     return {
         query: [label for _, label in sorted(judged, key=lambda t: (-t[0], t[1]))]
         for query, judged in by_query.items()
@@ -48,45 +58,230 @@ def ranked_labels(labels: Sequence[float], scores: Sequence[float], queries: Seq
     }
 
 
-def ranking_metrics(labels: Sequence[float], scores: Sequence[float], queries: Sequence[str]) -> dict[str, Any]:
-    """NDCG@10 and MRR averaged over the rankable queries."""
-    ranked = ranked_labels(labels, scores, queries).values()
-    ndcgs = [ndcg_at_k(ordered, 10) for ordered in ranked]
-    rrs = [reciprocal_rank(ordered) for ordered in ranked]
-    return {
-        "ndcg@10": float(np.mean(ndcgs)) if ndcgs else None,
-        "mrr": float(np.mean(rrs)) if rrs else None,
-        "ranked_queries": len(ndcgs),
-    }
-
-
-def per_query_ndcg(
-    labels: Sequence[float], scores: Sequence[float], query_index: np.ndarray, n_queries: int
-) -> np.ndarray:
-    """NDCG@10 of each query (by index), NaN where it is not rankable."""
-    result = np.full(n_queries, np.nan)
-    for q, ordered in ranked_labels(labels, scores, [int(q) for q in query_index]).items():
-        result[q] = ndcg_at_k(ordered, 10)
+def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC for each row of `weights` (pair multiplicities): the Mann–Whitney statistic with ties
+    counted half, in one sort. NaN where a row has no positive or no negative weight."""
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores, pos = scores[order], positive[order]
+    w = weights[:, order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    pos_w = np.add.reduceat(w * pos, starts, axis=1)
+    neg_w = np.add.reduceat(w * ~pos, starts, axis=1)
+    negatives_below = np.cumsum(neg_w, axis=1) - neg_w
+    wins = (pos_w * (negatives_below + 0.5 * neg_w)).sum(axis=1)
+    total = pos_w.sum(axis=1) * neg_w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result: np.ndarray = np.where(total > 0, wins / np.where(total > 0, total, 1), np.nan)
     return result
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's scores on labelled pairs, with each pair's query as an index (shared by two models
+    scored on the same pairs, so the bootstrap can resample queries for both at once)."""
+
+    labels: np.ndarray  # float, 1.0 like / 0.0 dislike
+    scores: np.ndarray  # probabilities in [0, 1]
+    query_index: np.ndarray  # each pair's query, an index into range(n_queries)
+    n_queries: int
+    threshold: float = 0.5  # classification metrics predict "like" at or above it
+    _per_query: dict[PerQuery, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        labels: Sequence[float],
+        scores: Sequence[float] | np.ndarray,
+        queries: Sequence[Any],
+        threshold: float = 0.5,
+    ) -> Scored:
+        names, index = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+        return cls(np.asarray(labels, dtype=float), np.asarray(scores, dtype=float), index, len(names), threshold)
+
+    def rescored(self, scores: Sequence[float] | np.ndarray) -> Scored:
+        """Another model's scores on the same pairs."""
+        return Scored(self.labels, np.asarray(scores, dtype=float), self.query_index, self.n_queries, self.threshold)
+
+    @cached_property
+    def y(self) -> np.ndarray:
+        return self.labels.astype(int)
+
+    @cached_property
+    def positive(self) -> np.ndarray:
+        return self.labels > 0.5
+
+    @cached_property
+    def predicted(self) -> np.ndarray:
+        return (self.scores >= self.threshold).astype(int)
+
+    @cached_property
+    def both_classes(self) -> bool:
+        return len(set(self.y.tolist())) == 2
+
+    @cached_property
+    def ranked(self) -> dict[int, list[float]]:
+        """Each rankable query's labels in descending score order (`ranked_labels`), by query index."""
+        return ranked_labels(self.labels.tolist(), self.scores.tolist(), self.query_index.tolist())
+
+    def per_query(self, of_query: PerQuery) -> np.ndarray:
+        """`of_query` of each query (by index), NaN where the query is not rankable; computed once."""
+        if of_query not in self._per_query:
+            values = np.full(self.n_queries, np.nan)
+            for q, ordered in self.ranked.items():
+                values[q] = of_query(ordered)
+            self._per_query[of_query] = values
+        return self._per_query[of_query]
+
+
+def mean_over_queries(of_query: PerQuery) -> Callable[[Scored], float | None]:
+    """A ranking metric's value: `of_query` averaged over the rankable queries (None if there is none)."""
+
+    def value(scored: Scored) -> float | None:
+        values = scored.per_query(of_query)
+        defined = values[~np.isnan(values)]
+        return float(np.mean(defined)) if defined.size else None
+
+    return value
+
+
+def change_over_queries(of_query: PerQuery) -> Change:
+    """A ranking metric's change B − A under each resample: the mean over the drawn rankable queries of
+    the per-query differences (the same queries are rankable for both: it depends on labels only)."""
+
+    def change(a: Scored, b: Scored, counts: np.ndarray) -> np.ndarray:
+        va, vb = a.per_query(of_query), b.per_query(of_query)
+        defined = ~np.isnan(va) & ~np.isnan(vb)
+        diff = np.where(defined, vb - va, 0.0)
+        drawn = (counts * defined).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean: np.ndarray = np.where(drawn > 0, (counts * diff).sum(axis=1) / np.where(drawn > 0, drawn, 1), np.nan)
+        return mean
+
+    return change
+
+
+def _auc_change(a: Scored, b: Scored, counts: np.ndarray) -> np.ndarray:
+    """ROC-AUC over all pairs, each weighted by how often its query was drawn."""
+    weights = counts[:, a.query_index]
+    change: np.ndarray = weighted_auc(b.scores, b.positive, weights) - weighted_auc(a.scores, a.positive, weights)
+    return change
+
+
+def _classification(name: str) -> Callable[[Scored], float | None]:
+    """A scikit-learn score of the predictions at the threshold (0 where it divides by zero)."""
+
+    def value(scored: Scored) -> float | None:
+        from sklearn import metrics as skm
+
+        score = getattr(skm, f"{name}_score")
+        extra = {} if name == "accuracy" else {"zero_division": 0}
+        return float(score(scored.y, scored.predicted, **extra))
+
+    return value
+
+
+def _ranking_score(name: str) -> Callable[[Scored], float | None]:
+    """A scikit-learn score of the raw scores; undefined (None) unless both classes are held out."""
+
+    def value(scored: Scored) -> float | None:
+        from sklearn import metrics as skm
+
+        if not scored.both_classes:
+            return None
+        return _none_if_nan(getattr(skm, f"{name}_score")(scored.y, scored.scores))
+
+    return value
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One held-out metric. `name` is its key in stored metrics documents and intervals."""
+
+    name: str
+    label: str  # how a person reads it: "ROC-AUC"
+    value: Callable[[Scored], float | None]  # on the whole held-out set; None where undefined
+    change: Change | None = None  # resampled change for the gate's bootstrap; None: no interval
+    higher_is_better: bool = True
+    column: bool = False  # a column of `eduranker versions` (a 100-column terminal holds a few)
+
+
+# What `compute_metrics` stores beside the registered metrics: no metric may take these names.
+STORED_BESIDE = ("n", "confusion_matrix", "ranked_queries")
+
+
+class MetricRegistry:
+    """The metrics, in the order they are shown, and the primary one the gate decides on."""
+
+    def __init__(self, metrics: Iterable[Metric], *, primary: str):
+        self._metrics: dict[str, Metric] = {}
+        for metric in metrics:
+            self.register(metric)
+        self._primary = self[primary]
+        if self._primary.change is None or not self._primary.higher_is_better:
+            raise ValueError(f"the gate's metric {primary} needs a resampled change and higher-is-better")
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(tuple(self._metrics.values()))
+
+    def __getitem__(self, name: str) -> Metric:
+        return self._metrics[name]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._metrics)
+
+    @property
+    def primary(self) -> Metric:
+        return self._primary
+
+    @property
+    def bootstrapped(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self if m.change is not None)
+
+    @property
+    def columns(self) -> tuple[Metric, ...]:
+        """The metrics `eduranker versions` shows after the primary's value, change and interval."""
+        return tuple(m for m in self if m.column and m is not self._primary)
+
+    def register(self, metric: Metric) -> Metric:
+        if metric.name in self._metrics or metric.name in STORED_BESIDE:
+            raise ValueError(f"metric {metric.name} is registered already (or stored beside the metrics)")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def unregister(self, name: str) -> None:
+        if self._metrics[name] is self._primary:
+            raise ValueError(f"{name} is the gate's metric")
+        del self._metrics[name]
+
+
+NDCG_AT_10: PerQuery = partial(ndcg_at_k, k=10)
+
+METRICS = MetricRegistry(
+    (
+        Metric("accuracy", "accuracy", _classification("accuracy")),
+        Metric("precision", "precision", _classification("precision")),
+        Metric("recall", "recall", _classification("recall")),
+        Metric("f1", "F1", _classification("f1"), column=True),
+        Metric("roc_auc", "ROC-AUC", _ranking_score("roc_auc"), _auc_change),
+        Metric("average_precision", "average precision", _ranking_score("average_precision")),
+        Metric("ndcg@10", "NDCG@10", mean_over_queries(NDCG_AT_10), change_over_queries(NDCG_AT_10), column=True),
+        Metric("mrr", "MRR", mean_over_queries(reciprocal_rank)),
+    ),
+    primary="roc_auc",
+)
 
 
 def compute_metrics(
-    labels: Sequence[float], scores: Sequence[float], queries: Sequence[str], threshold: float = 0.5
+    labels: Sequence[float], scores: Sequence[float] | np.ndarray, queries: Sequence[str], threshold: float = 0.5
 ) -> dict[str, Any]:
-    """All metrics the registry stores, from probability scores in [0, 1]."""
-    y = np.asarray(labels, dtype=int)
-    s = np.asarray(scores, dtype=float)
-    predicted = (s >= threshold).astype(int)
-    both_classes = len(set(y.tolist())) == 2
-    result: dict[str, Any] = {
-        "n": int(y.size),
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "precision": float(skm.precision_score(y, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(y, predicted, zero_division=0)),
-        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
-        "roc_auc": _none_if_nan(skm.roc_auc_score(y, s)) if both_classes else None,
-        "average_precision": _none_if_nan(skm.average_precision_score(y, s)) if both_classes else None,
-        "confusion_matrix": skm.confusion_matrix(y, predicted, labels=[0, 1]).tolist(),
+    """Every registered metric (None where undefined) and the counts the registry stores with them."""
+    from sklearn import metrics as skm
+
+    scored = Scored.of(labels, scores, queries, threshold)
+    return {
+        "n": int(scored.y.size),
+        **{metric.name: metric.value(scored) for metric in METRICS},
+        "confusion_matrix": skm.confusion_matrix(scored.y, scored.predicted, labels=[0, 1]).tolist(),
+        "ranked_queries": len(scored.ranked),
     }
-    result.update(ranking_metrics(labels, scores, queries))
-    return result

@@ -16,21 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from eduranker.pipeline.bootstrap import Interval, paired_bootstrap
+from eduranker.pipeline.evaluation import METRICS
+from eduranker.records import GateEvidence, JudgedIntervalDoc
 
 
 @dataclass(frozen=True)
 class GateRule:
-    min_improvement: float = 0.005
-    confidence: float = 0.95
-    samples: int = 1000
-    min_pairs: int = 40
-    min_queries: int = 8
-    max_regression: float = 0.02
-    seed: int = 0
-    slice_min_pairs: int = 100
+    """The gate's config: each field takes the setting it names (the worker builds it once per job with
+    `Settings.config(GateRule)`); the defaults and their reasons live with the settings alone."""
+
+    min_improvement: float = field(metadata={"setting": "min_improvement"})
+    confidence: float = field(metadata={"setting": "gate_confidence"})
+    samples: int = field(metadata={"setting": "gate_bootstrap_samples"})
+    min_pairs: int = field(metadata={"setting": "min_heldout_pairs"})
+    min_queries: int = field(metadata={"setting": "min_heldout_queries"})
+    max_regression: float = field(metadata={"setting": "gate_max_regression"})
+    seed: int = field(metadata={"setting": "seed"})
+    slice_min_pairs: int = field(metadata={"setting": "gate_slice_min_pairs"})
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class GateDecision:
     promote: bool
     reason: str
     refused: bool = False  # too little evidence to decide either way
-    evidence: dict[str, Any] = field(default_factory=dict)  # intervals, sizes: stored with the version
+    evidence: GateEvidence = field(default_factory=GateEvidence)  # intervals, sizes: stored with the version
 
 
 def _intervals(comparison: Comparison, rule: GateRule) -> dict[str, Interval]:
@@ -78,14 +82,14 @@ def insufficient(comparison: Comparison, rule: GateRule) -> str | None:
             f"the gate needs at least {rule.min_pairs} pairs and {rule.min_queries} queries"
         )
     if classes < 2:
-        return f"held-out set has one class only ({pairs} pairs): ROC-AUC is undefined"
+        return f"held-out set has one class only ({pairs} pairs): {METRICS.primary.label} is undefined"
     return None
 
 
 def verdict(auc: Interval, rule: GateRule, size: str) -> tuple[bool, str]:
-    """The three cases of the ROC-AUC gain's interval (and an undefined one): (promote, reason)."""
+    """The three cases of the primary metric's gain interval (and an undefined one): (promote, reason)."""
     if auc.low is None or auc.high is None:
-        return False, f"ROC-AUC change undefined on {size}"
+        return False, f"{METRICS.primary.label} change undefined on {size}"
     if auc.low > rule.min_improvement:
         return True, f"{auc.describe()} on {size}; lower bound clears +{rule.min_improvement} (clears the bar)"
     if auc.high < 0:
@@ -118,28 +122,28 @@ def judged_slices(comparison: Comparison, rule: GateRule) -> dict[str, Compariso
     return judged
 
 
-def slice_evidence(comparison: Comparison, rule: GateRule) -> tuple[dict[str, Any], list[str]]:
+def slice_evidence(comparison: Comparison, rule: GateRule) -> tuple[dict[str, JudgedIntervalDoc], list[str]]:
     """Per-slice ROC-AUC intervals (Bonferroni over the judged slices) and the slices significantly worse."""
     parts = judged_slices(comparison, rule)
     if not parts:
         return {}, []
     confidence = 1 - (1 - rule.confidence) / len(parts)
-    found: dict[str, Any] = {}
+    found: dict[str, JudgedIntervalDoc] = {}
     worse: list[str] = []
     for name, part in parts.items():
         auc = paired_bootstrap(part.labels, part.champion, part.candidate, part.queries, samples=rule.samples,
-                               confidence=confidence, seed=rule.seed)["roc_auc"]  # fmt: skip
-        found[name] = {"pairs": part.size[0], "queries": part.size[1], **auc.as_dict()}
+                               confidence=confidence, seed=rule.seed)[METRICS.primary.name]  # fmt: skip
+        found[name] = auc.on(*part.size)
         if auc.high is not None and auc.high < 0:
             worse.append(name)
     return found, worse
 
 
-def _frozen_regression(reference: Comparison | None, rule: GateRule, evidence: dict[str, Any]) -> str | None:
+def _frozen_regression(reference: Comparison | None, rule: GateRule, evidence: GateEvidence) -> str | None:
     if reference is None or len({label > 0.5 for label in reference.labels}) < 2:
         return None
-    frozen = _intervals(reference, rule)["roc_auc"]
-    evidence["reference"] = {"pairs": reference.size[0], "queries": reference.size[1], **frozen.as_dict()}
+    frozen = _intervals(reference, rule)[METRICS.primary.name]
+    evidence["reference"] = frozen.on(*reference.size)
     if frozen.high is not None and frozen.high < -rule.max_regression:
         return (
             f"on the champion's frozen held-out pairs {frozen.describe()} lies wholly below "
@@ -152,13 +156,13 @@ def decide_promotion(
     heldout: Comparison,
     rule: GateRule,
     reference: Comparison | None = None,
-    fairness: dict[str, Any] | None = None,
+    fairness: dict[str, object] | None = None,
 ) -> GateDecision:
     """`heldout`: held-out pairs neither model trained on (where known). `reference`: the champion's
     frozen held-out pairs, if any. `fairness`: what was left out and whether the champion may have seen
     some pairs (said in the reason)."""
     pairs, queries = heldout.size
-    evidence: dict[str, Any] = {"heldout_pairs": pairs, "heldout_queries": queries, "rule": rule.__dict__}
+    evidence = GateEvidence(heldout_pairs=pairs, heldout_queries=queries, rule=dict(rule.__dict__))
     note = ""
     if fairness:
         evidence["fairness"] = fairness
@@ -173,10 +177,9 @@ def decide_promotion(
     if regression is not None:
         return GateDecision(False, regression + note, evidence=evidence)
     evidence["slices"], worse = slice_evidence(heldout, rule)
-    promote, reason = verdict(intervals["roc_auc"], rule, f"{pairs} pairs / {queries} queries")
+    promote, reason = verdict(intervals[METRICS.primary.name], rule, f"{pairs} pairs / {queries} queries")
     if promote and worse:
         shown = ", ".join(f"{name} {evidence['slices'][name]['delta']:+.4f}" for name in worse)
-        return GateDecision(
-            False, f"{reason}, but significantly worse on slice(s) {shown} (ROC-AUC)" + note, evidence=evidence
-        )
+        worse_reason = f"{reason}, but significantly worse on slice(s) {shown} ({METRICS.primary.label})"
+        return GateDecision(False, worse_reason + note, evidence=evidence)
     return GateDecision(promote, reason + note, evidence=evidence)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-LABELS = {"like": 1.0, "dislike": 0.0}
+from eduranker.records import LABELS
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # C0/C1 control characters other than tab and newline, and lone surrogates a tokenizer cannot encode.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -44,6 +45,9 @@ class Snapshot:
     duplicates_superseded: int = 0
     texts_truncated: int = 0
     future_dated: int = 0  # usable pairs whose feedback was dated after the snapshot's now (taken as now)
+    # (the pairs list it was computed for, its hash): a job summarises its snapshot twice (its own record,
+    # the version's), and the hash reads every pair's text.
+    _hashed: tuple[list[Pair], str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def label_counts(self) -> dict[str, int]:
@@ -56,11 +60,15 @@ class Snapshot:
 
     @property
     def content_hash(self) -> str:
+        """sha256 over the sorted (query, document, label) pairs; computed once per pairs list."""
+        if self._hashed is not None and self._hashed[0] is self.pairs:
+            return self._hashed[1]
         digest = hashlib.sha256()
         for line in sorted(f"{p.query}\x1f{p.document}\x1f{p.label}" for p in self.pairs):
             digest.update(line.encode("utf-8", "replace"))
             digest.update(b"\n")
-        return digest.hexdigest()
+        self._hashed = (self.pairs, digest.hexdigest())
+        return self._hashed[1]
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from eduranker.pipeline.evaluation import METRIC_KEYS
+from eduranker.pipeline.evaluation import METRICS
+from eduranker.records import IntervalDoc, StoredGate
 
 PLOTS = (
     "label_distribution.png",
@@ -67,7 +68,9 @@ def _length_histogram(plt: Any, path: Path, query_lengths: Sequence[int]) -> Non
 
 
 def _metrics_chart(plt: Any, path: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
-    keys = [k for k in METRIC_KEYS if before.get(k) is not None or after.get(k) is not None]
+    # One axis, "higher is better": a lower-is-better metric is in the report's table, not on this chart.
+    shown = [m.name for m in METRICS if m.higher_is_better]
+    keys = [k for k in shown if before.get(k) is not None or after.get(k) is not None]
     x = np.arange(len(keys))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(x - 0.2, [before.get(k) or 0 for k in keys], 0.4, label="before")
@@ -127,7 +130,7 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _interval_line(name: str, found: dict[str, Any], confidence: str, evidence: str, undefined: str = "") -> str:
+def _interval_line(name: str, found: IntervalDoc, confidence: str, evidence: str, undefined: str = "") -> str:
     """One interval of a change as the report prints it: `name delta  95% CI [low, high] <evidence>`."""
     if found.get("low") is None:
         return f"  {name:<18} undefined{undefined}"
@@ -137,7 +140,28 @@ def _interval_line(name: str, found: dict[str, Any], confidence: str, evidence: 
     )
 
 
-def judging_lines(gate: dict[str, Any], split: dict[str, Any]) -> list[str]:
+def stored_intervals(version: Mapping[str, Any]) -> dict[str, IntervalDoc]:
+    """The gate's intervals of a version's (or its metadata's) metrics: `gate.intervals`, or
+    `metrics.intervals` where a version from before holds them only there."""
+    gate, metrics = version.get("gate"), version.get("metrics")
+    found = (gate.get("intervals") if isinstance(gate, dict) else None) or (
+        metrics.get("intervals") if isinstance(metrics, dict) else None
+    )
+    return cast(dict[str, IntervalDoc], found or {})
+
+
+def metric_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """One line per registered metric: before, after and the change (a lower-is-better metric marked)."""
+    lines = []
+    for metric in METRICS:
+        b, a = before.get(metric.name), after.get(metric.name)
+        change = "" if a is None or b is None else f"{a - b:+.4f}"
+        name = metric.name if metric.higher_is_better else f"{metric.name} (lower is better)"
+        lines.append(f"{name:<20}{_fmt(b):>10}{_fmt(a):>10}{change:>10}")
+    return lines
+
+
+def judging_lines(gate: StoredGate, split: Mapping[str, Any]) -> list[str]:
     """What the models were judged on (the stable split, what was left out) and the per-slice intervals."""
     lines: list[str] = []
     fairness = gate.get("fairness") or {}
@@ -150,7 +174,7 @@ def judging_lines(gate: dict[str, Any], split: dict[str, Any]) -> list[str]:
         )
     slices = gate.get("slices") or {}
     if slices:
-        lines += ["", "Slices (ROC-AUC change, Bonferroni-corrected intervals)"]
+        lines += ["", f"Slices ({METRICS.primary.label} change, Bonferroni-corrected intervals)"]
         for name, found in slices.items():
             size = f"{found['pairs']} pairs"
             lines.append(
@@ -183,22 +207,20 @@ def render_report(meta: dict[str, Any]) -> str:
         "",
         f"{'metric':<20}{'before':>10}{'after':>10}{'change':>10}",
     ]
-    for key in METRIC_KEYS:
-        b, a = before.get(key), after.get(key)
-        change = "" if a is None or b is None else f"{a - b:+.4f}"
-        lines.append(f"{key:<20}{_fmt(b):>10}{_fmt(a):>10}{change:>10}")
-    intervals = (meta["metrics"].get("intervals") or {}) if isinstance(meta.get("metrics"), dict) else {}
+    lines += metric_lines(before, after)
+    intervals = stored_intervals(meta)
     if intervals:
         lines += ["", "Gate evidence (paired bootstrap over held-out queries, change after − before)"]
         for name, interval in intervals.items():
             lines.append(_interval_line(name, interval, ".0%", f"over {interval.get('samples')} resamples"))
-    reference = meta.get("reference_metrics")
+    gate: StoredGate = meta.get("gate") or StoredGate()
+    reference = gate.get("reference")
     if reference and reference.get("low") is not None:
         lines.append(
             f"  on the champion's frozen pairs ({reference['pairs']} pairs): {reference['delta']:+.4f} "
             f"[{reference['low']:+.4f}, {reference['high']:+.4f}]"
         )
-    lines += judging_lines(meta.get("gate") or {}, meta.get("split") or {})
+    lines += judging_lines(gate, meta.get("split") or {})
     train = meta["training"]
     lines += [
         "",

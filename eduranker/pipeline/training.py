@@ -18,21 +18,33 @@ if TYPE_CHECKING:  # types only: importing transformers costs seconds
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ProgressFn = Callable[[int, int, int, float], None]  # (epoch, step, total_steps, loss)
+StopFn = Callable[[], bool]  # asked before every step; True stops training (cheap: the caller throttles)
+
+
+class TrainingStopped(Exception):
+    """`should_stop` answered True: the run stopped after `steps` of `total_steps` steps."""
+
+    def __init__(self, steps: int, total_steps: int) -> None:
+        super().__init__(f"training stopped after step {steps} of {total_steps}")
+        self.steps, self.total_steps = steps, total_steps
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    head_learning_rate: float
-    max_length: int
-    seed: int
+    """Training's config. The fields naming a setting take it (`Settings.config(TrainConfig)`, once per
+    job; their defaults live with the settings alone); the others are constants of fine-tuning."""
+
+    epochs: int = field(metadata={"setting": "num_epochs"})
+    batch_size: int = field(metadata={"setting": "batch_size"})
+    learning_rate: float = field(metadata={"setting": "learning_rate"})
+    head_learning_rate: float = field(metadata={"setting": "head_learning_rate"})
+    max_length: int = field(metadata={"setting": "max_length"})
+    seed: int = field(metadata={"setting": "seed"})
+    freeze_embeddings: bool = field(metadata={"setting": "freeze_embeddings"})
+    precision: str = field(metadata={"setting": "train_precision"})  # see eduranker.pipeline.precision
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    freeze_embeddings: bool = True
-    precision: str = "auto"  # see eduranker.pipeline.precision
     # Dropout on attention probabilities while fine-tuning; None keeps the checkpoint's. At 0 the CPU
     # runs SDPA's fused (flash) attention instead of the math path and draws no mask of batch × heads ×
     # length² random numbers each layer: a third of a bf16 step at ~200 tokens (docs/performance.md).
@@ -198,8 +210,10 @@ def fine_tune(
     *,
     device: torch.device,
     on_step: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> TrainStats:
-    """Train in place. Raises torch.cuda.OutOfMemoryError unchanged so the caller can halve the batch."""
+    """Train in place. Raises torch.cuda.OutOfMemoryError unchanged so the caller can halve the batch,
+    and TrainingStopped before the first step `should_stop` refuses (a cancelled or superseded run)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = prepare_data(tokenizer, queries, documents, labels, config.max_length)
@@ -215,6 +229,8 @@ def fine_tune(
     for epoch in range(1, config.epochs + 1):
         losses = []
         for indices in bucketed_batches(lengths, config.batch_size, rng):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(stats.steps, total_steps)
             batch = to_device(collate(data.encoded, indices), device, precision)
             target = data.labels[indices].to(device, non_blocking=True)
             losses.append(train_step(model, batch, target, opt, precision, config.max_grad_norm))

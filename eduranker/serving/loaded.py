@@ -1,7 +1,12 @@
-"""One loaded version: its model and tokenizer, checked on a probe pair before anyone is served by it."""
+"""One loaded version: its model and tokenizer, checked on a probe pair before anyone is served by it.
+
+A version may be served as one of its variants (`eduranker.variants`): int8 loads the file the worker
+wrote beside the version; bf16 runs the fp32 weights under bf16 autocast. A version without the files
+of the asked variant is served in fp32 (and says so in its `variant`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +18,12 @@ import torch
 
 from eduranker.pipeline.encoding import encode_query_documents
 from eduranker.pipeline.model_io import load_cross_encoder
+from eduranker.pipeline.precision import cpu_has_native_bf16
 from eduranker.pipeline.scoring import score_encoded
+from eduranker.pipeline.variants import load_int8, read_description
+from eduranker.variants import BF16, FP32, INT8
+
+log = logging.getLogger(__name__)
 
 PROBE = ("how do plants make food", "Photosynthesis explained with diagrams")
 # Characters of a query or document kept before tokenising, as training's MAX_TEXT_CHARS (4000): a
@@ -30,6 +40,7 @@ class LoadedModel:
     max_length: int
     batch_size: int
     max_text_chars: int = MAX_TEXT_CHARS
+    variant: str = FP32  # what actually serves: fp32 where the asked variant's files are missing
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Scores aligned with `documents`: every text clipped to `max_text_chars` before tokenising,
@@ -38,19 +49,53 @@ class LoadedModel:
             return np.zeros(0)
         clip = self.max_text_chars
         encoded = encode_query_documents(self.tokenizer, query[:clip], [d[:clip] for d in documents], self.max_length)
-        amp = self.device.type == "cuda"  # as scoring does for the gate
+        amp = self.device.type == "cuda" or self.variant == BF16  # on CUDA as scoring does for the gate
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=amp, dtype=torch.bfloat16):
             return score_encoded(self.model, encoded, device=self.device, batch_size=self.batch_size)
 
 
 def load_checked(
-    path: str | Path, version: str | None, device: torch.device, max_length: int, batch_size: int
+    path: str | Path,
+    version: str | None,
+    device: torch.device,
+    max_length: int,
+    batch_size: int,
+    variant: str = FP32,
 ) -> LoadedModel:
-    """Load a version and score the probe pair; raise if it does not load or scores nonsense."""
-    model, tokenizer = load_cross_encoder(path, device, seed=0)
+    """Load a version (as `variant` where it has it) and score the probe pair; raise if it does not load
+    or scores nonsense."""
+    served = _servable(path, version, device, variant)
+    model, tokenizer = _load_int8_or_none(path) if served == INT8 else (None, None)
+    if model is None:  # fp32, bf16, or an int8 file this torch cannot read: the version's own weights
+        served = FP32 if served == INT8 else served
+        model, tokenizer = load_cross_encoder(path, device, seed=0)
     model.eval()
-    loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size)
+    loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size, variant=served)
     probe = float(loaded.score(PROBE[0], [PROBE[1]])[0])
     if not math.isfinite(probe) or not 0.0 <= probe <= 1.0:
         raise ValueError(f"probe pair scored {probe!r}")
     return loaded
+
+
+def _servable(path: str | Path, version: str | None, device: torch.device, variant: str) -> str:
+    """The variant a version can be served as: the asked one where its files exist (int8: on a CPU)."""
+    if variant == BF16 and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("this CPU has no native bf16 (avx512_bf16, amx_bf16): serving %s in fp32", version or "base")
+        return FP32
+    if variant != INT8:
+        return variant if variant == FP32 or device.type == "cpu" else FP32  # CUDA already runs bf16 autocast
+    if device.type != "cpu" or version is None or read_description(path, INT8) is None:
+        log.warning("%s has no int8 variant%s; serving it in fp32", version or "the base model",
+                    "" if device.type == "cpu" else " for " + device.type)  # fmt: skip
+        return FP32
+    return INT8
+
+
+def _load_int8_or_none(path: str | Path) -> tuple[Any, Any]:
+    """The int8 variant, or (None, None) where it does not load (torch's eager quantization is deprecated:
+    a later torch may not read a file an older one wrote); the version is then served in fp32."""
+    try:
+        return load_int8(path)
+    except Exception:
+        log.exception("the int8 variant of %s did not load; serving it in fp32", path)
+        return None, None

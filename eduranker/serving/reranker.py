@@ -11,6 +11,10 @@ Comparing with the previous champion (`MODELS_DIR/previous`), for the producer's
 version, so each promotion draws a new group) wholly with the previous champion; `compare="interleave"`
 serves a `share` of requests a team-draft interleaving of both versions' rankings, each document
 tagged with the version that contributed it.
+
+`variant` (the API passes SERVING_VARIANT): how each version is served, `eduranker.variants`. int8
+loads the file the worker wrote beside the version (never converted here); a version without it is
+served in fp32, with a warning in the log.
 """
 
 from __future__ import annotations
@@ -31,8 +35,14 @@ import torch
 from eduranker.models_dir import POINTER, PREVIOUS, champion_target, version_dir
 from eduranker.serving.interleave import team_draft
 from eduranker.serving.loaded import LoadedModel, load_checked
+from eduranker.variants import DEFAULT_SERVING_VARIANT, variant_problem
 
 log = logging.getLogger(__name__)
+
+# A request's documents are scored in length-sorted micro-batches of this many: at 20 documents, 8 took
+# the bf16 p50 from 2.5x to 4.2x CrossEncoder.predict's (bench/serving_latency.py, docs/performance.md):
+# each batch pads only to its own longest pair instead of the request's (bench: the sides NAME:8).
+SERVING_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ class ChampionReranker:
         seed: int | None = None,
         device: str | torch.device | None = None,
         max_length: int = 256,
-        batch_size: int = 64,
+        batch_size: int = SERVING_BATCH_SIZE,
+        variant: str = DEFAULT_SERVING_VARIANT,
     ):
         self.compare, self.share = _comparison(holdback, compare, share)
         self.models_dir, self.base_model = Path(models_dir), base_model
@@ -74,6 +85,10 @@ class ChampionReranker:
         self._rng_lock = threading.Lock()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length, self.batch_size = max_length, batch_size
+        problem = variant_problem(variant)
+        if problem:
+            raise ValueError(f"variant {variant!r}: {problem}")
+        self.variant = variant  # asked for (SERVING_VARIANT); each LoadedModel.variant says what serves
         self.last_error: str | None = None  # why the newest pointer target is not serving
         self._failed: tuple[str | None, str | None] | None = None
         self._stop = threading.Event()
@@ -159,7 +174,7 @@ class ChampionReranker:
             path: str | Path = self.base_model
         else:
             path = version_dir(self.models_dir, version)
-        return load_checked(path, version, self.device, self.max_length, self.batch_size)
+        return load_checked(path, version, self.device, self.max_length, self.batch_size, self.variant)
 
 
 HOLDBACK, INTERLEAVE = "holdback", "interleave"

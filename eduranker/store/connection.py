@@ -21,6 +21,7 @@ from pymongo.errors import (
 )
 
 from eduranker.errors import AccessDenied, RetryableError
+from eduranker.records import VersionStatus
 from eduranker.settings import Settings
 from eduranker.store.types import Db, Document
 
@@ -127,9 +128,8 @@ def ensure_indexes(db: Db) -> None:
     versions = db[MODEL_VERSIONS]
     ensure_index(versions, [("version", ASCENDING)], "unique_version", unique=True)
     # The database itself refuses a second champion, whatever the code does.
-    ensure_index(
-        versions, [("status", ASCENDING)], "one_champion", unique=True, partialFilterExpression={"status": "champion"}
-    )
+    champions = {"status": VersionStatus.CHAMPION}
+    ensure_index(versions, [("status", ASCENDING)], "one_champion", unique=True, partialFilterExpression=champions)
     # The producer's counts and watermark: with one label fixed, each query is a tight range of this
     # index, so its cost follows the feedback counted, not the size of `inferences`.
     window = [("feedback", ASCENDING), ("feedback_at", ASCENDING), ("created_at", ASCENDING)]

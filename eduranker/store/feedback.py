@@ -10,10 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from eduranker.records import LABELS
 from eduranker.store.connection import INFERENCES
 from eduranker.store.types import Db
-
-LABELS = {"like": 1.0, "dislike": 0.0}
 
 
 def _set_when(label: str, when: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
@@ -45,11 +44,12 @@ def _window(label: str, since: datetime | None, until: datetime | None = None) -
     return dated
 
 
-def count_usable_feedback(
+def count_labels(
     db: Db, since: datetime | None = None, *, cap: int | None = None, until: datetime | None = None
 ) -> dict[str, int]:
-    """Likes and dislikes currently in `inferences` (optionally only those set after `since`, and with
-    `until`, not after it).
+    """Likes and dislikes currently in `inferences`: labels, one per reacted-to result, not the
+    deduplicated training pairs a snapshot makes of them (optionally only those set after `since`, and
+    with `until`, not after it).
 
     With `cap`, counting stops once the two together reach it: enough to answer "at least cap?" at a
     cost bounded by the cap rather than by the backlog.

@@ -21,13 +21,15 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Superseded
+from eduranker.records import JobStatus
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
 
-WAITING, QUEUED, RUNNING = "waiting", "queued", "running"
-SUCCEEDED, FAILED, REJECTED, CANCELLED = "succeeded", "failed", "rejected", "cancelled"
-ACTIVE = (QUEUED, RUNNING)
+# Each status under its own name, for the callers' brevity (`jobs.QUEUED`): the members of JobStatus.
+WAITING, QUEUED, RUNNING = JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING
+SUCCEEDED, FAILED, REJECTED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED
+ACTIVE = (QUEUED, RUNNING)  # the statuses that hold the one-active-job slot
 TERMINAL = (SUCCEEDED, FAILED, REJECTED, CANCELLED)
 MAX_ATTEMPTS = 3  # runs of one job before it is failed (each claim is one)
 
@@ -50,7 +52,7 @@ def create_job(
     overrides: dict[str, Any] | None = None,
     automatic: bool = False,
     sent: bool = False,
-) -> str | None:
+) -> JobStatus | None:
     """Record a job. Returns its status (`queued`, or `waiting` for a manual job behind an active one),
     or None when nothing was recorded: the id exists already, or an automatic job met an active one or a
     waiting manual one (manual jobs go first when the slot frees)."""
@@ -178,7 +180,7 @@ def _fence(job_id: str, attempt: int) -> dict[str, Any]:
     return {"_id": job_id, "status": RUNNING, "attempts": attempt}
 
 
-def _terminal(status: str, at: datetime | None, **fields: Any) -> list[dict[str, Any]]:
+def _terminal(status: JobStatus, at: datetime | None, **fields: Any) -> list[dict[str, Any]]:
     """The update that ends a job (an update pipeline): `finished_at` is `at`, or the server's now."""
     finished: Any = SERVER_NOW if at is None else {"$literal": at}
     return [{"$set": {**literal(fields), "status": status, "finished_at": finished}}, {"$unset": ["active"]}]
@@ -197,7 +199,7 @@ def heartbeat(db: Db, job_id: str, attempt: int) -> bool:
     return db[TRAINING_JOBS].update_one(_fence(job_id, attempt), beat).matched_count == 1
 
 
-def finish_job(db: Db, job_id: str, attempt: int, status: str, **fields: Any) -> None:
+def finish_job(db: Db, job_id: str, attempt: int, status: JobStatus, **fields: Any) -> None:
     """The run's last write: a terminal status, conditioned on still owning the job."""
     if status not in TERMINAL:
         raise ValueError(f"not a terminal status: {status}")
@@ -205,7 +207,7 @@ def finish_job(db: Db, job_id: str, attempt: int, status: str, **fields: Any) ->
         raise Superseded(f"job {job_id} attempt {attempt} was taken over; its outcome is not recorded")
 
 
-def hand_back(db: Db, job_id: str, attempt: int, reason: str, *, max_handbacks: int | None = None) -> str | None:
+def hand_back(db: Db, job_id: str, attempt: int, reason: str, *, max_handbacks: int | None = None) -> JobStatus | None:
     """Return a running job to the queue (a retryable failure, a worker shutting down): unsent, so the
     outbox sends it again at once. With `max_handbacks`, a job handed back that often already fails
     instead, with the count and the last reason. Returns the job's new status (`queued` or `failed`), or
@@ -237,6 +239,13 @@ def cancel_job(db: Db, job_id: str, reason: str) -> bool:
     return result.modified_count == 1
 
 
+def note_stopped_run(db: Db, job_id: str, attempt: int, stopped: dict[str, Any]) -> bool:
+    """On a job cancelled while attempt `attempt` ran it, note where that run stopped (`stopped_run`):
+    a cancelled job is owned by no other run, so this changes nothing anyone acts on."""
+    fence = {"_id": job_id, "status": CANCELLED, "attempts": attempt, "stopped_run": {"$exists": False}}
+    return db[TRAINING_JOBS].update_one(fence, {"$set": {"stopped_run": stopped}}).modified_count == 1
+
+
 def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None) -> list[str]:
     """Running jobs whose heartbeat stopped `silent_after_s` ago (the worker died, was stopped, or lost
     the database): back to the queue, unsent, so another worker starts them within minutes; failed once
@@ -257,7 +266,8 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     return changed
 
 
-def active_jobs(db: Db) -> list[dict[str, Any]]:
+def unfinished_jobs(db: Db) -> list[dict[str, Any]]:
+    """Jobs not ended, oldest first: the active one (queued or running) and the waiting ones."""
     return list(db[TRAINING_JOBS].find({"status": {"$in": [*ACTIVE, WAITING]}}).sort("created_at", 1))
 
 
@@ -278,6 +288,8 @@ def count_jobs(db: Db, query: dict[str, Any]) -> int:
 
 
 def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: `connect`'s client returns them aware; a client opened
+    without `tz_aware` returns the same UTC instant naive."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

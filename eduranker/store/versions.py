@@ -15,12 +15,15 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import Refused, StaleCandidate, UnknownVersion
+from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion
+from eduranker.records import RegisteredVersion, VersionEvent, VersionStatus
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
 from eduranker.store.jobs import now
 from eduranker.store.types import Db
 
-CANDIDATE, CHAMPION, REJECTED, RETIRED, ROLLED_BACK = "candidate", "champion", "rejected", "retired", "rolled_back"
+# Each status under its own name (`versions.CHAMPION`): the members of VersionStatus.
+CANDIDATE, CHAMPION, REJECTED = VersionStatus.CANDIDATE, VersionStatus.CHAMPION, VersionStatus.REJECTED
+RETIRED, ROLLED_BACK = VersionStatus.RETIRED, VersionStatus.ROLLED_BACK
 RECORD_ID = "current"
 CHAIN_LIMIT = 100  # champions remembered for rollback
 
@@ -45,11 +48,16 @@ def allocate_version(db: Db) -> str:
     return f"v{counter['seq']:04d}"
 
 
-def _event(status: str, by: str, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"status": status, "at": now(), "by": by, "reason": reason, **extra}
+def _event(status: VersionStatus, by: str, reason: str) -> VersionEvent:
+    return VersionEvent(status=status, at=now(), by=by, reason=reason)
 
 
-def insert_version(db: Db, doc: dict[str, Any], *, by: str = "worker") -> None:
+def _champion_event(by: str, reason: str, forced: bool | None) -> VersionEvent:
+    """A promotion's event says whether it was forced over the gate (None where the syncer cannot know)."""
+    return VersionEvent(status=CHAMPION, at=now(), by=by, reason=reason, forced=forced)
+
+
+def insert_version(db: Db, doc: RegisteredVersion, *, by: str = "worker") -> None:
     at = now()
     history = [_event(CANDIDATE, by, "registered")]
     db[MODEL_VERSIONS].insert_one({"status": CANDIDATE, "created_at": at, "history": history, **doc})
@@ -66,7 +74,7 @@ def list_versions(db: Db) -> list[dict[str, Any]]:
     return list(db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1))
 
 
-def set_status(db: Db, version: str, status: str, *, by: str, reason: str, **fields: Any) -> None:
+def set_status(db: Db, version: str, status: VersionStatus, *, by: str, reason: str, **fields: Any) -> None:
     """Record a status change with its reason. Not for champion: that goes through `switch`."""
     db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$ne": status}},
@@ -74,10 +82,10 @@ def set_status(db: Db, version: str, status: str, *, by: str, reason: str, **fie
     )
 
 
-def mark_pruned(db: Db, version: str, statuses: tuple[str, ...], *, by: str) -> bool:
+def mark_pruned(db: Db, version: str, statuses: tuple[VersionStatus, ...], *, by: str) -> bool:
     """Record that the version's folder is being deleted (`artifacts: "pruned"`): only while its status
     is still one of `statuses`, so a version promoted meanwhile keeps its folder. The document stays."""
-    event = {"artifacts": "pruned", "at": now(), "by": by, "reason": "retention"}
+    event = VersionEvent(artifacts="pruned", at=now(), by=by, reason="retention")
     result = db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$in": list(statuses)}, "artifacts": {"$ne": "pruned"}},
         {"$set": {"artifacts": "pruned", "pruned_at": now()}, "$push": {"history": event}},
@@ -129,7 +137,7 @@ def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, f
                 {"version": record.version, "status": {"$ne": CHAMPION}},
                 {
                     "$set": {"status": CHAMPION, "promoted_at": now()},
-                    "$push": {"history": _event(CHAMPION, by, reason or "registry names it champion", forced=forced)},
+                    "$push": {"history": _champion_event(by, reason or "registry names it champion", forced)},
                 },
             )
         except DuplicateKeyError:
@@ -202,17 +210,17 @@ def rollback(db: Db, *, by: str, reason: str, seen: ChampionRecord | None = None
         raise Refused("nothing to roll back to")
     new = ChampionRecord(restored, record.chain[:-1], record.seq + 1)
     if not _switch(db, record, new, by=by, reason=reason):
-        raise StaleCandidate("the champion changed while the rollback was prepared; nothing changed")
+        raise ChampionChanged("the champion changed while the rollback was prepared; nothing changed")
     _after_switch(db, record.version, restored, by=by, reason=reason, demoted_status=ROLLED_BACK)
     return record.version, restored
 
 
 def _after_switch(
-    db: Db, old: str | None, new: str, *, by: str, reason: str, demoted_status: str, forced: bool = False
+    db: Db, old: str | None, new: str, *, by: str, reason: str, demoted_status: VersionStatus, forced: bool = False
 ) -> None:
     db[MODEL_VERSIONS].update_one({"version": new}, {"$set": {"previous_champion": old, "forced": forced}})
     if old is not None and old != new:
-        fields: dict[str, Any] = {"retired_at": now()}
+        fields: dict[str, object] = {"retired_at": now()}
         if demoted_status == ROLLED_BACK:
             fields["rollback_reason"] = reason
         set_status(db, old, demoted_status, by=by, reason=reason, **fields)

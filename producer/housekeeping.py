@@ -1,0 +1,75 @@
+"""The leader's housekeeping: what keeps every job moving, as duties on their own intervals.
+
+Silent runs requeued, lost messages resent, unsent jobs sent, the champion pointer reconciled (each at
+most once a second), live metrics refreshed (ONLINE_REFRESH_SECONDS) and the models volume pruned
+(daily). Each is one duty of `producer/duties.py`, its failure contained; their report is stored in
+`producer_state.duties` at once after a failure and every few seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from celery import Celery
+from pymongo.errors import PyMongoError
+
+from eduranker import champion, retention
+from eduranker.settings import Settings
+from eduranker.store import jobs
+from eduranker.store.types import Db
+from producer.duties import Duties
+from producer.online import refresh_online
+from producer.outbox import send_unsent
+from producer.state import save_state
+from producer.workers import workers_alive
+
+log = logging.getLogger(__name__)
+PRODUCER = "producer"  # who the champion pointer's repairs and retention's deletions are logged as
+HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile (and the job history's read) at most this often
+RETENTION_S = 86400.0  # the models volume grows by a job's folder a retrain: once a day keeps it bounded
+DUTIES_WRITE_S = 5.0  # the duties' state is stored at least this often, and at once after a failure
+
+
+def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_s: float) -> Duties:
+    """The housekeeping duties, in the order they run. A new duty: `duties.add(name, interval_s, fn)`
+    with `fn(server_now)`."""
+
+    def requeue(now: datetime) -> None:
+        for job_id in jobs.requeue_silent(db, silent_after_s=s.job_requeue_after_s, at=now):
+            log.warning("job %s: its worker fell silent; requeued (or failed after its last attempt)", job_id)
+
+    def resend(now: datetime) -> None:
+        for job_id in jobs.resend_unclaimed(
+            db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now,
+            worker_alive=lambda: workers_alive(app),
+        ):  # fmt: skip
+            log.warning("job %s: not claimed %.0f s after it was sent; resending (or failed)", job_id,
+                        s.job_resend_after_seconds)  # fmt: skip
+
+    duties.add("requeue", HOUSEKEEPING_S, requeue)
+    duties.add("resend", HOUSEKEEPING_S, resend)
+    duties.add("send", HOUSEKEEPING_S, lambda _at: send_unsent(app, db, max_wait_s=send_budget_s))
+    # reconcile: a models volume that cannot be read (EACCES, EIO, ESTALE) fails this duty alone.
+    duties.add("reconcile", HOUSEKEEPING_S, lambda _at: champion.reconcile(db, s.models_dir, by=PRODUCER))
+    duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(db, s))
+    # retention (docs/retention.md): old rejected and retired folders, finished jobs' expiry; daily.
+    duties.add("retention", RETENTION_S, lambda at: retention.prune(db, s, now=at, by=PRODUCER))
+    return duties
+
+
+class DutiesReport:
+    """Stores the duties' report in `producer_state`: at once after a failure, every few seconds else."""
+
+    def __init__(self, db: Db, duties: Duties) -> None:
+        self.db, self.duties = db, duties
+        self.written_at = 0.0  # monotonic
+
+    def after_pass(self, failed: bool) -> None:
+        if failed or self.duties.failing() or time.monotonic() - self.written_at >= DUTIES_WRITE_S:
+            try:
+                save_state(self.db, duties=self.duties.report())
+                self.written_at = time.monotonic()
+            except PyMongoError:  # shown at the next write; the evaluation's own reads report the outage
+                log.warning("could not store the housekeeping duties' state", exc_info=True)
