@@ -28,7 +28,7 @@ def test_a_run_paused_before_registration_and_superseded_registers_nothing_and_l
     demo.seed_feedback(db, seed=5)
     jobs.create_job(db, "pause", trigger={"reason": "test"})
     names = ("mongodb_url", "mongodb_db", "models_dir", "base_model_name", "max_length", "num_epochs",
-             "job_heartbeat_seconds")  # fmt: skip
+             "job_heartbeat_seconds", "split_key", "torch_threads")  # fmt: skip
     fields = {k: getattr(usettings, k) for k in names}
     paused = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), "pause"], cwd=ROOT,
                               env=settings_env(usettings), stdout=subprocess.PIPE, text=True)  # fmt: skip

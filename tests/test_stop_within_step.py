@@ -145,6 +145,7 @@ def test_a_run_paused_mid_training_and_superseded_stops_at_once_when_resumed_and
         "max_length",
         "job_heartbeat_seconds",
         "split_key",
+        "torch_threads",
     )
     fields = {**{k: getattr(usettings, k) for k in names}, "num_epochs": LONG}
     paused = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), "taken"], cwd=ROOT,

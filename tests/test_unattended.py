@@ -144,7 +144,8 @@ def test_a_stalled_run_that_wakes_after_its_successor_finished_writes_nothing(db
     demo.seed_feedback(db, seed=5)
     jobs.create_job(db, "stall", trigger={"reason": "test"})
     fields = {k: getattr(usettings, k) for k in ("mongodb_url", "mongodb_db", "models_dir", "base_model_name",
-                                                  "max_length", "num_epochs", "job_heartbeat_seconds")}  # fmt: skip
+                                                  "max_length", "num_epochs", "job_heartbeat_seconds",
+                                                  "split_key", "torch_threads")}  # fmt: skip
     import json
 
     stalled = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), "stall"], cwd=ROOT,
