@@ -157,7 +157,10 @@ def started_by_this_run(job: dict[str, Any], since: datetime) -> bool:
 
 
 def stream_feedback(
-    db: Db, rng: random.Random, gap_s: Callable[[], float | None], stop_when: Callable[[], bool],
+    db: Db,
+    rng: random.Random,
+    gap_s: Callable[[], float | None],
+    stop_when: Callable[[], bool],
     ranker: ChampionReranker | None = None,
 ) -> int:
     """Serve results (ranked by `ranker`, the search API's reranker) and let users react over time until
