@@ -71,7 +71,8 @@ def run_side(side: str, args) -> dict:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                           head_learning_rate=args.head_lr, max_length=args.max_length, seed=args.seed,
                           freeze_embeddings=not args.no_freeze, precision=args.precision,
-                          attention_dropout=None if args.keep_attention_dropout else 0.0)  # fmt: skip
+                          attention_dropout=None if args.keep_attention_dropout else 0.0,
+                          hidden_dropout=args.hidden_dropout)  # fmt: skip
         started = time.perf_counter()
         stats = fine_tune(model, tok, [r[0] for r in train], [r[1] for r in train], [r[2] for r in train], cfg,
                           device=device)  # fmt: skip
@@ -159,6 +160,14 @@ def main() -> None:
         action="store_true",
         help="our side keeps the checkpoint's attention dropout (0.1) instead of 0",
     )
+    parser.add_argument(
+        "--hidden-dropout",
+        type=float,
+        default=0.0,
+        help="our side's dropout on hidden states (default 0 as in TrainConfig; 0.1 in the checkpoint)",
+    )
+    parser.add_argument("--seeds", default="", help="several seeds, comma-separated: each runs every side; "
+                        "the summary gives each seed's ratio and ROC-AUC difference and their means")  # fmt: skip
     parser.add_argument("--long-documents", action="store_true", help="descriptions of mixed length, up to ~400 tokens")
     parser.add_argument("--precision", default="fp32",
                         help="our side's TRAIN_PRECISION, or several, comma-separated, each run beside the baseline "
@@ -170,13 +179,10 @@ def main() -> None:
         print(json.dumps(run_side(args.side, args)))
         return
     precisions = args.precision.split(",")
-    results = {}
-    for name in ["baseline", *precisions]:
-        side = ["--side", "baseline"] if name == "baseline" else ["--side", "ours", f"--precision={name}"]
-        out = subprocess.run([sys.executable, __file__, *side, *_without_precision(sys.argv[1:])],
-                             capture_output=True, text=True, check=True)  # fmt: skip
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        results[name]["side"] = "baseline" if name == "baseline" else f"ours {name}"
+    if args.seeds:
+        _seeds(args, precisions)
+        return
+    results = _run_sides(precisions, _without_option(sys.argv[1:], "--precision"))
     peaks = {name: matmul_peak(args.device, name) for name in {"fp32", *precisions} - {"auto"}}
     b = results["baseline"]
     size = 1024 if args.device == "cpu" else 8192
@@ -200,14 +206,48 @@ def main() -> None:
         )
 
 
-def _without_precision(argv: list[str]) -> list[str]:
+def _run_sides(precisions: list[str], argv: list[str]) -> dict[str, dict]:
+    """Each side in a fresh process, the baseline first, on the same pairs."""
+    results = {}
+    for name in ["baseline", *precisions]:
+        side = ["--side", "baseline"] if name == "baseline" else ["--side", "ours", f"--precision={name}"]
+        out = subprocess.run([sys.executable, __file__, *side, *argv], capture_output=True, text=True, check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[name]["side"] = "baseline" if name == "baseline" else f"ours {name}"
+    return results
+
+
+def _seeds(args, precisions: list[str]) -> None:
+    """Every side once per seed (pairs, head initialisation and batch order all follow the seed)."""
+    argv = _without_option(_without_option(sys.argv[1:], "--precision"), "--seeds")
+    table: dict[str, list[tuple[float, float]]] = {name: [] for name in precisions}
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        results = _run_sides(precisions, [*argv, f"--seed={seed}"])
+        b = results["baseline"]
+        print(f"seed {seed}: baseline {b['pairs_per_s']:.2f} pairs/s, ROC-AUC {b['roc_auc']:.3f}", flush=True)
+        for name in precisions:
+            o = results[name]
+            ratio, gap = o["pairs_per_s"] / b["pairs_per_s"], o["roc_auc"] - b["roc_auc"]
+            table[name].append((ratio, gap))
+            print(f"  ours {name}: {o['pairs_per_s']:.2f} pairs/s ({ratio:.2f}x), ROC-AUC {o['roc_auc']:.3f} "
+                  f"({gap:+.3f}), peak RSS {o['peak_rss_mb']:.0f} MB vs {b['peak_rss_mb']:.0f} MB",
+                  flush=True)  # fmt: skip
+    for name, rows in table.items():
+        ratios, gaps = [r for r, _ in rows], [g for _, g in rows]
+        print(f"ours {name} over {len(rows)} seeds: speed-up {min(ratios):.2f}-{max(ratios):.2f}x "
+              f"(mean {sum(ratios) / len(ratios):.2f}x), ROC-AUC difference {min(gaps):+.3f} to {max(gaps):+.3f} "
+              f"(mean {sum(gaps) / len(gaps):+.3f})")  # fmt: skip
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """argv less `option` and its value (as `--option value` or `--option=value`)."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--precision":
+        elif a == option:
             skip = True
-        elif not a.startswith("--precision="):
+        elif not a.startswith(f"{option}="):
             out.append(a)
     return out
 

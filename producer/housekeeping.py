@@ -3,13 +3,13 @@
 Silent runs requeued, lost messages resent, unsent jobs sent, the champion pointer reconciled (each at
 most once a second), live metrics refreshed (ONLINE_REFRESH_SECONDS) and the models volume pruned
 (daily). Each is one duty of `producer/duties.py`, its failure contained; their report is stored in
-`producer_state.duties` at once after a failure and every few seconds otherwise.
+`producer_state.duties` at once after a failure or a recovery, and otherwise with the producer's state
+(`producer/state_writer.py`: when the decision changes, and at least every `LIVENESS_WRITE_S`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 
 from celery import Celery
@@ -19,7 +19,7 @@ from eduranker import champion, retention
 from eduranker.settings import Settings
 from eduranker.store import jobs
 from eduranker.store.types import Db
-from producer.duties import Duties
+from producer.duties import Duties, Duty
 from producer.online import refresh_online
 from producer.outbox import send_unsent
 from producer.state import save_state
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 PRODUCER = "producer"  # who the champion pointer's repairs and retention's deletions are logged as
 HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile (and the job history's read) at most this often
 RETENTION_S = 86400.0  # the models volume grows by a job's folder a retrain: once a day keeps it bounded
-DUTIES_WRITE_S = 5.0  # the duties' state is stored at least this often, and at once after a failure
 
 
 def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_s: float) -> Duties:
@@ -60,16 +59,20 @@ def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_
 
 
 class DutiesReport:
-    """Stores the duties' report in `producer_state`: at once after a failure, every few seconds else."""
+    """Stores the duties' report in `producer_state` at once when a duty failed or works again; the
+    rest (runs, the last success) goes with the producer's state."""
 
     def __init__(self, db: Db, duties: Duties) -> None:
         self.db, self.duties = db, duties
-        self.written_at = 0.0  # monotonic
+        # The failing duties the stored report shows; a new leader's first state write stores them all.
+        self.stored_failing: set[str] = set()
 
-    def after_pass(self, failed: bool) -> None:
-        if failed or self.duties.failing() or time.monotonic() - self.written_at >= DUTIES_WRITE_S:
-            try:
-                save_state(self.db, duties=self.duties.report())
-                self.written_at = time.monotonic()
-            except PyMongoError:  # shown at the next write; the evaluation's own reads report the outage
-                log.warning("could not store the housekeeping duties' state", exc_info=True)
+    def after_pass(self, failed: list[Duty]) -> None:
+        failing = {d.name for d in self.duties.failing()}
+        if not failed and failing == self.stored_failing:
+            return
+        try:
+            save_state(self.db, duties=self.duties.report())
+            self.stored_failing = failing
+        except PyMongoError:  # shown at the next write; the evaluation's own reads report the outage
+            log.warning("could not store the housekeeping duties' state", exc_info=True)

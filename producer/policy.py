@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,13 @@ class JobHistory:
 
 @dataclass(frozen=True)
 class Decision:
+    """The answer and its reason. A reason changes only when the decision does: a wait names its end on
+    the server's clock (`until`), never a countdown, so the producer's state and log change once per wait."""
+
     train: bool
     reason: str
     retry_of: FailedChain | None = None
+    until: datetime | None = None  # a wait's end (server clock); what is left is `until - now`
 
 
 def retry_due_at(chain: FailedChain, thresholds: Thresholds) -> float:
@@ -65,18 +69,26 @@ def retry_due_at(chain: FailedChain, thresholds: Thresholds) -> float:
     return float(thresholds.cooldown_seconds * 2 ** (chain.failures - 1))
 
 
-def waiting_reason(history: JobHistory, thresholds: Thresholds, now: datetime) -> str | None:
+def clock_text(at: datetime) -> str:
+    """A server-clock time in a reason: UTC to the second, rounded up (nothing starts before it)."""
+    at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    whole = at.replace(microsecond=0)
+    if whole < at:
+        whole += timedelta(seconds=1)
+    return f"{whole:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def waiting_decision(history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision | None:
     """Why no job may start now whatever the counts (an active job, the cooldown); None if one may."""
     if history.active is not None:
         job_id, status = history.active
-        return f"waiting: job {job_id} is {status}"
+        return Decision(False, f"waiting: job {job_id} is {status}")
     if history.waiting is not None:
-        return f"waiting: manual job {history.waiting} goes first"
+        return Decision(False, f"waiting: manual job {history.waiting} goes first")
     if history.last_created_at is not None:
-        waited = (now - history.last_created_at).total_seconds()
-        if waited < thresholds.cooldown_seconds:
-            left = thresholds.cooldown_seconds - waited
-            return f"waiting: cooldown, {left:.0f} s left"
+        ends = history.last_created_at + timedelta(seconds=thresholds.cooldown_seconds)
+        if now < ends:
+            return Decision(False, f"waiting: cooldown until {clock_text(ends)}", until=ends)
     return None
 
 
@@ -85,10 +97,10 @@ def retry_decision(history: JobHistory, thresholds: Thresholds, now: datetime) -
     chain = history.failed
     if chain is None or chain.failures > thresholds.retry_limit:
         return None
-    left = retry_due_at(chain, thresholds) - (now - chain.last_failed_at).total_seconds()
+    due = chain.last_failed_at + timedelta(seconds=retry_due_at(chain, thresholds))
     attempt = f"retry {chain.failures}/{thresholds.retry_limit} of failed job {chain.job_id}"
-    if left > 0:
-        return Decision(False, f"waiting: {attempt} in {left:.0f} s")
+    if now < due:
+        return Decision(False, f"waiting: {attempt} at {clock_text(due)}", until=due)
     return Decision(True, attempt, retry_of=chain)
 
 
@@ -109,9 +121,9 @@ def worth_counting(last: FeedbackCounts | None, events_since: int, history: JobH
 
 
 def decide(counts: FeedbackCounts, history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision:
-    waiting = waiting_reason(history, thresholds, now)
+    waiting = waiting_decision(history, thresholds, now)
     if waiting is not None:
-        return Decision(False, waiting)
+        return waiting
     retry = retry_decision(history, thresholds, now)
     if retry is not None:
         return retry

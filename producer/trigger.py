@@ -11,7 +11,7 @@ from eduranker.store.clock import server_now
 from eduranker.store.feedback import count_labels
 from eduranker.store.types import Db
 from producer.history import read_history
-from producer.policy import FeedbackCounts, JobHistory, Thresholds, decide, is_first_model, waiting_reason
+from producer.policy import Decision, FeedbackCounts, JobHistory, Thresholds, decide, is_first_model
 
 
 def read_counts(
@@ -33,7 +33,16 @@ def describe_next_trigger(db: Db, settings: Settings) -> str:
     history = read_history(db, th.retry_limit)
     at = server_now(db)
     window = read_counts(db, history, until=at)
-    reason = waiting_reason(history, th, at) or decide(window, history, th, at).reason
+    reason = in_words(decide(window, history, th, at), at)
     if is_first_model(history):
         return f"first model at {th.min_feedback} feedbacks ({window.total} so far); now: {reason}"
     return f"retrain at {th.new_feedback} new feedbacks ({window.total} so far); now: {reason}"
+
+
+def in_words(decision: Decision, now: datetime) -> str:
+    """The decision's reason, and for a wait what is left of it at `now` (the server's): the reason
+    names the wait's end, so that it stays the same while the wait lasts."""
+    if decision.until is None:
+        return decision.reason
+    left = max(0.0, (decision.until - now).total_seconds())
+    return f"{decision.reason} ({left:.0f} s left)"

@@ -4,9 +4,10 @@ Every event batch (at least every `max_batch_s` under a stream that never pauses
 is an evaluation, and an evaluation reads only what could change its answer: the job history at most
 once a second (with housekeeping), the counts of the trigger window only when the events since the
 last count could have crossed the threshold (`producer/trigger_state.py`), and both again, fresh, before
-it enqueues. The producer's state, resume token included, is written when the decision changes and at
-most once a second otherwise, so a restart replays at most a second of events that were already
-evaluated; replaying is harmless: job ids derive from the feedback watermark.
+it enqueues. The producer's state is written when the decision changes, and otherwise only as often as
+its readers need (`producer/state_writer.py`): the resume token within a few seconds of the events it
+covers (a restart replays at most those, harmlessly: job ids derive from the feedback watermark), and
+`evaluated_at` at a liveness interval the lag alert allows for.
 
 The parts: `trigger_state.py` (what is remembered of the window, pure), `stream.py` (the change stream
 and the evaluations' pacing), `housekeeping.py` (the duties), `state_writer.py` (when the state is
@@ -41,7 +42,7 @@ from producer.duties import Duties
 from producer.history import read_history
 from producer.housekeeping import HOUSEKEEPING_S, DutiesReport, add_duties
 from producer.outbox import enqueue, job_id_for
-from producer.policy import Decision, JobHistory, Thresholds, decide, waiting_reason
+from producer.policy import Decision, JobHistory, Thresholds, decide, waiting_decision
 from producer.state import load_state, save_state
 from producer.state_writer import StateWrites, state_fields
 from producer.stream import RESUME_FAILED_CODES, Pacing, drain, open_stream
@@ -94,7 +95,7 @@ class Producer:
         """The duties that are due (producer/housekeeping.py), then the job history. `now` is the
         database server's."""
         failed = self.duties.run_due(now)
-        self.duties_report.after_pass(bool(failed))
+        self.duties_report.after_pass(failed)
         self.history = self._read_history()
         self.housekept_at = time.monotonic()
 
@@ -130,7 +131,7 @@ class Producer:
         if decision.train and count is not None:
             self._enqueue(decision, self.history, count, now)
             self.history = self._read_history()
-        self._write_state(decision, count, now, events_until, resume_token)
+        self._write_state(decision, count, now, events, events_until, resume_token)
         return decision
 
     def _refresh_history(self, now: datetime, at: float) -> bool:
@@ -147,9 +148,9 @@ class Producer:
         return False
 
     def _decide(self, history: JobHistory, now: datetime, *, fresh: bool) -> tuple[Decision, Count | None]:
-        waiting = waiting_reason(history, self.thresholds, now)
-        if waiting:  # while a job is active or cooling down no count can change the answer
-            return Decision(False, waiting), None
+        waiting = waiting_decision(history, self.thresholds, now)
+        if waiting is not None:  # while a job is active or cooling down no count can change the answer
+            return waiting, None
         # The progress shown (state, log) lags the events by at most one idle interval; the answer by none.
         if self.trigger.must_count(history, time.monotonic(), fresh=fresh):
             # The window ends at the server's now read just before counting (not the evaluation's start):
@@ -168,17 +169,20 @@ class Producer:
         decision: Decision,
         count: Count | None,
         now: datetime,
+        events: int,
         events_until: datetime | None,
         resume_token: Mapping[str, Any] | None,
     ) -> None:
-        if not self.state_writes.due(decision, time.monotonic()):
+        if not self.state_writes.due(decision, count, events):
             return
         if not self.lease.held():  # a leader that outlived its lease (a stall) writes no state
             raise LeaseLost("lease lost before writing the state")
         state = state_fields(decision, count, now, events_until=events_until, resume_token=resume_token)
+        # The duties' report rides along (their failures are stored at once, producer/housekeeping.py).
         save_state(self.db, **state, leader=self.lease.holder, events_seen=self.events_seen,
-                   evaluations=self.evaluations, db_commands=dict(self.commands.by_name))  # fmt: skip
-        self.state_writes.written(time.monotonic())
+                   evaluations=self.evaluations, db_commands=dict(self.commands.by_name),
+                   duties=self.duties.report())  # fmt: skip
+        self.state_writes.written(decision, count)
 
     def _enqueue(self, decision: Decision, history: JobHistory, count: Count, now: datetime) -> None:
         if decision.retry_of is not None:
@@ -250,6 +254,7 @@ class Producer:
         # Another leader may have acted meanwhile: nothing remembered from before is trusted.
         self.history = None
         self.trigger.forget()
+        self.state_writes.forget()
         self.evaluate()
         self._watch(load_state(self.db).get("resume_token"))
         return True
@@ -288,10 +293,23 @@ class Producer:
                         save_state(self.db, resume_token=None)
                         return
                 if pacing.due(time.monotonic()):
-                    # The token covers every event read so far, all of them in this evaluation; idle
-                    # evaluations save it too, so an idle stream's token never goes stale.
+                    # The token covers every event read so far, all of them in this evaluation; the
+                    # liveness writes of idle evaluations save it too, so an idle stream's token never
+                    # goes stale.
                     self.evaluate(events=pacing.pending, events_until=newest, resume_token=stream.resume_token)
                     pacing.evaluated(time.monotonic(), self.last_read_s)
+            if not pacing.pending:  # every event read was evaluated: the stream's token covers them
+                self._save_position(stream.resume_token, newest)
+
+    def _save_position(self, resume_token: Mapping[str, Any] | None, events_until: datetime | None) -> None:
+        """At a clean stop, the position of events evaluated but not saved yet (`EVENTS_WRITE_S`)."""
+        if not self.state_writes.unsaved_events or resume_token is None or not self.lease.held():
+            return
+        fields = {"resume_token": resume_token, "events_seen": self.events_seen, "evaluations": self.evaluations}
+        if events_until is not None:
+            fields["last_event_wall_time"] = events_until
+        save_state(self.db, **fields)
+        self.state_writes.unsaved_events = 0
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from eduranker.pipeline.caps import ReactionCap, group_of
+from eduranker.pipeline.caps import ReactionCap, day_of, group_of
 from eduranker.pipeline.pairs import build_snapshot
 from eduranker.store.snapshot import iter_feedback_rows
 
@@ -116,3 +116,36 @@ def test_one_users_thousand_reactions_move_the_snapshot_by_at_most_the_cap(db, s
                       "group_days_capped": 1, "user_days_capped": 1, "largest_group_day": 1000}  # fmt: skip
     kept = {p.query for p in after.pairs if p.query.startswith("attack")}
     assert kept == {f"attack {i}" for i in range(cap)}  # the day's first 50, not a random 50
+
+
+def test_read_newest_first_day_by_day_the_cap_keeps_what_it_keeps_over_every_row():
+    """Two users, four days, cap 2: capping each day once it is whole keeps the rows (and counts the drops)
+    that capping every row at once does; each day comes with the first row of the next."""
+    rows = [row(n, user=f"u{n % 2}", at=DAY + timedelta(days=n // 6, hours=n % 6)) for n in range(24)]
+    stream = sorted(rows, key=lambda r: (r["feedback_at"], r["_id"]), reverse=True)
+    daily, whole = ReactionCap(2), ReactionCap(2)
+    units = list(daily.by_day(stream))
+    assert sorted(r["_id"] for unit, _ in units for r in unit) == sorted(r["_id"] for r in whole.apply(rows))
+    assert daily.report() == whole.report() and daily.report()["reactions_dropped"] == 8
+    assert [len({day_of(r) for r in unit}) for unit, _ in units] == [1, 1, 1, 1]
+    firsts = [next(r for r in stream if day_of(r) == day_of(unit[0])) for unit, _ in units]
+    assert [following for _, following in units] == [*firsts[1:], None]
+    # Cap 0: every row on its own, with the row after it.
+    assert list(ReactionCap(0).by_day(stream[:2])) == [([stream[0]], stream[1]), ([stream[1]], None)]
+
+
+def test_rows_read_after_the_stream_count_after_their_days_reactions():
+    """Feedback the newest-first read cannot place (a feedback_at that is not a date) is read last: it
+    uses what is left of its group's allowance for its day (by created_at), or a day of its own."""
+    cap = ReactionCap(2)
+    list(cap.by_day([row(2, at=DAY + timedelta(hours=2)), row(1, at=DAY + timedelta(hours=1))]))
+    unplaced = {"feedback_at": "yesterday"}
+    late = [
+        {**row(3, at=DAY), **unplaced, "created_at": DAY},  # earlier that day, but read after it: no allowance left
+        {**row(4, at=DAY), **unplaced, "created_at": DAY + timedelta(days=1)},  # another day
+        {**row(5, at=DAY), **unplaced},  # no date at all: the undated day
+        {**row(6, at=DAY), **unplaced},
+        {**row(7, at=DAY), **unplaced},
+    ]
+    assert [r["_id"] for r in cap.rest(late)] == ["i0004", "i0005", "i0006"]
+    assert cap.report()["reactions_dropped"] == 2 and cap.report()["group_days_capped"] == 2

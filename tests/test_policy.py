@@ -41,7 +41,7 @@ def failed(failures, failed_s_ago, window=None, age_s=None):
         (50, 50, after_model(), True, "retrain: 100/100 new feedbacks"),
         (0, 100, after_model(), True, "retrain"),
         # Cooldown from the newest job of any kind, and one active job whoever recorded it.
-        (450, 450, after_model(age_s=599), False, "cooldown, 1 s left"),
+        (450, 450, after_model(age_s=599), False, "waiting: cooldown until 2026-06-01 12:00:01 UTC"),
         (450, 450, after_model(age_s=600), True, "retrain"),
         (450, 450, after_model(active=("manual-1", "queued")), False, "job manual-1 is queued"),
         (450, 450, after_model(age_s=99999, active=("j", "running")), False, "job j is running"),
@@ -49,9 +49,9 @@ def failed(failures, failed_s_ago, window=None, age_s=None):
         (450, 450, after_model(waiting="manual-2"), False, "manual job manual-2 goes first"),
         (0, 0, JobHistory(waiting="m", failed=FailedChain("a", WM, 1, ago(9999))), False, "manual job m goes first"),
         # A failed automatic job is retried after the cooldown, doubling: 600, 1200, 2400 s.
-        (0, 0, failed(1, 599), False, "retry 1/3 of failed job auto-x in 1 s"),
+        (0, 0, failed(1, 599), False, "retry 1/3 of failed job auto-x at 2026-06-01 12:00:01 UTC"),
         (0, 0, failed(1, 600), True, "retry 1/3 of failed job auto-x"),
-        (0, 0, failed(2, 1199), False, "retry 2/3 of failed job auto-x in 1 s"),
+        (0, 0, failed(2, 1199), False, "retry 2/3 of failed job auto-x at 2026-06-01 12:00:01 UTC"),
         (0, 0, failed(3, 2400), True, "retry 3/3"),
         # Retries spent: wait for new feedback after that trigger's watermark.
         (50, 49, failed(4, 99999, window=WM), False, "retrain at 100 new feedbacks: 99/100"),
@@ -65,6 +65,29 @@ def test_policy_table(likes, dislikes, history, train, reason):
     decision = decide(FeedbackCounts(likes, dislikes), history, TH, NOW)
     assert decision.train is train
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    "history,reason,ends_s",
+    [
+        # The cooldown from a job created 10 s before NOW: 600 s.
+        (after_model(age_s=10), "waiting: cooldown until 2026-06-01 12:09:50 UTC", 590),
+        # A first retry waits the cooldown after the failure, a second twice that.
+        (failed(1, 10, age_s=700), "waiting: retry 1/3 of failed job auto-x at 2026-06-01 12:09:50 UTC", 590),
+        (failed(2, 10, age_s=700), "waiting: retry 2/3 of failed job auto-x at 2026-06-01 12:19:50 UTC", 1190),
+        # A deadline between two seconds is stated as the next whole second: nothing starts before it.
+        (after_model(age_s=10.4), "waiting: cooldown until 2026-06-01 12:09:50 UTC", 589.6),
+    ],
+)
+def test_a_wait_reads_the_same_every_second_until_it_ends(history, reason, ends_s):
+    """A wait is stated by its end on the server's clock, not as a countdown: the producer's state and
+    log change when the decision does, not every second of a cooldown."""
+    ends = NOW + timedelta(seconds=ends_s)
+    during = [decide(FeedbackCounts(450, 450), history, TH, NOW + timedelta(seconds=later))
+              for later in [*range(0, int(ends_s)), ends_s - 0.001]]  # fmt: skip
+    assert {d.reason for d in during} == {reason}
+    assert all(not d.train and d.until == ends for d in during)
+    assert decide(FeedbackCounts(450, 450), history, TH, ends).train
 
 
 def test_a_retry_decision_names_the_chain_it_retries():

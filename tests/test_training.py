@@ -108,16 +108,25 @@ def test_fine_tune_runs_every_precision_to_the_end(tiny_model_path, precision):
     assert not model.training
 
 
-def test_preparing_the_model_freezes_the_vocabulary_and_sets_only_attention_dropout(tiny_model_path):
+def _dropouts(model) -> dict[str, float]:
+    return {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+
+
+def test_preparing_the_model_freezes_the_vocabulary_and_sets_the_configured_dropouts(tiny_model_path):
     model, _ = load_cross_encoder(tiny_model_path, CPU, seed=0)
-    hidden_before = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and ".self." not in n}
-    assert prepare_model(model, _config("fp32", attention_dropout=0.0)) == model.config.num_hidden_layers
+    hidden_before = {n: p for n, p in _dropouts(model).items() if not n.endswith("attention.self.dropout")}
+    layers = model.config.num_hidden_layers
+    assert prepare_model(model, _config("fp32", attention_dropout=0.0, hidden_dropout=None)) == layers
     assert not model.get_input_embeddings().weight.requires_grad
-    dropouts = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    dropouts = _dropouts(model)
     assert all(p == 0.0 for n, p in dropouts.items() if n.endswith("attention.self.dropout"))
     assert {n: p for n, p in dropouts.items() if n in hidden_before} == hidden_before
     assert all(p > 0 for p in hidden_before.values())
 
+    default, _ = load_cross_encoder(tiny_model_path, CPU, seed=0)  # the job's: every dropout off
+    assert prepare_model(default, _config("fp32")) == len(_dropouts(default)) > layers
+    assert set(_dropouts(default).values()) == {0.0}
+
     kept, _ = load_cross_encoder(tiny_model_path, CPU, seed=0)
-    assert prepare_model(kept, _config("fp32", attention_dropout=None)) == 0
-    assert {m.p for n, m in kept.named_modules() if n.endswith("attention.self.dropout")} == {0.1}
+    assert prepare_model(kept, _config("fp32", attention_dropout=None, hidden_dropout=None)) == 0
+    assert set(_dropouts(kept).values()) == {0.1}

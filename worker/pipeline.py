@@ -2,6 +2,9 @@
 
 1 snapshot → 2 split → 3 judge the champion → 4 fine-tune → 5 judge the candidate
 → 6 gate → 7 write the version aside → 8 register (and promote by compare-and-set)
+
+The split's key is read first: the snapshot reads newest first and stops once each side of the split
+holds what the caps (TRAIN_MAX_PAIRS, GATE_MAX_PAIRS) can use.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from worker.stages import (
     judge_champion,
     plot_inputs,
     split_for_judging,
+    split_key,
     take_snapshot,
 )
 
@@ -53,8 +57,9 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
     laps = Laps()
     rule, config = s.config(GateRule), s.config(TrainConfig)  # each concern's config, built once per job
     run.progress("snapshot")
-    snapshot = take_snapshot(db, s, run)  # 1
-    split = split_for_judging(db, snapshot, s, run, rule)  # 2
+    key = split_key(db, s, run.job_id)  # the split's key, before the snapshot that reads up to its caps
+    snapshot = take_snapshot(db, s, run, key)  # 1
+    split = split_for_judging(snapshot, s, run, rule, key)  # 2
     laps.lap("snapshot")
 
     threads = configure_threads(s.torch_threads)

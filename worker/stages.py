@@ -17,20 +17,20 @@ import torch
 from eduranker.errors import JobRefused, Superseded
 from eduranker.models_dir import version_dir
 from eduranker.pipeline import artifacts
-from eduranker.pipeline.bounds import newest
+from eduranker.pipeline.bounds import Read, newest, read_newest_first
 from eduranker.pipeline.caps import ReactionCap
 from eduranker.pipeline.device import is_out_of_memory, release_memory
 from eduranker.pipeline.evaluation import compute_metrics
 from eduranker.pipeline.gate import Comparison, GateRule, insufficient
 from eduranker.pipeline.model_io import load_cross_encoder
-from eduranker.pipeline.pairs import Pair, Snapshot, build_snapshot, query_key
+from eduranker.pipeline.pairs import Pair, Snapshot, SnapshotBuilder, query_key
 from eduranker.pipeline.scoring import score_pairs
-from eduranker.pipeline.split import SplitKey, stable_split, unseen_by
+from eduranker.pipeline.split import SplitKey, is_heldout, stable_split, unseen_by
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, TrainStats, fine_tune
 from eduranker.settings import Settings
 from eduranker.store import evaluation_epochs, versions
 from eduranker.store.clock import server_now
-from eduranker.store.snapshot import iter_feedback_rows
+from eduranker.store.snapshot import FeedbackReader, iter_feedback_rows
 from eduranker.store.types import Db
 from worker.run import Run
 from worker.stop_check import StopCheck
@@ -92,26 +92,43 @@ def _revision(source: str, s: Settings) -> str | None:
     return (s.base_model_revision or None) if source == s.base_model_name else None
 
 
-def take_snapshot(db: Db, s: Settings, run: Run) -> Snapshot:
-    """1. The feedback as it is now: joined, cleaned, deduplicated, skips counted."""
-    started = time.perf_counter()
-    cap = ReactionCap(s.max_reactions_per_user_per_day)  # one account cannot swing the labels
-    rows = iter_feedback_rows(db, s.max_text_chars, slice_field=s.slice_field)
-    # Feedback dated after the server's now (a skewed API host) is taken as now, and counted.
-    snapshot = build_snapshot(cap.apply(rows), s.max_text_chars, now=server_now(db))
-    summary = {**snapshot.summary(), "capped": cap.report()}
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    run.update("recording the snapshot", snapshot=summary)
-    log.info("job %s snapshot: %s", run.job_id, {k: summary[k] for k in ("pairs", "label_counts", "skipped")})
-    return snapshot
-
-
 def split_key(db: Db, s: Settings, job_id: str) -> SplitKey:
+    """The stable split's key and fraction in force (starting the next epoch when the settings ask for
+    another): read before the snapshot, which stops once each side holds what its cap can use."""
     record = evaluation_epochs.current_epoch(db, s.test_fraction, s.split_key, by=f"job {job_id}")
     return SplitKey(record.epoch, record.key, record.test_fraction)
 
 
-def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run, rule: GateRule) -> Split:
+def take_snapshot(db: Db, s: Settings, run: Run, key: SplitKey) -> Snapshot:
+    """1. The feedback as it is now: joined, cleaned, deduplicated, skips counted. Read newest first
+    until each side of the split holds TRAIN_MAX_PAIRS and GATE_MAX_PAIRS distinct pairs (with a cap of
+    0, everything); `read` on the job's record says how far it read and why it stopped there."""
+    started = time.perf_counter()
+    now = server_now(db)  # feedback dated after the server's now (a skewed API host) is taken as now, and counted
+    cap = ReactionCap(s.max_reactions_per_user_per_day)  # one account cannot swing the labels
+    builder = SnapshotBuilder(s.max_text_chars, now, heldout=lambda query: is_heldout(query, key))
+    windows: int | None = None
+    if s.train_max_pairs > 0 and s.gate_max_pairs > 0:
+        reader = FeedbackReader(db, s.max_text_chars, slice_field=s.slice_field)
+        read = read_newest_first(cap.by_day(reader.newest_first(now)), lambda: cap.rest(reader.without_time()),
+                                 builder, s.train_max_pairs, s.gate_max_pairs)  # fmt: skip
+        windows = reader.windows
+    else:
+        for row in cap.apply(iter_feedback_rows(db, s.max_text_chars, slice_field=s.slice_field)):
+            builder.add(row)
+        read = Read(False, builder.train, builder.heldout, s.train_max_pairs, s.gate_max_pairs)
+    snapshot = builder.build()
+    rows_read = snapshot.rows_seen + cap.dropped  # the reactions the cap dropped were read too
+    summary = {**snapshot.summary(), "capped": cap.report(),
+               "read": {**read.report(), "rows_read": rows_read, "windows": windows}}  # fmt: skip
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    run.update("recording the snapshot", snapshot=summary)
+    log.info("job %s snapshot: %s; read %s", run.job_id,
+             {k: summary[k] for k in ("pairs", "label_counts", "skipped")}, summary["read"])  # fmt: skip
+    return snapshot
+
+
+def split_for_judging(snapshot: Snapshot, s: Settings, run: Run, rule: GateRule, key: SplitKey) -> Split:
     """2. Train and held-out pairs by the stable split; refuse data the gate could not judge."""
     n, counts = len(snapshot.pairs), snapshot.label_counts
     if n < s.min_feedback:
@@ -119,7 +136,6 @@ def split_for_judging(db: Db, snapshot: Snapshot, s: Settings, run: Run, rule: G
     if counts["like"] == 0 or counts["dislike"] == 0:
         only = "like" if counts["like"] else "dislike"
         raise JobRefused(f"only one class: all {n} usable pairs are '{only}'; need both likes and dislikes")
-    key = split_key(db, s, run.job_id)
     train, test = stable_split(snapshot.pairs, key)
     split = Split(train, test, key)
     run.update("recording the split", split=split.summary())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,7 +34,7 @@ def load_cross_encoder(
 
     quiet_hub()
     torch.manual_seed(seed)
-    pinned = {"revision": revision} if revision and not Path(name_or_path).is_dir() else {}
+    pinned: dict[str, Any] = {"revision": revision} if revision and not Path(name_or_path).is_dir() else {}
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **pinned)
     model, info = AutoModelForSequenceClassification.from_pretrained(
         str(name_or_path), num_labels=1, output_loading_info=True, **pinned

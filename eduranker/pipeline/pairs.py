@@ -173,27 +173,67 @@ def classify_row(
     return pair, None, longest > max_text_chars
 
 
+class SnapshotBuilder:
+    """Builds a snapshot one joined row at a time: cleans it, counts what is skipped and why, and keeps
+    the latest feedback per (query, resource) whatever order the rows come in (by feedback time, then
+    inference id). With `heldout` (a query's side of the stable split) it also counts the distinct pairs
+    on each side, so a read newest first knows when it holds what the caps can use
+    (`eduranker/pipeline/bounds.py`). Feedback dated after `now` counts as given at `now`."""
+
+    def __init__(self, max_text_chars: int, now: datetime, heldout: Callable[[str], bool] | None = None):
+        self.max_text_chars, self.now = max_text_chars, now
+        self.snapshot = Snapshot(pairs=[])
+        self.latest: dict[tuple[str, str], Pair] = {}
+        self.train = 0  # distinct pairs (after deduplication) on the training side, with `heldout`
+        self.heldout = 0  # and on the held-out side
+        self._is_heldout = heldout
+        self._sides: dict[str, bool] = {}  # query key -> held out
+
+    def time_of(self, row: Mapping[str, Any]) -> datetime:
+        """The feedback time this row's pair would carry (never after `now`)."""
+        return _feedback_time(row, self.now)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        snapshot = self.snapshot
+        snapshot.rows_seen += 1
+        pair, reason, truncated = classify_row(row, self.max_text_chars, self.now)
+        if pair is None:
+            snapshot.skipped[reason or "unknown"] += 1
+            return
+        snapshot.texts_truncated += truncated
+        snapshot.future_dated += pair.feedback_at == self.now and _feedback_time(row, None) > self.now
+        query = query_key(pair.query)
+        key = (query, pair.resource_id)
+        kept = self.latest.get(key)
+        if kept is None:
+            self.latest[key] = pair
+            self._count_side(query, pair.query)
+            return
+        snapshot.duplicates_superseded += 1
+        if (pair.feedback_at, pair.inference_id) > (kept.feedback_at, kept.inference_id):
+            self.latest[key] = pair
+
+    def _count_side(self, query: str, text: str) -> None:
+        if self._is_heldout is None:
+            return
+        side = self._sides.get(query)
+        if side is None:
+            side = self._sides[query] = self._is_heldout(text)
+        if side:
+            self.heldout += 1
+        else:
+            self.train += 1
+
+    def build(self) -> Snapshot:
+        """The snapshot: its pairs oldest first (by feedback time, then inference id)."""
+        self.snapshot.pairs = sorted(self.latest.values(), key=lambda p: (p.feedback_at, p.inference_id))
+        return self.snapshot
+
+
 def build_snapshot(rows: Iterable[Mapping[str, Any]], max_text_chars: int, now: datetime | None = None) -> Snapshot:
     """Clean every row, count what is skipped and why, keep the latest feedback per (query, resource).
     Feedback dated after `now` (default: the start of the snapshot) counts as given at `now`."""
-    now = now or datetime.now(UTC)
-    snapshot = Snapshot(pairs=[])
-    latest: dict[tuple[str, str], Pair] = {}
+    builder = SnapshotBuilder(max_text_chars, now or datetime.now(UTC))
     for row in rows:
-        snapshot.rows_seen += 1
-        pair, reason, truncated = classify_row(row, max_text_chars, now)
-        if pair is None:
-            snapshot.skipped[reason or "unknown"] += 1
-            continue
-        snapshot.texts_truncated += truncated
-        snapshot.future_dated += pair.feedback_at == now and _feedback_time(row, None) > now
-        key = (query_key(pair.query), pair.resource_id)
-        kept = latest.get(key)
-        if kept is None:
-            latest[key] = pair
-            continue
-        snapshot.duplicates_superseded += 1
-        if (pair.feedback_at, pair.inference_id) > (kept.feedback_at, kept.inference_id):
-            latest[key] = pair
-    snapshot.pairs = sorted(latest.values(), key=lambda p: (p.feedback_at, p.inference_id))
-    return snapshot
+        builder.add(row)
+    return builder.build()

@@ -134,6 +134,9 @@ def ensure_indexes(db: Db) -> None:
     # index, so its cost follows the feedback counted, not the size of `inferences`.
     window = [("feedback", ASCENDING), ("feedback_at", ASCENDING), ("created_at", ASCENDING)]
     ensure_index(db[INFERENCES], window, "feedback_window")
+    # The snapshot's newest-first read: each window of feedback time is one range of this index, in its
+    # order, so a job reads the newest feedback it needs and never the rest (eduranker/store/snapshot.py).
+    ensure_index(db[INFERENCES], [("feedback_at", DESCENDING), ("_id", DESCENDING)], "feedback_newest")
 
 
 @contextlib.contextmanager
