@@ -16,14 +16,45 @@ from eduranker.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One intra-op thread in the test processes and every child they start, unless a setting asks for more
+# (a job's TORCH_THREADS still wins). Set before torch is imported, which reads it once. On a busy
+# two-core machine a MiniLM forward pass took 490 ms with two threads and 9 ms with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # A test that asks for one of these (directly or through another fixture) talks to a real server process.
 SERVER_FIXTURES = {"mongo_server_url", "redis_proc"}
 
+# The files that take longest, longest first (seconds each took in a four-process run on two cores).
+# `scripts/test` hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`),
+# so these start at once and the short files fill the gaps after them: started last, the longest file
+# alone decided the suite's wall time. Files not named keep their order after these.
+LONGEST_FIRST = (
+    "test_worker_crash.py",  # 223: a redelivery waits twice the task time limit
+    "test_job.py",  # 182
+    "test_localcluster.py",  # 177
+    "test_unattended.py",  # ~155 (with test_unattended_outages.py: 302, when it was one file)
+    "test_unattended_outages.py",  # ~150
+    "test_producer.py",  # 139
+    "test_one_clock.py",  # 127
+    "test_job_indexes.py",  # 123
+    "test_faults_contained.py",  # 111
+    "test_online_guard.py",  # 96
+    "test_serving.py",  # 90
+    "test_celery_e2e.py",  # 68
+    "test_mongo_auth.py",  # 65
+    "test_fenced_registration.py",  # 61
+    "test_stop_within_step.py",  # 58
+    "test_manual_jobs.py",  # 49
+    "test_prometheus_live.py",  # 36
+    "test_no_worker.py",  # 22
+    "test_entry_points.py",  # 21
+)
+
 
 def pytest_collection_modifyitems(config, items):
     """Marks must tell the truth: `pytest -m "not integration"` must run no server, so a test reaching a
-    server through its fixtures without `@pytest.mark.integration` stops the run, naming it."""
+    server through its fixtures without `@pytest.mark.integration` stops the run, naming it. Then the
+    longest files go first (LONGEST_FIRST); within a file the order stays as written."""
     unmarked = [
         item.nodeid
         for item in items
@@ -31,6 +62,8 @@ def pytest_collection_modifyitems(config, items):
     ]
     if unmarked:
         raise pytest.UsageError("tests on real servers without @pytest.mark.integration: " + ", ".join(unmarked))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,10 @@ def test_ctrl_c_in_watch_ends_it_with_130_and_no_traceback(settings, db):
     jobs.create_job(db, "j-watched", trigger={})
     argv = [sys.executable, "-m", "eduranker.cli", "watch", "j-watched"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    watch = subprocess.Popen(argv, cwd=ROOT, env=settings_env(settings), **pipes)
+    # Ctrl-C as in a terminal: SIGINT at its default in the child even where the suite itself was started
+    # with it ignored (a background job of a script), which Python would inherit and keep ignoring.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    watch = subprocess.Popen(argv, cwd=ROOT, env=settings_env(settings), preexec_fn=default_sigint, **pipes)
     try:
         assert watch.stdout.readline().strip() == "job j-watched: queued"  # it is following the job now
         watch.send_signal(signal.SIGINT)

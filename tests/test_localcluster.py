@@ -15,7 +15,7 @@ import pymongo
 import pytest
 
 from eduranker.localservers import mongo_url, secantus_server
-from tests.celery_worker import ROOT
+from tests.celery_worker import PATIENCE, ROOT
 
 
 def _get(url, auth=None):
@@ -28,7 +28,7 @@ def _get(url, auth=None):
 
 def _poll_flower_progress(base, job_id, timeout=30):
     """Flower's task page and task info for `job_id` once its events show training progress."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while True:
         _, info = _get(f"{base}/api/task/info/{job_id}", "admin:eduranker")
         info = json.loads(info)
@@ -44,7 +44,7 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL")}
     # Default epochs: one epoch over ~300 demo pairs sometimes leaves a model the gate rightly rejects.
     env.pop("NUM_EPOCHS", None)
-    env.update(MAX_LENGTH="48")
+    env.update(MAX_LENGTH="48", TORCH_THREADS="1")  # one thread, as every test process (tests/conftest.py)
     from eduranker.localservers import free_port
 
     env["FLOWER_PORT"] = str(free_port())
@@ -53,7 +53,7 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = []
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 600 * PATIENCE
     try:
         flower_while_training = None
         for line in proc.stdout:
@@ -73,7 +73,7 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         client = pymongo.MongoClient(url)
         try:
             inferences = client["edu_ranker_db"]["inferences"]
-            deadline_tagged = time.monotonic() + 60
+            deadline_tagged = time.monotonic() + 60 * PATIENCE
             while not inferences.find_one({"model_version": "v0001"}) and time.monotonic() < deadline_tagged:
                 time.sleep(0.5)
             assert inferences.find_one({"model_version": "v0001"}) is not None
@@ -121,7 +121,7 @@ def _cluster(tmp_path, *args, timeout=1500):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL", "NUM_EPOCHS")}
     from eduranker.localservers import free_port
 
-    env.update(MAX_LENGTH="48", FLOWER_PORT=str(free_port()))
+    env.update(MAX_LENGTH="48", TORCH_THREADS="1", FLOWER_PORT=str(free_port()))
     argv = [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--seed", "1", *args]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

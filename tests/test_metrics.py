@@ -23,6 +23,7 @@ from eduranker.store.monitoring import stage_histogram
 from producer.metrics import DURATION_BUCKETS, MetricsCache, Reading, families, read
 from producer.metrics_http import Endpoint, health, serve
 from producer.state import save_state
+from tests.celery_worker import PATIENCE
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -184,7 +185,7 @@ def test_health_fails_before_any_refresh_reached_the_database():
 def _wait_until(predicate, timeout: float = 60.0) -> None:
     import time
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while not predicate():
         assert time.monotonic() < deadline, "never happened"
         time.sleep(0.05)

@@ -15,7 +15,7 @@ from eduranker.errors import AccessDenied
 from eduranker.localservers import secantus_server
 from eduranker.store import connect, connection, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import redact_url
-from tests.celery_worker import ROOT
+from tests.celery_worker import PATIENCE, ROOT
 from worker.job import run_training_job
 
 PASSWORD = "correct-horse-battery"
@@ -146,7 +146,7 @@ def test_the_producer_runs_with_the_trainer_role_and_exits_cleanly_without_it(ro
                             env={**env, "MONGODB_URL": url(role_server.port, "trainer", PASSWORD)})  # fmt: skip
     try:
         demo.seed_feedback(root[settings.mongodb_db], seed=2)
-        deadline = time.monotonic() + 120  # a safety net only
+        deadline = time.monotonic() + 120 * PATIENCE  # a safety net only
         while root[settings.mongodb_db].training_jobs.count_documents({"automatic": True}) == 0:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.5)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from eduranker.store import jobs
-from tests.celery_worker import ROOT, settings_env
+from tests.celery_worker import PATIENCE, ROOT, settings_env
 
 SKEWED = "import tests.skewed_clock\n"
 PRODUCER = SKEWED + "tests.skewed_clock.run_module('producer')"
@@ -91,7 +91,7 @@ def children(tmp_path):
 
 
 def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while time.monotonic() < deadline:
         value = predicate()
         if value:
@@ -153,6 +153,7 @@ def test_clocks_five_minutes_apart_one_leader_and_a_standby_takes_over_only_afte
         time.sleep(0.1)
     os.killpg(leader.pid, signal.SIGKILL)
     # The standby takes over once the dead leader's lease has expired on the server's clock. The
-    # safety timeout (60 s) is far below the ten minutes a host-clock lease would have taken.
+    # safety timeout (60 s × TEST_PATIENCE: 3 minutes) is far below the ten minutes a host-clock lease would
+    # have taken.
     new = wait_until(lambda: (h := db.producer_state.find_one({"_id": "producer-lease"})["holder"]) != holder and h)
     assert new != holder

@@ -339,7 +339,7 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
             procs[victim] = _spawn_producer(s, log)
         # Let the last producer catch up: a job finished after the last write is followed by the next
         # one at the producer's idle tick (5 s), so settle once a tick passes with no new job.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120 * PATIENCE
         while time.monotonic() < deadline:
             before = db.training_jobs.count_documents({})
             time.sleep(6)

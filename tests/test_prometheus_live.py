@@ -25,7 +25,7 @@ from eduranker import demo
 from eduranker.localservers import free_port, wait_for_port
 from eduranker.store import jobs
 from eduranker.store.feedback import count_labels
-from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
+from tests.celery_worker import PATIENCE, ROOT, settings_env, start_worker, stop_worker
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
@@ -49,7 +49,7 @@ def _firing(base: str) -> set[str]:
 
 def _eventually(what: str, check: Callable[[], bool], timeout: float = 240.0, logs: tuple[Path, ...] = ()) -> None:
     """Generous timeouts: a safety net on a loaded machine, not a claim about speed."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * PATIENCE
     while not check():
         if time.monotonic() > deadline:
             tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())

@@ -19,7 +19,7 @@ from eduranker import cli, demo
 from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, fine_tune
 from eduranker.store import ensure_indexes, jobs
-from tests.celery_worker import ROOT, settings_env, wait_for_job
+from tests.celery_worker import PATIENCE, ROOT, settings_env, wait_for_job
 from tests.test_unattended import RUN_JOB, usettings  # noqa: F401 - fixture
 from worker.run import Run
 from worker.stop_check import StopCheck, StoppedTraining, stop_reason
@@ -154,7 +154,7 @@ def test_a_run_paused_mid_training_and_superseded_stops_at_once_when_resumed_and
         at_pause = _training(db, "taken")
         os.kill(paused.pid, signal.SIGSTOP)
         # Another attempt takes the job over as soon as the paused run's heartbeat is stale (2 s).
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120 * PATIENCE
         while (successor := jobs.claim_job(db, "taken", worker="successor", stale_after_s=2)) is None:
             assert time.monotonic() < deadline, jobs.get_job(db, "taken")
             time.sleep(0.2)

@@ -14,7 +14,7 @@ from eduranker.errors import PermanentError
 from eduranker.store import jobs
 from eduranker.store.jobs import MAX_ATTEMPTS
 from producer.outbox import request_training
-from tests.celery_worker import start_worker, stop_worker, training, wait_for_job
+from tests.celery_worker import PATIENCE, start_worker, stop_worker, training, wait_for_job
 from worker.job import run_training_job
 
 
@@ -24,9 +24,11 @@ def crash_settings(settings, redis_url):
         settings,
         celery_broker_url=f"{redis_url}/12",
         celery_result_backend=f"{redis_url}/13",
-        num_epochs=2,  # keeps a redelivered run well inside the 40 s limit on two busy cores
-        # Short limits so that redelivery (visibility timeout = 2 × 40 s) fits in a test.
-        task_time_limit=40,
+        num_epochs=1,  # a job takes about 15 s on a quiet machine; it is killed while it trains
+        # A short limit, so that redelivery (visibility timeout = 2 × the limit) fits in a test, yet one
+        # that a loaded machine cannot run out of: 20 s × TEST_PATIENCE (60 s: redelivery after 120 s).
+        # At a flat 40 s a redelivered run on a busy machine ended in SoftTimeLimitExceeded.
+        task_time_limit=max(30, int(20 * PATIENCE)),
         job_heartbeat_seconds=1.0,
     )
     for url in (s.celery_broker_url, s.celery_result_backend):
