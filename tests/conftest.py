@@ -39,6 +39,7 @@ LONGEST_FIRST = (
     "test_job_indexes.py",  # 123
     "test_faults_contained.py",  # 111
     "test_online_guard.py",  # 96
+    "test_retention_jobs.py",  # 90
     "test_serving.py",  # 90
     "test_celery_e2e.py",  # 68
     "test_mongo_auth.py",  # 65

@@ -83,6 +83,34 @@ def test_the_query_tokenised_once_gives_the_tokenizers_own_pairs(tiny_tokenizer,
         np.testing.assert_array_equal(once.type_ids, pairs.type_ids)
 
 
+@pytest.mark.parametrize(("query_tokens", "max_length"), [(1, 48), (4, 48), (4, 9), (40, 16), (64, 48)])
+def test_a_query_keeps_its_first_query_tokens_and_the_document_the_rest(tiny_tokenizer, query_tokens, max_length):
+    documents = DOCUMENTS * 2
+    for query in QUERIES:
+        encoded = encode_query_documents(tiny_tokenizer, query, documents, max_length, query_tokens=query_tokens)
+        query_ids = tiny_tokenizer(query, add_special_tokens=False)["input_ids"][:query_tokens]
+        kept_query = tiny_tokenizer.decode(query_ids)  # the query's first tokens as text: their own tokens
+        assert tiny_tokenizer(kept_query, add_special_tokens=False)["input_ids"] == query_ids
+        for i, document in enumerate(documents):
+            # The tokenizer's own pair encoding of the kept query and the document.
+            expected = tiny_tokenizer(kept_query, document, truncation="longest_first", max_length=max_length)
+            ids, types = encoded.pair(i)
+            assert ids.tolist() == expected["input_ids"]
+            assert types is not None and types.tolist() == expected["token_type_ids"]
+            assert ids.size <= max_length
+
+
+def test_a_long_query_costs_no_more_tokens_than_the_query_budget(tiny_tokenizer):
+    short, long = "plants light", "how do plants turn light into sugar " * 400
+    documents = ["Photosynthesis explained in a few words.", "w " * 30]
+    budget = 10
+    short_pairs = encode_query_documents(tiny_tokenizer, short, documents, 256, query_tokens=budget)
+    long_pairs = encode_query_documents(tiny_tokenizer, long, documents, 256, query_tokens=budget)
+    # The long query is cut to its budget, not to max_length: each pair grows by at most the budget.
+    assert (long_pairs.lengths - short_pairs.lengths).max() <= budget
+    assert long_pairs.lengths.max() < 256
+
+
 def test_chunked_scoring_equals_one_chunk(tiny_model_path):
     from eduranker.pipeline.model_io import load_cross_encoder
     from eduranker.pipeline.scoring import score_pairs

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from eduranker.models_dir import relative_artifact_path
+from eduranker.pipeline.encoding import QUERY_TOKENS
 from eduranker.pipeline.gate import GateDecision
 from eduranker.pipeline.pairs import Snapshot
 from eduranker.records import RegisteredVersion
@@ -54,6 +55,7 @@ def build(
             "learning_rate": config.learning_rate,
             "head_learning_rate": config.head_learning_rate,
             "max_length": config.max_length,
+            "query_tokens": QUERY_TOKENS,
             "freeze_embeddings": config.freeze_embeddings,
             "precision": candidate.stats.precision,
             "seed": config.seed,

@@ -7,7 +7,6 @@ queries; sorting by length and padding to each batch's own longest pair removes 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +21,11 @@ if TYPE_CHECKING:  # types only: importing transformers costs seconds
 # Pairs tokenised per call: the fast tokenizer's per-pair objects (offsets, masks, words) cost tens of
 # kilobytes a pair at 256 tokens, so they live for one chunk only; what is kept is ~5 bytes a token.
 ENCODE_CHUNK = 2048
+
+# A query's tokens kept in a pair, in training, the gate and serving alike: search queries are a few
+# words, so this only bounds a pasted page, which would otherwise fill every pair's `max_length` and
+# cost as much as the longest documents (Nogueira and Cho's BERT reranker keeps 64 query tokens too).
+QUERY_TOKENS = 64
 
 
 @dataclass
@@ -44,50 +48,6 @@ class EncodedPairs:
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         begin, end = int(self.starts[i]), int(self.starts[i + 1])
         return self.ids[begin:end], None if self.type_ids is None else self.type_ids[begin:end]
-
-
-def _tokenize(
-    tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], documents: Sequence[str], max_length: int
-) -> tuple[list[list[int]], list[list[int]] | None]:
-    encoded = tokenizer(
-        list(queries),
-        list(documents),
-        truncation="longest_first",
-        max_length=max_length,
-        padding=False,
-        return_attention_mask=False,
-    )
-    return encoded["input_ids"], encoded.get("token_type_ids")
-
-
-def encode_pairs(
-    tokenizer: PreTrainedTokenizerBase,
-    queries: Sequence[str],
-    documents: Sequence[str],
-    max_length: int,
-    *,
-    chunk: int = ENCODE_CHUNK,
-) -> EncodedPairs:
-    """Tokenise `chunk` pairs at a time into compact arrays: memory grows by the kept ids only."""
-    ids: list[np.ndarray] = []
-    types: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    has_types = True
-    for begin in range(0, len(queries), chunk):
-        chunk_ids, chunk_types = _tokenize(
-            tokenizer, queries[begin : begin + chunk], documents[begin : begin + chunk], max_length
-        )
-        lengths.append(np.fromiter((len(x) for x in chunk_ids), dtype=np.int64, count=len(chunk_ids)))
-        ids.append(np.fromiter(itertools.chain.from_iterable(chunk_ids), dtype=np.int32))
-        has_types = has_types and chunk_types is not None
-        if chunk_types is not None:
-            types.append(np.fromiter(itertools.chain.from_iterable(chunk_types), dtype=np.int8))
-    starts = np.zeros(len(queries) + 1, dtype=np.int64)
-    if lengths:
-        np.cumsum(np.concatenate(lengths), out=starts[1:])
-    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
-    type_ids = (np.concatenate(types) if types else np.zeros(0, dtype=np.int8)) if has_types else None
-    return EncodedPairs(flat, starts, type_ids, tokenizer.pad_token_id or 0)
 
 
 @dataclass(frozen=True)
@@ -132,29 +92,84 @@ def longest_first(n_first: int, n_second: int, budget: int) -> tuple[int, int]:
     return (budget - half, half) if n_first > n_second else (half, budget - half)
 
 
-def encode_query_documents(
-    tokenizer: PreTrainedTokenizerBase, query: str, documents: Sequence[str], max_length: int
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    max_length: int,
+    *,
+    chunk: int = ENCODE_CHUNK,
+    query_tokens: int = QUERY_TOKENS,
 ) -> EncodedPairs:
-    """One query against many documents, the query tokenised once; each pair is joined with the
-    tokenizer's special tokens and truncated longest first, exactly as the tokenizer does for a pair.
-    Texts are tokenised whole (truncation needs their true lengths): clip them in characters first."""
+    """Tokenise `chunk` pairs at a time into compact arrays: memory grows by the kept ids only. Each
+    distinct text of a chunk is tokenised once; a pair is the query's first `query_tokens` tokens and the
+    document, joined with the tokenizer's special tokens and truncated longest first to `max_length`
+    (the tokenizer's own pair encoding wherever the query is within its budget)."""
     template = PairTemplate.of(tokenizer)
-    query_ids = tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"]
-    documents_ids = tokenizer(list(documents), add_special_tokens=False, verbose=False)
+    budget = max(max_length - template.special, 0)
+    ids: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for begin in range(0, len(queries), chunk):
+        chunk_queries, chunk_documents = queries[begin : begin + chunk], documents[begin : begin + chunk]
+        query_ids = _tokenize_distinct(tokenizer, chunk_queries, limit=query_tokens)
+        document_ids = _tokenize_distinct(tokenizer, chunk_documents)
+        chunk_ids, chunk_types, chunk_lengths = _join(
+            template, [query_ids[q] for q in chunk_queries], [document_ids[d] for d in chunk_documents], budget
+        )
+        ids.append(chunk_ids)
+        lengths.append(chunk_lengths)
+        if chunk_types is not None:
+            types.append(chunk_types)
+    starts = np.zeros(len(queries) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=starts[1:])
+    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+    type_ids = (np.concatenate(types) if types else np.zeros(0, dtype=np.int8)) if template.types else None
+    return EncodedPairs(flat, starts, type_ids, tokenizer.pad_token_id or 0)
+
+
+def _tokenize_distinct(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], limit: int | None = None
+) -> dict[str, list[int]]:
+    """Each distinct text's tokens without special tokens (its first `limit`, where given). Texts are
+    tokenised whole (truncation needs their true lengths): they are clipped in characters upstream."""
+    distinct = list(dict.fromkeys(texts))
+    tokens = tokenizer(distinct, add_special_tokens=False, verbose=False)["input_ids"] if distinct else []
+    return {text: list(ids[:limit]) for text, ids in zip(distinct, tokens, strict=True)}
+
+
+def _join(
+    template: PairTemplate, query_ids: Sequence[list[int]], document_ids: Sequence[list[int]], budget: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Pairs joined with the template's special tokens, each truncated longest first to `budget` tokens
+    of text: flat ids, flat token types (None for a model without them) and each pair's length."""
     ids: list[int] = []
     types: list[int] = []
-    starts = [0]
-    budget = max(max_length - template.special, 0)
-    for doc in documents_ids["input_ids"]:
-        n_query, n_doc = longest_first(len(query_ids), len(doc), budget)
-        parts = (template.prefix, query_ids[:n_query], template.middle, doc[:n_doc], template.suffix)
-        for part, part_type in zip(parts, template.types or (0,) * 5, strict=True):
+    lengths = np.empty(len(query_ids), dtype=np.int64)
+    part_types = template.types or (0,) * 5
+    for i, (query, document) in enumerate(zip(query_ids, document_ids, strict=True)):
+        n_query, n_document = longest_first(len(query), len(document), budget)
+        parts = (template.prefix, query[:n_query], template.middle, document[:n_document], template.suffix)
+        before = len(ids)
+        for part, part_type in zip(parts, part_types, strict=True):
             ids += part
             types += [part_type] * len(part)
-        starts.append(len(ids))
-    return EncodedPairs(np.asarray(ids, dtype=np.int32), np.asarray(starts, dtype=np.int64),
-                        np.asarray(types, dtype=np.int8) if template.types else None,
-                        tokenizer.pad_token_id or 0)  # fmt: skip
+        lengths[i] = len(ids) - before
+    type_array = np.asarray(types, dtype=np.int8) if template.types is not None else None
+    return np.asarray(ids, dtype=np.int32), type_array, lengths
+
+
+def encode_query_documents(
+    tokenizer: PreTrainedTokenizerBase,
+    query: str,
+    documents: Sequence[str],
+    max_length: int,
+    *,
+    query_tokens: int = QUERY_TOKENS,
+) -> EncodedPairs:
+    """One query against many documents, encoded as `encode_pairs` encodes them (the query tokenised once)."""
+    return encode_pairs(tokenizer, [query] * len(documents), documents, max_length, query_tokens=query_tokens)
 
 
 def collate(encoded: EncodedPairs, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
