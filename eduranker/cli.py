@@ -18,6 +18,7 @@ from typing import Any
 from eduranker import champion, models_dir
 from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
 from eduranker.progress import follow_jobs
+from eduranker.records import VersionDoc
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.clock import server_now
@@ -111,7 +112,7 @@ def _print_comparison(online: dict[str, Any]) -> None:
         print(f"  comparison: {line}")
 
 
-def _guard_lines(rows: list[dict[str, Any]]) -> None:
+def _guard_lines(rows: list[VersionDoc]) -> None:
     """Every online-guard decision with its figures, and the champion's running comparison."""
     for v in rows:
         for decision in v.get("guard_decisions") or []:
@@ -120,7 +121,7 @@ def _guard_lines(rows: list[dict[str, Any]]) -> None:
             print(f"{v['version']} online guard: {v['online']['guard']}")
 
 
-def _interval(v: dict[str, Any]) -> str:
+def _interval(v: VersionDoc) -> str:
     """The gate's interval of the primary metric's change: `gate.intervals` (older versions: `metrics.intervals`)."""
     from eduranker.pipeline.evaluation import METRICS
     from eduranker.pipeline.report import stored_intervals
@@ -140,7 +141,7 @@ def versions_header() -> str:
     return f"{'version':<9}{'status':<11}{primary}{columns}{'pairs':>7}  created"
 
 
-def version_row(v: dict[str, Any]) -> str:
+def version_row(v: VersionDoc) -> str:
     """One version under `versions_header`."""
     from eduranker.pipeline.evaluation import METRICS
 
@@ -157,7 +158,7 @@ def version_row(v: dict[str, Any]) -> str:
     )
 
 
-def _print_slices(v: dict[str, Any]) -> None:
+def _print_slices(v: VersionDoc) -> None:
     """The gate's per-slice ROC-AUC changes under the version's row, where it judged slices."""
     slices = (v.get("gate") or {}).get("slices") or {}
     shown = [

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pymongo.errors import PyMongoError
 
@@ -35,6 +35,7 @@ from eduranker.localservers import (
     wait_for_port,
 )
 from eduranker.progress import Follower, follow_jobs
+from eduranker.records import JobDoc
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, versions
 from eduranker.store.clock import server_now
@@ -151,7 +152,7 @@ class Cluster:
         path.write_text("# Written by the local cluster: `source` this file to reach it.\n" + "\n".join(lines) + "\n")
 
 
-def started_by_this_run(job: dict[str, Any], since: datetime) -> bool:
+def started_by_this_run(job: JobDoc, since: datetime) -> bool:
     """An automatic job its producer recorded after `since` (a server time): what a stop may cancel."""
     return bool(job.get("automatic")) and jobs.as_utc(job["created_at"]) >= jobs.as_utc(since)
 

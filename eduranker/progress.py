@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from eduranker.records import JobDoc
 from eduranker.store import jobs
 from eduranker.store.types import Db
 
@@ -24,7 +25,7 @@ class JobView:
         self._last_line = ""
         self.ended = False
 
-    def show(self, job: dict[str, Any]) -> None:
+    def show(self, job: JobDoc) -> None:
         if self.ended:
             return
         if job["status"] in jobs.TERMINAL:

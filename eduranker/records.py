@@ -1,4 +1,4 @@
-"""The stored documents' vocabulary, typed: statuses, feedback labels and the gate's evidence.
+"""The stored documents' vocabulary, typed: statuses, feedback labels, the job and the gate's evidence.
 
 Every layer reads these (the store writes them, the pipeline builds the evidence, the producer and the
 CLI read both), so this module imports nothing of the project. The statuses are `StrEnum`s whose values
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TypedDict
+from typing import Any, TypedDict
 
 # The API's feedback values and their labels; anything else in `feedback` is malformed.
 LABELS: dict[str, float] = {"like": 1.0, "dislike": 0.0}
@@ -26,6 +26,46 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"  # a version was registered and the gate (or a changed champion) kept it out
     CANCELLED = "cancelled"
+
+
+class JobDoc(TypedDict, total=False):
+    """A `training_jobs` document as the store reads it (docs/collections.md): the store's reads return
+    it, so a misspelt field is a type error, not a silent None. Fields appear as the job goes on; a
+    document written by an older release may lack any but the first few."""
+
+    _id: str
+    status: JobStatus
+    active: bool  # present (true) only while queued or running: the one-active-job index
+    automatic: bool
+    trigger: dict[str, Any]  # reason, source, watermark, counts
+    overrides: dict[str, Any]
+    created_at: datetime
+    sent_at: datetime | None  # the outbox: None until the broker took the message
+    sends: int
+    resent_at: datetime
+    no_worker_since: datetime
+    started_at: datetime
+    heartbeat_at: datetime
+    finished_at: datetime
+    attempts: int  # claims: the fence of the run that owns it
+    handed_back: int
+    worker: str
+    device: dict[str, Any]
+    progress: dict[str, Any]  # stage, epoch, step, total_steps, loss
+    snapshot: dict[str, Any]
+    split: dict[str, Any]
+    train_cap: dict[str, Any]
+    metrics: dict[str, Any]  # before, after
+    gate_refused: bool
+    version: str
+    artifact_path: str
+    promoted: bool
+    gate_reason: str
+    reason: str | None  # why it failed, was rejected, waits or was requeued
+    batch_size_used: int
+    oom_retries: list[dict[str, int]]
+    timings: dict[str, float]
+    stopped_run: dict[str, Any]  # a run cancelled mid-training: where it stopped
 
 
 class VersionStatus(StrEnum):
@@ -86,14 +126,14 @@ class RegisteredVersion(TypedDict):
     parent_version: str | None  # the champion it was judged against (None: the base model)
     base_model: str
     warm_started: bool
-    snapshot: dict[str, object]  # `Snapshot.summary()`
-    metrics: dict[str, object]  # `before`, `after`: each `evaluation.compute_metrics` of one model
+    snapshot: dict[str, Any]  # `Snapshot.summary()`
+    metrics: dict[str, Any]  # `before`, `after`: each `evaluation.compute_metrics` of one model
     gate: StoredGate
-    hyperparameters: dict[str, object]
+    hyperparameters: dict[str, Any]
     device: str
     gate_reason: str
     artifact_path: str  # relative to MODELS_DIR
-    split: dict[str, object]
+    split: dict[str, Any]
 
 
 class VersionEvent(TypedDict, total=False):
@@ -105,3 +145,23 @@ class VersionEvent(TypedDict, total=False):
     by: str  # a job, `cli`, the producer, retention
     reason: str
     forced: bool | None
+
+
+class VersionDoc(RegisteredVersion, total=False):
+    """A `model_versions` document as the store reads it: what the job registered, and what the store
+    and later switches add."""
+
+    status: VersionStatus
+    created_at: datetime
+    history: list[VersionEvent]
+    promoted_at: datetime  # the newest promotion: live figures count from it
+    retired_at: datetime
+    previous_champion: str | None
+    forced: bool  # promoted over the gate's rejection
+    rollback_reason: str
+    online: dict[str, Any]  # live figures since its promotion, refreshed by the producer
+    guard_decision: dict[str, Any]  # the online guard's newest decision, and all of them
+    guard_decisions: list[dict[str, Any]]
+    guard_rolled_back: bool
+    artifacts: str  # "pruned": the folder was removed by retention; the document stays
+    pruned_at: datetime

@@ -4,8 +4,8 @@ the failed automatic job to retry. A handful of indexed reads."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
+from eduranker.records import JobDoc
 from eduranker.store import jobs
 from eduranker.store.types import Db
 from producer.policy import FailedChain, JobHistory
@@ -13,7 +13,7 @@ from producer.policy import FailedChain, JobHistory
 FAILED_LIKE = [jobs.FAILED, jobs.CANCELLED]
 
 
-def watermark_of(job: dict[str, Any] | None) -> datetime | None:
+def watermark_of(job: JobDoc | None) -> datetime | None:
     if job is None:
         return None
     return (job.get("snapshot") or {}).get("watermark") or (job.get("trigger") or {}).get("watermark")

@@ -21,6 +21,7 @@ from eduranker.errors import (
     Superseded,
 )
 from eduranker.overrides import FIELDS, OverrideRefused, checked_overrides
+from eduranker.records import JobDoc
 from eduranker.settings import Settings, SettingsError
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import patiently
@@ -46,7 +47,7 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         raise PermanentError(f"invalid job override: {exc}") from None
 
 
-def claim(db: Db, settings: Settings, job_id: str, worker_name: str) -> dict[str, Any] | None:
+def claim(db: Db, settings: Settings, job_id: str, worker_name: str) -> JobDoc | None:
     """The claimed job, or None when there is nothing to do (it ended already)."""
     with retryable_on_mongo_errors():
         ensure_indexes(db)
@@ -80,7 +81,7 @@ def run_training_job(
     db = db if db is not None else connect(settings)
     job = claim(db, settings, job_id, worker_name)
     if job is None:
-        return outcome(jobs.get_job(db, job_id) or {"_id": job_id, "status": "unknown"})
+        return outcome(jobs.get_job(db, job_id) or {"_id": job_id})
     attempt = job["attempts"]
     if jobs.runs_died(job) > jobs.MAX_ATTEMPTS:
         reason = f"gave up after {jobs.MAX_ATTEMPTS} attempts (the worker died each time)"
@@ -133,13 +134,13 @@ def _record(write: Callable[[], T], what: str) -> T | None:
     return None
 
 
-def outcome(job: dict[str, Any]) -> dict[str, Any]:
+def outcome(job: JobDoc) -> dict[str, Any]:
     """The task's result. `outcome` comes first: it is what Flower's task list shows of it, so a promotion,
     a rejection by the gate and a failure read differently at a glance."""
     return {
         "outcome": jobs.headline(job),
         "job_id": job.get("_id"),
-        "status": job.get("status"),
+        "status": job.get("status", "unknown"),
         "version": job.get("version"),
         "promoted": job.get("promoted", False),
         "reason": job.get("reason"),

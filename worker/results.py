@@ -11,10 +11,9 @@ manual job sent once its slot freed) reports into the same Celery result. A run 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
 
+from eduranker.records import JobDoc
 from eduranker.store import jobs
 
 
@@ -44,14 +43,14 @@ _BY_STATUS: dict[str, TaskEnd] = {
 }
 
 
-def task_end(job: Mapping[str, Any] | None) -> TaskEnd:
+def task_end(job: JobDoc | None) -> TaskEnd:
     """What this run reports for `job` as it is now (None: the record is gone, nothing to report)."""
     if job is None:
         return TaskEnd.LATER
     return _BY_STATUS.get(str(job.get("status")), TaskEnd.LATER)
 
 
-def failure_for(job: Mapping[str, Any]) -> JobEnded:
+def failure_for(job: JobDoc) -> JobEnded:
     """The exception a cancelled or failed job's run raises, its message the job's headline."""
-    headline = f"{jobs.headline(dict(job))} (job {job.get('_id')})"
+    headline = f"{jobs.headline(job)} (job {job.get('_id')})"
     return JobCancelled(headline) if job.get("status") == jobs.CANCELLED else JobFailed(headline)

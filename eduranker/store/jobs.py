@@ -13,15 +13,15 @@ Invariants the database enforces, whatever order processes act in:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Superseded
-from eduranker.records import JobStatus
+from eduranker.records import JobDoc, JobStatus
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
@@ -86,8 +86,17 @@ def create_job(
     return WAITING
 
 
-def get_job(db: Db, job_id: str) -> dict[str, Any] | None:
-    return db[TRAINING_JOBS].find_one({"_id": job_id})
+def get_job(db: Db, job_id: str) -> JobDoc | None:
+    return _job(db[TRAINING_JOBS].find_one({"_id": job_id}))
+
+
+def _job(doc: dict[str, Any] | None) -> JobDoc | None:
+    """A stored job as its typed record (the documents this module writes have that shape)."""
+    return cast("JobDoc | None", doc)
+
+
+def _jobs(docs: Iterable[dict[str, Any]]) -> list[JobDoc]:
+    return [cast(JobDoc, doc) for doc in docs]
 
 
 def next_waiting(db: Db) -> str | None:
@@ -117,8 +126,8 @@ def mark_sent(db: Db, job_id: str) -> None:
     )
 
 
-def unsent_jobs(db: Db) -> list[dict[str, Any]]:
-    return list(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
+def unsent_jobs(db: Db) -> list[JobDoc]:
+    return _jobs(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": None}).sort("created_at", 1))
 
 
 NO_WORKER = "no worker: none answered a ping; the job waits in the queue for one to start"
@@ -141,7 +150,7 @@ def resend_unclaimed(
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=after_s)
     changed = []
-    for job in db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}):
+    for job in _jobs(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}})):
         fence = {"_id": job["_id"], "status": QUEUED, "sent_at": job["sent_at"]}
         if job.get("sends", 1) >= max_sends + 1 and worker_alive is not None and not worker_alive():
             wait = {"sent_at": at, "reason": NO_WORKER, "no_worker_since": job.get("no_worker_since") or at}
@@ -156,22 +165,24 @@ def resend_unclaimed(
     return changed
 
 
-def claim_job(db: Db, job_id: str, *, worker: str, stale_after_s: float) -> dict[str, Any] | None:
+def claim_job(db: Db, job_id: str, *, worker: str, stale_after_s: float) -> JobDoc | None:
     """Move a queued job (or a running one silent for `stale_after_s`: its worker died) to running.
     The returned document's `attempts` is this run's fence."""
     stale = server_now(db) - timedelta(seconds=stale_after_s)
     stamp = {"status": RUNNING, "started_at": SERVER_NOW, "heartbeat_at": SERVER_NOW, "worker": {"$literal": worker}}
-    return db[TRAINING_JOBS].find_one_and_update(
-        {
-            "_id": job_id,
-            "$or": [{"status": QUEUED}, {"status": RUNNING, "heartbeat_at": {"$lt": stale}}],
-        },
-        [{"$set": {**stamp, "attempts": _incremented("attempts")}}],
-        return_document=ReturnDocument.AFTER,
+    return _job(
+        db[TRAINING_JOBS].find_one_and_update(
+            {
+                "_id": job_id,
+                "$or": [{"status": QUEUED}, {"status": RUNNING, "heartbeat_at": {"$lt": stale}}],
+            },
+            [{"$set": {**stamp, "attempts": _incremented("attempts")}}],
+            return_document=ReturnDocument.AFTER,
+        )
     )
 
 
-def runs_died(job: dict[str, Any]) -> int:
+def runs_died(job: JobDoc) -> int:
     """Claims that did not end in a hand-back: runs that died (or are running now)."""
     return int(job.get("attempts", 0)) - int(job.get("handed_back", 0))
 
@@ -253,7 +264,7 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=silent_after_s)
     changed = []
-    for job in db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}}):
+    for job in _jobs(db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})):
         fence = {**_fence(job["_id"], job["attempts"]), "heartbeat_at": job["heartbeat_at"]}
         silent = f"worker {job.get('worker')} silent for more than {silent_after_s:.0f} s"
         update: list[dict[str, Any]] | dict[str, Any]
@@ -266,21 +277,21 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     return changed
 
 
-def unfinished_jobs(db: Db) -> list[dict[str, Any]]:
+def unfinished_jobs(db: Db) -> list[JobDoc]:
     """Jobs not ended, oldest first: the active one (queued or running) and the waiting ones."""
-    return list(db[TRAINING_JOBS].find({"status": {"$in": [*ACTIVE, WAITING]}}).sort("created_at", 1))
+    return _jobs(db[TRAINING_JOBS].find({"status": {"$in": [*ACTIVE, WAITING]}}).sort("created_at", 1))
 
 
-def active_job(db: Db) -> dict[str, Any] | None:
-    return db[TRAINING_JOBS].find_one({"active": True})
+def active_job(db: Db) -> JobDoc | None:
+    return _job(db[TRAINING_JOBS].find_one({"active": True}))
 
 
-def latest_job(db: Db, query: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    return db[TRAINING_JOBS].find_one(query or {}, sort=[("created_at", -1)])
+def latest_job(db: Db, query: dict[str, Any] | None = None) -> JobDoc | None:
+    return _job(db[TRAINING_JOBS].find_one(query or {}, sort=[("created_at", -1)]))
 
 
-def jobs_since(db: Db, since: datetime) -> list[dict[str, Any]]:
-    return list(db[TRAINING_JOBS].find({"created_at": {"$gte": since}}).sort("created_at", 1))
+def jobs_since(db: Db, since: datetime) -> list[JobDoc]:
+    return _jobs(db[TRAINING_JOBS].find({"created_at": {"$gte": since}}).sort("created_at", 1))
 
 
 def count_jobs(db: Db, query: dict[str, Any]) -> int:
@@ -293,7 +304,7 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def headline(job: dict[str, Any]) -> str:
+def headline(job: JobDoc) -> str:
     """How a job ended, in one line: what Flower's task list and the demo show first."""
     status = job.get("status")
     if status == SUCCEEDED and job.get("promoted"):

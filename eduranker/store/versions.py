@@ -10,13 +10,13 @@ repaired by `sync_statuses`) and keeps a `history` of who changed it, when and w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion
-from eduranker.records import RegisteredVersion, VersionEvent, VersionStatus
+from eduranker.records import RegisteredVersion, VersionDoc, VersionEvent, VersionStatus
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
 from eduranker.store.jobs import now
 from eduranker.store.types import Db
@@ -63,15 +63,15 @@ def insert_version(db: Db, doc: RegisteredVersion, *, by: str = "worker") -> Non
     db[MODEL_VERSIONS].insert_one({"status": CANDIDATE, "created_at": at, "history": history, **doc})
 
 
-def get_version(db: Db, version: str) -> dict[str, Any]:
-    doc = db[MODEL_VERSIONS].find_one({"version": version})
+def get_version(db: Db, version: str) -> VersionDoc:
+    doc = cast("VersionDoc | None", db[MODEL_VERSIONS].find_one({"version": version}))
     if doc is None:
         raise UnknownVersion(f"unknown model version: {version!r}")
     return doc
 
 
-def list_versions(db: Db) -> list[dict[str, Any]]:
-    return list(db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1))
+def list_versions(db: Db) -> list[VersionDoc]:
+    return [cast(VersionDoc, doc) for doc in db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1)]
 
 
 def set_status(db: Db, version: str, status: VersionStatus, *, by: str, reason: str, **fields: Any) -> None:
@@ -98,7 +98,7 @@ def read_champion(db: Db) -> ChampionRecord:
     return ChampionRecord(doc.get("version"), list(doc.get("chain") or []), int(doc.get("seq") or 0))
 
 
-def get_champion(db: Db) -> dict[str, Any] | None:
+def get_champion(db: Db) -> VersionDoc | None:
     """The champion's version document, as the record names it."""
     record = read_champion(db)
     return get_version(db, record.version) if record.version else None
