@@ -50,7 +50,7 @@ class JobDoc(TypedDict, total=False):
     attempts: int  # claims: the fence of the run that owns it
     handed_back: int
     worker: str
-    device: dict[str, Any]
+    device: str  # what trained it, e.g. "cpu (2 threads)"
     progress: dict[str, Any]  # stage, epoch, step, total_steps, loss
     snapshot: dict[str, Any]
     split: dict[str, Any]
@@ -66,6 +66,7 @@ class JobDoc(TypedDict, total=False):
     oom_retries: list[dict[str, int]]
     timings: dict[str, float]
     stopped_run: dict[str, Any]  # a run cancelled mid-training: where it stopped
+    gate: dict[str, Any]  # jobs from older releases copied the gate's intervals here
 
 
 class VersionStatus(StrEnum):

@@ -156,3 +156,38 @@ def test_serving_clips_texts_before_tokenising_and_scores_as_the_pipeline(tiny_m
                            max_length=64)  # fmt: skip
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=0)
     assert loaded.score(query, []).size == 0
+
+
+def test_a_version_is_served_with_the_query_tokens_it_was_trained_with(tiny_model_path, tmp_path):
+    import json
+    import shutil
+
+    from eduranker.pipeline.encoding import QUERY_TOKENS
+    from eduranker.pipeline.scoring import score_encoded
+    from eduranker.serving.loaded import load_checked, trained_query_tokens
+
+    folder = tmp_path / "v0001"
+    shutil.copytree(tiny_model_path, folder)
+    assert trained_query_tokens(folder) == QUERY_TOKENS  # no metadata of ours: the base model
+    (folder / "training_metadata.json").write_text(json.dumps({"hyperparameters": {"max_length": 64}}))
+    assert trained_query_tokens(folder) is None  # trained before the budget: served uncut
+    (folder / "training_metadata.json").write_text(json.dumps({"hyperparameters": {"query_tokens": 3}}))
+    loaded = load_checked(folder, "v0001", torch.device("cpu"), max_length=64, batch_size=4)
+    assert loaded.query_tokens == 3
+    query, documents = "how do plants turn light into sugar", ["Photosynthesis explained.", "Roman emperors"]
+    cut = encode_query_documents(loaded.tokenizer, query, documents, 64, query_tokens=3)
+    with torch.inference_mode():
+        expected = score_encoded(loaded.model, cut, device=torch.device("cpu"), batch_size=4)
+    np.testing.assert_allclose(loaded.score(query, documents), expected, atol=1e-5, rtol=0)
+
+
+def test_token_types_go_only_to_a_model_that_takes_them(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    from eduranker.pipeline.encoding import collate
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    assert "token_type_ids" in collate(encode_pairs(tokenizer, QUERIES, DOCUMENTS, 32), [0, 1])
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # as DistilBERT's, RoBERTa's, MPNet's
+    encoded = encode_pairs(tokenizer, QUERIES, DOCUMENTS, 32)
+    assert encoded.type_ids is None and set(collate(encoded, [0, 1])) == {"input_ids", "attention_mask"}

@@ -132,3 +132,44 @@ def test_eduranker_prune_dry_run_prints_and_deletes_nothing_then_prunes(db, sett
     assert "would prune: v0003" in capsys.readouterr().out and "v0003" in _folders(s)
     assert cli.main(["prune"], s) == 0
     assert "pruned: v0003" in capsys.readouterr().out and _folders(s) == {"v0001", "v0002", "v0004"}
+
+
+# Two promotions by an operator whose host clock is ten minutes behind the database server's.
+PROMOTE_BEHIND = """
+import tests.skewed_clock
+from eduranker import champion
+from eduranker.settings import Settings
+from eduranker.store import connect
+s = Settings.from_env()
+for version in ("v0005", "v0006"):
+    champion.promote(connect(s), s.models_dir, version, by="cli", reason="by hand", force=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_version_retired_while_a_job_runs_stays_protected_whatever_the_retiring_hosts_clock(db, settings):
+    """Version times are the server's: a retirement stamped by a host ten minutes behind would look older
+    than the running job and lose the folder that job may judge against or warm-start from."""
+    import subprocess
+    import sys
+
+    from eduranker.store import ensure_indexes, jobs, versions
+    from eduranker.store.clock import server_now
+    from tests.celery_worker import ROOT, settings_env
+
+    ensure_indexes(db)
+    s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
+    for i in range(1, 4):
+        _register(db, s, i, promote=True)  # v0003 champion
+    for i in range(4, 7):
+        _register(db, s, i, promote=False)
+    jobs.create_job(db, "running", trigger={"reason": "test"})  # created on the server's clock
+    env = {**settings_env(s), "SKEWED_CLOCK_SECONDS": "-600"}
+    subprocess.run([sys.executable, "-c", PROMOTE_BEHIND], cwd=ROOT, env=env, check=True, timeout=120)
+
+    retired = versions.get_version(db, "v0003")
+    assert retired["status"] == versions.RETIRED
+    assert retired["retired_at"] >= jobs.get_job(db, "running")["created_at"]
+    report = prune(db, s, now=server_now(db) + timedelta(seconds=1))
+    assert "v0003" not in report.pruned and "v0003" in _folders(s)
+    assert report.pruned == ["v0001", "v0002", "v0004"]

@@ -119,7 +119,7 @@ def run_training_job(
         reason = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
         _record(lambda: jobs.finish_job(db, job_id, attempt, jobs.FAILED, reason=reason), "recording the failure")
         raise
-    return outcome(jobs.get_job(db, job_id) or {})
+    return outcome(jobs.get_job(db, job_id) or {"_id": job_id})
 
 
 def _record(write: Callable[[], T], what: str) -> T | None:

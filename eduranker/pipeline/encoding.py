@@ -69,7 +69,7 @@ class PairTemplate:
         i = next(k for k in range(len(ids)) if ids[k : k + len(a)] == a)
         j = next(k for k in range(i + len(a), len(ids)) if ids[k : k + len(b)] == b)
         types = None
-        if type_ids:
+        if type_ids and "token_type_ids" in tokenizer.model_input_names:  # only to a model that takes them
             last = len(ids) - 1
             types = (type_ids[0], type_ids[i], type_ids[j - 1], type_ids[j], type_ids[last])
         return cls(ids[:i], ids[i + len(a) : j], ids[j + len(b) :], types)
@@ -99,7 +99,7 @@ def encode_pairs(
     max_length: int,
     *,
     chunk: int = ENCODE_CHUNK,
-    query_tokens: int = QUERY_TOKENS,
+    query_tokens: int | None = QUERY_TOKENS,
 ) -> EncodedPairs:
     """Tokenise `chunk` pairs at a time into compact arrays: memory grows by the kept ids only. Each
     distinct text of a chunk is tokenised once; a pair is the query's first `query_tokens` tokens and the
@@ -166,7 +166,7 @@ def encode_query_documents(
     documents: Sequence[str],
     max_length: int,
     *,
-    query_tokens: int = QUERY_TOKENS,
+    query_tokens: int | None = QUERY_TOKENS,
 ) -> EncodedPairs:
     """One query against many documents, encoded as `encode_pairs` encodes them (the query tokenised once)."""
     return encode_pairs(tokenizer, [query] * len(documents), documents, max_length, query_tokens=query_tokens)

@@ -6,6 +6,7 @@ of the asked variant is served in fp32 (and says so in its `variant`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eduranker.pipeline.encoding import encode_query_documents
+from eduranker.pipeline.encoding import QUERY_TOKENS, encode_query_documents
 from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.precision import cpu_has_native_bf16
 from eduranker.pipeline.scoring import score_encoded
@@ -41,6 +42,7 @@ class LoadedModel:
     batch_size: int
     max_text_chars: int = MAX_TEXT_CHARS
     variant: str = FP32  # what actually serves: fp32 where the asked variant's files are missing
+    query_tokens: int | None = QUERY_TOKENS  # as the version was trained (None: no cut)
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Scores aligned with `documents`: every text clipped to `max_text_chars` before tokenising,
@@ -48,7 +50,8 @@ class LoadedModel:
         if not documents:
             return np.zeros(0)
         clip = self.max_text_chars
-        encoded = encode_query_documents(self.tokenizer, query[:clip], [d[:clip] for d in documents], self.max_length)
+        encoded = encode_query_documents(self.tokenizer, query[:clip], [d[:clip] for d in documents], self.max_length,
+                                         query_tokens=self.query_tokens)  # fmt: skip
         amp = self.device.type == "cuda" or self.variant == BF16  # on CUDA as scoring does for the gate
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=amp, dtype=torch.bfloat16):
             return score_encoded(self.model, encoded, device=self.device, batch_size=self.batch_size)
@@ -70,11 +73,23 @@ def load_checked(
         served = FP32 if served == INT8 else served
         model, tokenizer = load_cross_encoder(path, device, seed=0)
     model.eval()
-    loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size, variant=served)
+    loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size, variant=served,
+                         query_tokens=trained_query_tokens(path))  # fmt: skip
     probe = float(loaded.score(PROBE[0], [PROBE[1]])[0])
     if not math.isfinite(probe) or not 0.0 <= probe <= 1.0:
         raise ValueError(f"probe pair scored {probe!r}")
     return loaded
+
+
+def trained_query_tokens(path: str | Path) -> int | None:
+    """The query tokens a version was trained with (`hyperparameters.query_tokens` in its metadata), so
+    it is served the inputs it learnt from: None (no cut) for a version from before the budget, the
+    budget for a model without our metadata (the base model)."""
+    meta = Path(path) / "training_metadata.json"
+    if not meta.is_file():
+        return QUERY_TOKENS
+    tokens = (json.loads(meta.read_text()).get("hyperparameters") or {}).get("query_tokens")
+    return int(tokens) if isinstance(tokens, int) else None
 
 
 def _servable(path: str | Path, version: str | None, device: torch.device, variant: str) -> str:

@@ -306,7 +306,7 @@ def as_utc(value: datetime) -> datetime:
 
 def headline(job: JobDoc) -> str:
     """How a job ended, in one line: what Flower's task list and the demo show first."""
-    status = job.get("status")
+    status = job.get("status", "unknown")
     if status == SUCCEEDED and job.get("promoted"):
         return f"PROMOTED {job.get('version')}: {job.get('gate_reason')}"
     if status == REJECTED:

@@ -10,6 +10,7 @@ repaired by `sync_statuses`) and keeps a `history` of who changed it, when and w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from pymongo import ReturnDocument
@@ -17,8 +18,8 @@ from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion
 from eduranker.records import RegisteredVersion, VersionDoc, VersionEvent, VersionStatus
+from eduranker.store.clock import server_now
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
-from eduranker.store.jobs import now
 from eduranker.store.types import Db
 
 # Each status under its own name (`versions.CHAMPION`): the members of VersionStatus.
@@ -48,18 +49,18 @@ def allocate_version(db: Db) -> str:
     return f"v{counter['seq']:04d}"
 
 
-def _event(status: VersionStatus, by: str, reason: str) -> VersionEvent:
-    return VersionEvent(status=status, at=now(), by=by, reason=reason)
+def _event(status: VersionStatus, by: str, reason: str, at: datetime) -> VersionEvent:
+    return VersionEvent(status=status, at=at, by=by, reason=reason)
 
 
-def _champion_event(by: str, reason: str, forced: bool | None) -> VersionEvent:
+def _champion_event(by: str, reason: str, forced: bool | None, at: datetime) -> VersionEvent:
     """A promotion's event says whether it was forced over the gate (None where the syncer cannot know)."""
-    return VersionEvent(status=CHAMPION, at=now(), by=by, reason=reason, forced=forced)
+    return VersionEvent(status=CHAMPION, at=at, by=by, reason=reason, forced=forced)
 
 
 def insert_version(db: Db, doc: RegisteredVersion, *, by: str = "worker") -> None:
-    at = now()
-    history = [_event(CANDIDATE, by, "registered")]
+    at = server_now(db)  # the one clock retention and the online figures compare these times with
+    history = [_event(CANDIDATE, by, "registered", at)]
     db[MODEL_VERSIONS].insert_one({"status": CANDIDATE, "created_at": at, "history": history, **doc})
 
 
@@ -78,17 +79,18 @@ def set_status(db: Db, version: str, status: VersionStatus, *, by: str, reason: 
     """Record a status change with its reason. Not for champion: that goes through `switch`."""
     db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$ne": status}},
-        {"$set": {"status": status, **fields}, "$push": {"history": _event(status, by, reason)}},
+        {"$set": {"status": status, **fields}, "$push": {"history": _event(status, by, reason, server_now(db))}},
     )
 
 
 def mark_pruned(db: Db, version: str, statuses: tuple[VersionStatus, ...], *, by: str) -> bool:
     """Record that the version's folder is being deleted (`artifacts: "pruned"`): only while its status
     is still one of `statuses`, so a version promoted meanwhile keeps its folder. The document stays."""
-    event = VersionEvent(artifacts="pruned", at=now(), by=by, reason="retention")
+    at = server_now(db)
+    event = VersionEvent(artifacts="pruned", at=at, by=by, reason="retention")
     result = db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$in": list(statuses)}, "artifacts": {"$ne": "pruned"}},
-        {"$set": {"artifacts": "pruned", "pruned_at": now()}, "$push": {"history": event}},
+        {"$set": {"artifacts": "pruned", "pruned_at": at}, "$push": {"history": event}},
     )
     return result.modified_count == 1
 
@@ -107,7 +109,7 @@ def get_champion(db: Db) -> VersionDoc | None:
 def _switch(db: Db, seen: ChampionRecord, new: ChampionRecord, *, by: str, reason: str) -> bool:
     """One conditional write: succeeds only if the record is still the one read as `seen`."""
     update = {
-        "$set": {"version": new.version, "chain": new.chain, "switched_at": now(), "by": by, "reason": reason},
+        "$set": {"version": new.version, "chain": new.chain, "switched_at": server_now(db), "by": by, "reason": reason},
         "$inc": {"seq": 1},
     }
     try:
@@ -128,7 +130,7 @@ def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, f
         record = read_champion(db)
         for doc in db[MODEL_VERSIONS].find({"status": CHAMPION, "version": {"$ne": record.version}}, {"version": 1}):
             why = f"registry names {record.version or 'no champion'}"
-            set_status(db, doc["version"], RETIRED, by=by, reason=why, retired_at=now())
+            set_status(db, doc["version"], RETIRED, by=by, reason=why, retired_at=server_now(db))
             changed.append(doc["version"])
         if record.version is None:
             return changed
@@ -136,8 +138,8 @@ def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, f
             result = db[MODEL_VERSIONS].update_one(
                 {"version": record.version, "status": {"$ne": CHAMPION}},
                 {
-                    "$set": {"status": CHAMPION, "promoted_at": now()},
-                    "$push": {"history": _champion_event(by, reason or "registry names it champion", forced)},
+                    "$set": {"status": CHAMPION, "promoted_at": (at := server_now(db))},
+                    "$push": {"history": _champion_event(by, reason or "registry names it champion", forced, at)},
                 },
             )
         except DuplicateKeyError:
@@ -220,7 +222,7 @@ def _after_switch(
 ) -> None:
     db[MODEL_VERSIONS].update_one({"version": new}, {"$set": {"previous_champion": old, "forced": forced}})
     if old is not None and old != new:
-        fields: dict[str, object] = {"retired_at": now()}
+        fields: dict[str, object] = {"retired_at": server_now(db)}
         if demoted_status == ROLLED_BACK:
             fields["rollback_reason"] = reason
         set_status(db, old, demoted_status, by=by, reason=reason, **fields)
