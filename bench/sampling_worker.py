@@ -11,7 +11,6 @@ newest) with weight 0.5 ** (i / n): the newest n pairs carry half of the weight,
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ sys.path.insert(0, str(ROOT))
 import worker.stages as stages  # noqa: E402
 from eduranker.pipeline.bounds import Bounded, newest  # noqa: E402
 from eduranker.pipeline.pairs import Pair  # noqa: E402
+from eduranker.settings import Settings  # noqa: E402
 
 READ_FACTOR = 4
-TRAIN_CAP = int(os.environ["TRAIN_MAX_PAIRS"])
+TRAIN_CAP = Settings.from_env().train_max_pairs  # the worker's own settings, read as it reads them
 _read_newest_first = stages.read_newest_first
 
 
