@@ -155,7 +155,7 @@ def test_a_version_retired_while_a_job_runs_stays_protected_whatever_the_retirin
 
     from eduranker.store import ensure_indexes, jobs, versions
     from eduranker.store.clock import server_now
-    from tests.celery_worker import ROOT, settings_env
+    from tests.celery_worker import PATIENCE, ROOT, settings_env
 
     ensure_indexes(db)
     s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
@@ -165,7 +165,7 @@ def test_a_version_retired_while_a_job_runs_stays_protected_whatever_the_retirin
         _register(db, s, i, promote=False)
     jobs.create_job(db, "running", trigger={"reason": "test"})  # created on the server's clock
     env = {**settings_env(s), "SKEWED_CLOCK_SECONDS": "-600"}
-    subprocess.run([sys.executable, "-c", PROMOTE_BEHIND], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", PROMOTE_BEHIND], cwd=ROOT, env=env, check=True, timeout=120 * PATIENCE)
 
     retired = versions.get_version(db, "v0003")
     assert retired["status"] == versions.RETIRED
