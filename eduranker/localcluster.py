@@ -38,7 +38,7 @@ from eduranker.progress import Follower, follow_jobs
 from eduranker.records import JobDoc
 from eduranker.settings import Settings, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, versions
-from eduranker.store.clock import server_now
+from eduranker.store.clock import as_utc, server_now
 from eduranker.store.types import Db
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class Cluster:
 
 def started_by_this_run(job: JobDoc, since: datetime) -> bool:
     """An automatic job its producer recorded after `since` (a server time): what a stop may cancel."""
-    return bool(job.get("automatic")) and jobs.as_utc(job["created_at"]) >= jobs.as_utc(since)
+    return bool(job.get("automatic")) and as_utc(job["created_at"]) >= as_utc(since)
 
 
 def stream_feedback(

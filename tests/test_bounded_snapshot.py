@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from eduranker.pipeline.bounds import newest, read_enough, read_newest_first
 from eduranker.pipeline.caps import ReactionCap
 from eduranker.pipeline.pairs import SnapshotBuilder, build_snapshot
 from eduranker.pipeline.split import SplitKey, is_heldout, stable_split
+from tests.explain import CapturedCommands, plan_stages
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 KEY = SplitKey(1, "cd" * 32, 0.5)
@@ -298,37 +299,13 @@ def test_windows_cut_short_after_a_quiet_spell_read_the_same_rows(db, settings, 
     assert {i for i, _ in read} | untimed == everything and len(read) + 1 == len(everything)
 
 
-class _Captured(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == "inferences":
-            skip = {"lsid", "$db", "$clusterTime", "$readPreference", "readConcern", "batchSize"}
-            self.commands.append({k: v for k, v in event.command.items() if k not in skip})
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-def _plan(explained: dict[str, Any]) -> list[dict[str, Any]]:
-    stages, plan = [], explained["queryPlanner"]["winningPlan"]
-    while plan:
-        stages.append(plan)
-        plan = plan.get("inputStage")
-    return stages
-
-
 @pytest.mark.integration
 def test_the_newest_first_read_is_served_by_indexes(settings):
     from eduranker.store import ensure_indexes
     from eduranker.store.clock import server_now
     from worker.stages import split_key, take_snapshot
 
-    captured = _Captured()
+    captured = CapturedCommands("inferences")
     client: MongoClient = MongoClient(settings.mongodb_url, tz_aware=True, event_listeners=[captured])
     db = client[settings.mongodb_db]
     try:
@@ -341,7 +318,7 @@ def test_the_newest_first_read_is_served_by_indexes(settings):
         assert run.record["snapshot"]["read"]["stopped_early"] and len(captured.commands) >= 6
         by_feedback_at = 0
         for command in captured.commands:
-            stages = _plan(db.command({"explain": command, "verbosity": "queryPlanner"}))
+            stages = plan_stages(db, command)
             names = [stage.get("stage") for stage in stages]
             assert "IXSCAN" in names and "COLLSCAN" not in names, (command, names)
             index = next(stage["indexName"] for stage in stages if stage.get("stage") == "IXSCAN")

@@ -2,45 +2,13 @@
 send are captured and explained against 100,000 job documents on the real server."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
+
+from tests.explain import CapturedCommands, plan_stages
 
 JOBS = 100_000
-_NOT_EXPLAINABLE = {"lsid", "$db", "$clusterTime", "$readPreference", "readConcern", "txnNumber", "batchSize"}
-
-
-class _Captured(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if (
-            event.command_name in {"find", "aggregate", "count"}
-            and event.command.get(event.command_name) == "training_jobs"
-        ):
-            self.commands.append({k: v for k, v in event.command.items() if k not in _NOT_EXPLAINABLE})
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-def _stages(plan: dict[str, Any]) -> list[str]:
-    found = [plan.get("stage", "")]
-    for child in [plan.get("inputStage"), *plan.get("inputStages", [])]:
-        if child:
-            found += _stages(child)
-    return found
-
-
-def _winning_plan(explained: dict[str, Any]) -> dict[str, Any]:
-    if "queryPlanner" in explained:
-        return explained["queryPlanner"]["winningPlan"]
-    return explained["stages"][0]["$cursor"]["queryPlanner"]["winningPlan"]  # an aggregate's first stage
 
 
 def _fill(db) -> None:
@@ -63,7 +31,7 @@ def test_each_periodic_job_query_uses_an_index_at_100000_jobs(settings):
     from eduranker.store import ensure_indexes, jobs
     from producer.history import read_history
 
-    captured = _Captured()
+    captured = CapturedCommands("training_jobs", ("find", "aggregate", "count"))
     client: MongoClient = MongoClient(settings.mongodb_url, tz_aware=True, event_listeners=[captured])
     db = client[settings.mongodb_db]
     try:
@@ -81,8 +49,7 @@ def test_each_periodic_job_query_uses_an_index_at_100000_jobs(settings):
         jobs.unfinished_jobs(db)
         assert len(captured.commands) >= 8
         for command in captured.commands:
-            explained = db.command({"explain": command, "verbosity": "queryPlanner"})
-            stages = _stages(_winning_plan(explained))
+            stages = [stage.get("stage", "") for stage in plan_stages(db, command)]
             assert "IXSCAN" in stages and "COLLSCAN" not in stages, (command, stages)
     finally:
         client.drop_database(settings.mongodb_db)

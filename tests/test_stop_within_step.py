@@ -20,7 +20,7 @@ from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, fine_tune
 from eduranker.store import ensure_indexes, jobs
 from tests.celery_worker import PATIENCE, ROOT, settings_env, wait_for_job
-from tests.test_unattended import RUN_JOB, usettings  # noqa: F401 - fixture
+from tests.test_unattended import RUN_JOB, RUN_JOB_FIELDS, usettings  # noqa: F401 - fixture
 from worker.run import Run
 from worker.stop_check import StopCheck, StoppedTraining, stop_reason
 
@@ -137,17 +137,7 @@ def test_a_run_cancelled_by_the_cli_mid_training_stops_before_training_ends_and_
 def test_a_run_paused_mid_training_and_superseded_stops_at_once_when_resumed_and_writes_nothing(db, usettings):
     demo.seed_feedback(db, seed=5)
     jobs.create_job(db, "taken", trigger={"reason": "test"})
-    names = (
-        "mongodb_url",
-        "mongodb_db",
-        "models_dir",
-        "base_model_name",
-        "max_length",
-        "job_heartbeat_seconds",
-        "split_key",
-        "torch_threads",
-    )
-    fields = {**{k: getattr(usettings, k) for k in names}, "num_epochs": LONG}
+    fields = {**{k: getattr(usettings, k) for k in RUN_JOB_FIELDS}, "num_epochs": LONG}
     paused = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), "taken"], cwd=ROOT,
                               env=settings_env(usettings), stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

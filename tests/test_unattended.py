@@ -5,6 +5,7 @@ job that fails; tests/test_unattended_outages.py has a stopped database, a stall
 killed leader (kill -9). The two files run side by side in the suite's test processes.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -132,6 +133,29 @@ from worker.job import run_training_job
 s = Settings(**json.loads(sys.argv[1]))
 print(json.dumps(run_training_job(s, sys.argv[2], worker_name="stalled"), default=str))
 """
+RUN_JOB_FIELDS = ("mongodb_url", "mongodb_db", "models_dir", "base_model_name", "max_length", "num_epochs",
+                  "job_heartbeat_seconds", "split_key", "torch_threads")  # fmt: skip
+
+
+def superseded_while_stopped(db, usettings, job_id: str, stop_when) -> tuple[dict, dict, dict]:
+    """A run of `job_id` in a process of its own, stopped (SIGSTOP: alive but silent) once `stop_when(job)`;
+    past the stale limit another attempt runs the job here to its end; then the stopped run is resumed.
+    Returns the successor's outcome, the job as the successor left it, and the resumed run's own result."""
+    from worker.job import run_training_job
+
+    fields = {k: getattr(usettings, k) for k in RUN_JOB_FIELDS}
+    stopped = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), job_id], cwd=ROOT,
+                               env=settings_env(usettings), stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_job(db, job_id, stop_when, timeout=300)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        time.sleep(usettings.job_stale_after_s + 1)  # past the stale limit: another attempt may take over
+        successor = run_training_job(usettings, job_id, worker_name="successor", db=db)
+        after_successor = jobs.get_job(db, job_id)
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+    out, _ = stopped.communicate(timeout=300)
+    return successor, after_successor, json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.integration

@@ -5,8 +5,6 @@ finished, a leading producer killed with -9. Each test breaks a real process."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,8 +15,8 @@ from eduranker import demo
 from eduranker.localservers import mongo_url, secantus_server
 from eduranker.store import connect, jobs
 from producer.outbox import request_training
-from tests.celery_worker import PATIENCE, ROOT, settings_env, training, wait_for_job
-from tests.test_unattended import RUN_JOB, ended, processes, usettings  # noqa: F401 - fixtures
+from tests.celery_worker import PATIENCE, training, wait_for_job
+from tests.test_unattended import ended, processes, superseded_while_stopped, usettings  # noqa: F401 - fixtures
 
 
 @pytest.mark.integration
@@ -55,27 +53,10 @@ def test_mongodb_stopped_for_60_s_mid_training_the_job_still_ends(usettings, tmp
 def test_a_stalled_run_that_wakes_after_its_successor_finished_writes_nothing(db, usettings, tmp_path):
     """A run paused (SIGSTOP: alive but silent) loses its job to another attempt; resumed, it must stop
     without a heartbeat, progress, outcome or registration of its own."""
-    from worker.job import run_training_job
-
     demo.seed_feedback(db, seed=5)
     jobs.create_job(db, "stall", trigger={"reason": "test"})
-    fields = {k: getattr(usettings, k) for k in ("mongodb_url", "mongodb_db", "models_dir", "base_model_name",
-                                                  "max_length", "num_epochs", "job_heartbeat_seconds",
-                                                  "split_key", "torch_threads")}  # fmt: skip
-    import json
-
-    stalled = subprocess.Popen([sys.executable, "-c", RUN_JOB, json.dumps(fields), "stall"], cwd=ROOT,
-                               env=settings_env(usettings), stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_for_job(db, "stall", training, timeout=180)
-        os.kill(stalled.pid, signal.SIGSTOP)
-        time.sleep(usettings.job_stale_after_s + 1)
-        successor = run_training_job(usettings, "stall", worker_name="successor", db=db)
-        after_successor = jobs.get_job(db, "stall")
-    finally:
-        os.kill(stalled.pid, signal.SIGCONT)
-    out, _ = stalled.communicate(timeout=300)
-    assert json.loads(out.strip().splitlines()[-1])["status"] == "superseded"
+    successor, after_successor, resumed = superseded_while_stopped(db, usettings, "stall", training)
+    assert resumed["status"] == "superseded"
     assert successor["status"] in ("succeeded", "rejected")
     job = jobs.get_job(db, "stall")
     assert job == after_successor  # not one field written by the woken run

@@ -19,10 +19,15 @@ from eduranker.store.types import Db
 SERVER_NOW = "$$NOW"
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: `connect`'s client returns them aware; a client opened
+    without `tz_aware` returns the same UTC instant naive."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def server_now(db: Db) -> datetime:
     """The server's current time (one `hello` round trip), tz-aware UTC, millisecond resolution."""
-    local: datetime = db.client.admin.command("hello")["localTime"]
-    return local if local.tzinfo else local.replace(tzinfo=UTC)
+    return as_utc(db.client.admin.command("hello")["localTime"])
 
 
 def literal(fields: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +42,7 @@ def server_minus(seconds: float) -> dict[str, Any]:
 
 
 def age(since: datetime, now: datetime) -> timedelta:
-    return now - (since if since.tzinfo else since.replace(tzinfo=UTC))
+    return now - as_utc(since)
 
 
 class ServerClock:

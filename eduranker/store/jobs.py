@@ -298,12 +298,6 @@ def count_jobs(db: Db, query: dict[str, Any]) -> int:
     return db[TRAINING_JOBS].count_documents(query)
 
 
-def as_utc(value: datetime) -> datetime:
-    """A stored time as an aware UTC datetime: `connect`'s client returns them aware; a client opened
-    without `tz_aware` returns the same UTC instant naive."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def headline(job: JobDoc) -> str:
     """How a job ended, in one line: what Flower's task list and the demo show first."""
     status = job.get("status", "unknown")

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from eduranker.store import jobs
+from eduranker.store.clock import as_utc
 from eduranker.store.connection import CHAMPION_RECORD, MODEL_VERSIONS, PRODUCER_STATE, TRAINING_JOBS
 from eduranker.store.lease import LEASE_ID
 from eduranker.store.types import Db, Document
@@ -24,7 +25,7 @@ def job_statuses(db: Db) -> dict[str, tuple[int, datetime | None]]:
     )
     for row in rows:
         last = row.get("last")
-        out[str(row["_id"])] = (int(row["n"]), jobs.as_utc(last) if isinstance(last, datetime) else None)
+        out[str(row["_id"])] = (int(row["n"]), as_utc(last) if isinstance(last, datetime) else None)
     return out
 
 
@@ -94,4 +95,4 @@ def guard_rollbacks(db: Db) -> int:
 
 
 def as_timestamp(value: Any) -> float | None:
-    return jobs.as_utc(value).timestamp() if isinstance(value, datetime) else None
+    return as_utc(value).timestamp() if isinstance(value, datetime) else None

@@ -20,6 +20,7 @@ from bson import ObjectId
 from pymongo import DESCENDING
 
 from eduranker.records import LABELS
+from eduranker.store.clock import as_utc
 from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
 from eduranker.store.types import Db, Document
 
@@ -168,14 +169,10 @@ def _streamed(
     yield from _joined(batch, queries, resources)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _time_of(inference: Document) -> datetime:
     """The time a window places an inference by: `feedback_at`, else (an insert without it) `created_at`."""
     when = inference.get("feedback_at")
-    return _aware(when if isinstance(when, datetime) else inference["created_at"])
+    return as_utc(when if isinstance(when, datetime) else inference["created_at"])
 
 
 def _between(lo: datetime | None, hi: datetime | None) -> Any:
