@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from eduranker.localcluster import ROOT
-from eduranker.localcluster import child_env as settings_env
+from eduranker.cluster import ROOT
+from eduranker.cluster import child_env as settings_env
 from eduranker.settings import Settings
 from eduranker.store import jobs
 

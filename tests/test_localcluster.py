@@ -170,7 +170,7 @@ def test_fresh_removes_what_a_run_wrote_and_nothing_else(tmp_path):
 def test_a_stop_cancels_only_the_automatic_jobs_this_run_started():
     from datetime import UTC, datetime, timedelta
 
-    from eduranker.localcluster import started_by_this_run
+    from eduranker.cluster import started_by_this_run
 
     attached = datetime(2026, 1, 1, tzinfo=UTC)
     later, earlier = attached + timedelta(seconds=5), attached - timedelta(seconds=5)
