@@ -38,8 +38,9 @@ def test_thirty_trained_jobs_with_retention_keep_the_newest_five_the_chain_and_e
     from eduranker.store.clock import server_now
     from worker.job import run_training_job
 
+    # Small jobs: the newest 100 pairs trained and judged (the caps' smallest values), 200 resamples.
     s = settings.with_overrides(retain_versions=5, retain_champions=2, retain_days=0.0, gate_bootstrap_samples=200,
-                                base_model_name=one_layer_model)  # fmt: skip
+                                train_max_pairs=100, gate_max_pairs=100, base_model_name=one_layer_model)  # fmt: skip
     ensure_indexes(db)
     demo.seed_feedback(db, seed=1)
     reranker = ChampionReranker(s.models_dir, base_model=s.base_model_name, poll_seconds=3600, max_length=48)

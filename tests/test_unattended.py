@@ -49,6 +49,13 @@ def usettings(settings, redis_url):
     broker.flushdb()
 
 
+def never_silent(s):
+    """For a test where no run falls silent: a heartbeat a loaded machine cannot miss (stale after 40 s).
+    With 0.5 s, a run starved of CPU for 2 s was taken over by a second attempt, and the test counting
+    attempts failed on a busy machine though nothing it checks had gone wrong."""
+    return replace(s, job_heartbeat_seconds=10.0)
+
+
 class Processes:
     """Workers and producers started for a test, all stopped (and their logs kept) at its end."""
 
@@ -88,6 +95,7 @@ def processes(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_job_whose_message_was_flushed_from_the_broker_is_resent_and_completes(db, usettings, processes):
+    usettings = never_silent(usettings)
     demo.seed_feedback(db, seed=3)
     job_id = request_training(reason="flush drill", settings=usettings)
     broker = redis.Redis.from_url(usettings.celery_broker_url)
@@ -105,6 +113,7 @@ def test_a_job_whose_message_was_flushed_from_the_broker_is_resent_and_completes
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_worker_asked_to_stop_mid_job_hands_it_back_and_another_worker_starts_it(db, usettings, processes):
+    usettings = never_silent(usettings)
     demo.seed_feedback(db, seed=4)
     processes.producer(usettings)
     first = processes.worker(usettings, "w1")
