@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, Required, TypedDict
 
 # The API's feedback values and their labels; anything else in `feedback` is malformed.
 LABELS: dict[str, float] = {"like": 1.0, "dislike": 0.0}
@@ -148,9 +148,25 @@ class VersionEvent(TypedDict, total=False):
     forced: bool | None
 
 
-class VersionDoc(RegisteredVersion, total=False):
-    """A `model_versions` document as the store reads it: what the job registered, and what the store
-    and later switches add."""
+class VersionDoc(TypedDict, total=False):
+    """A `model_versions` document as the store reads it. Only `version` is sure to be there: a document
+    registered by an older release lacks the fields added since, so readers take them with `.get`.
+    The first block is what a job registers (`RegisteredVersion`; tests/test_records.py keeps the two in
+    step), the second what the store and later switches add."""
+
+    version: Required[str]
+    job_id: str
+    parent_version: str | None
+    base_model: str
+    warm_started: bool
+    snapshot: dict[str, Any]
+    metrics: dict[str, Any]
+    gate: StoredGate
+    hyperparameters: dict[str, Any]
+    device: str
+    gate_reason: str
+    artifact_path: str
+    split: dict[str, Any]
 
     status: VersionStatus
     created_at: datetime

@@ -46,3 +46,27 @@ def test_the_snapshot_hash_is_computed_once_per_pairs_list(monkeypatch):
     monkeypatch.undo()
     snapshot.pairs = snapshot.pairs[:3]
     assert snapshot.content_hash != first  # other pairs: hashed again
+
+
+def test_a_read_version_may_lack_every_field_but_its_name_and_declares_each_registered_one():
+    from typing import Required, get_origin, get_type_hints
+
+    from eduranker.records import RegisteredVersion, VersionDoc
+
+    registered, read = get_type_hints(RegisteredVersion), get_type_hints(VersionDoc)
+    assert {k: read[k] for k in registered} == registered  # the same fields, with the same types
+    with_extras = get_type_hints(VersionDoc, include_extras=True)
+    assert [k for k, hint in with_extras.items() if get_origin(hint) is Required] == ["version"]
+    assert VersionDoc.__total__ is False
+
+
+@pytest.mark.integration
+def test_a_version_registered_by_an_older_release_is_listed_and_shown(db, settings, capsys):
+    """Only its name, job, status and times: what the first releases wrote, before metrics and gate."""
+    from eduranker import cli
+
+    db.model_versions.insert_one({"version": "v0001", "job_id": "job-1", "status": "rejected",
+                                  "created_at": datetime(2025, 1, 1, tzinfo=UTC)})  # fmt: skip
+    assert [v["version"] for v in versions.list_versions(db)] == ["v0001"]
+    assert cli.main(["versions"], settings) == 0
+    assert "v0001" in capsys.readouterr().out
