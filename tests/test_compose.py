@@ -147,3 +147,36 @@ def test_a_missing_secret_is_an_error_not_a_default(tmp_path):
 def test_no_env_file_is_committed():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert ".env" not in tracked and ".env.example" in tracked
+
+
+def test_any_setting_in_settings_env_reaches_the_worker_and_the_producer_and_compose_keeps_its_own(tmp_path):
+    """No setting has to be listed in docker-compose.yml for an operator to set it: both trainer services
+    read settings.env; the servers' addresses and the worker's shutdown timing stay compose's."""
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    (tmp_path / "settings.env").write_text(
+        "# an operator's settings\nGATE_CONFIDENCE=0.9\nRETAIN_VERSIONS=4\nMODELS_DIR=/elsewhere\n"
+        "WORKER_SOFT_SHUTDOWN_SECONDS=99\n"
+    )
+    out = subprocess.run(
+        ["docker-compose", "--env-file", str(ROOT / ".env.example"), "-f", "docker-compose.yml", "config"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    for name in ("worker", "producer"):
+        env = services[name]["environment"]
+        assert (env["GATE_CONFIDENCE"], env["RETAIN_VERSIONS"], env["MODELS_DIR"]) == ("0.9", "4", "/models"), name
+    assert services["worker"]["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"] == "10"
+    assert "GATE_CONFIDENCE" not in services["flower"]["environment"]
+
+
+def test_the_shipped_settings_env_names_only_settings_each_accepted_and_no_secret():
+    from dataclasses import fields
+
+    from eduranker.settings import Settings
+
+    lines = (ROOT / "settings.env").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    assert set(values) <= {f.name.upper() for f in fields(Settings)}, set(values)
+    Settings.from_env(values)  # each value accepted, or SettingsError names it
+    assert not {"MONGODB_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} & set(values)
