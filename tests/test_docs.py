@@ -203,7 +203,9 @@ def test_the_readmes_two_commands_are_the_scripts_ci_and_a_newcomer_run() -> Non
         assert ["scripts/setup"] in script_commands(script), f"{command[0]} no longer sets up a fresh machine"
     # CI runs exactly the README's test command.
     assert ["scripts/test"] in script_commands(ROOT / ".ci" / "run")
-    assert any(c[:4] == ["exec", ".venv/bin/python", "-m", "pytest"] for c in script_commands(ROOT / "scripts/test"))
+    test_script = script_commands(ROOT / "scripts/test")
+    assert any(c[:3] == [".venv/bin/python", "-m", "pytest"] for c in test_script)
+    assert any(c[:1] == [".venv/bin/mypy"] for c in test_script)  # beside the tests; it decides too
     assert any("eduranker.localcluster" in c for c in script_commands(ROOT / "scripts/demo"))
 
 
