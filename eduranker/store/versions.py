@@ -75,11 +75,15 @@ def list_versions(db: Db) -> list[VersionDoc]:
     return [cast(VersionDoc, doc) for doc in db[MODEL_VERSIONS].find({}, {"snapshot.skipped": 0}).sort("version", 1)]
 
 
-def set_status(db: Db, version: str, status: VersionStatus, *, by: str, reason: str, **fields: Any) -> None:
-    """Record a status change with its reason. Not for champion: that goes through `switch`."""
+def set_status(
+    db: Db, version: str, status: VersionStatus, *, by: str, reason: str, at: datetime | None = None, **fields: Any
+) -> None:
+    """Record a status change with its reason, at `at` (the server's time; read now if not given). Not for
+    champion: that goes through `switch`."""
+    event = _event(status, by, reason, at or server_now(db))
     db[MODEL_VERSIONS].update_one(
         {"version": version, "status": {"$ne": status}},
-        {"$set": {"status": status, **fields}, "$push": {"history": _event(status, by, reason, server_now(db))}},
+        {"$set": {"status": status, **fields}, "$push": {"history": event}},
     )
 
 
@@ -130,7 +134,8 @@ def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, f
         record = read_champion(db)
         for doc in db[MODEL_VERSIONS].find({"status": CHAMPION, "version": {"$ne": record.version}}, {"version": 1}):
             why = f"registry names {record.version or 'no champion'}"
-            set_status(db, doc["version"], RETIRED, by=by, reason=why, retired_at=server_now(db))
+            at = server_now(db)
+            set_status(db, doc["version"], RETIRED, by=by, reason=why, at=at, retired_at=at)
             changed.append(doc["version"])
         if record.version is None:
             return changed
@@ -222,10 +227,11 @@ def _after_switch(
 ) -> None:
     db[MODEL_VERSIONS].update_one({"version": new}, {"$set": {"previous_champion": old, "forced": forced}})
     if old is not None and old != new:
-        fields: dict[str, object] = {"retired_at": server_now(db)}
+        at = server_now(db)
+        fields: dict[str, object] = {"retired_at": at}
         if demoted_status == ROLLED_BACK:
             fields["rollback_reason"] = reason
-        set_status(db, old, demoted_status, by=by, reason=reason, **fields)
+        set_status(db, old, demoted_status, by=by, reason=reason, at=at, **fields)
     sync_statuses(db, by=by, reason=reason, forced=forced)
 
 
