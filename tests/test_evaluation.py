@@ -48,3 +48,35 @@ def test_ranking_metrics_use_only_queries_with_two_judged_documents_and_a_like()
 def test_ties_earn_no_credit():
     m = compute_metrics([0, 1], [0.5, 0.5], ["q", "q"])
     assert m["mrr"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_score_metric_equals_scikit_learns_with_ties_and_empty_classes(seed):
+    """The metrics are computed with numpy alone; scikit-learn (a test dependency) is the reference."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    from eduranker.pipeline.evaluation import roc_points
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    labels = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(float)
+    scores = np.round(rng.random(n), int(rng.integers(1, 3)))  # one or two decimals: many ties
+    if seed == 4:
+        scores = np.full(n, 0.2)  # nothing predicted "like": precision divides by zero
+    if seed == 5:
+        labels[:] = 0.0  # no like held out: recall divides by zero, the ranking scores are undefined
+    m = compute_metrics(labels.tolist(), scores, [str(i % 7) for i in range(n)])
+    y, predicted = labels.astype(int), (scores >= 0.5).astype(int)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, predicted, labels=[0, 1]).tolist()
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+    for name in ("precision", "recall", "f1"):
+        assert m[name] == pytest.approx(getattr(skm, f"{name}_score")(y, predicted, zero_division=0)), name
+    if len(set(y.tolist())) < 2:
+        assert m["roc_auc"] is None and m["average_precision"] is None
+        return
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, scores))
+    assert m["average_precision"] == pytest.approx(skm.average_precision_score(y, scores))
+    fpr, tpr = roc_points(labels, scores)
+    sk_fpr, sk_tpr, _ = skm.roc_curve(y, scores, drop_intermediate=False)
+    assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr)

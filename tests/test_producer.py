@@ -292,7 +292,9 @@ def test_pymongo_still_tells_whether_a_change_is_buffered(db):
 @pytest.mark.slow
 def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, psettings, queue, tmp_path, producers):
     """A writer streams 5,000 reactions while `producers` producer processes run (one leads through the
-    lease, the others stand by) and one of them, chosen at random, is killed -9 and restarted.
+    lease, the others stand by) and, at 16 random points of the stream, one of them chosen at random is
+    killed -9 and restarted. The points are counted in writes, not seconds, so a slower machine makes
+    the same kills, not more.
 
     Every job must be justified (at least the threshold of new feedback since the previous job's
     watermark), none may be missing at the end (fewer than the threshold since the last one), and no job
@@ -308,35 +310,45 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
         [{"query_id": rng.choice(qids), "resource_id": rng.choice(rids), "created_at": now} for _ in range(5000)]
     ).inserted_ids
     writing_done = threading.Event()
+    progress = threading.Condition()
+    written = 0
 
     def writer():
+        nonlocal written
         client = connect(s)
         for inference_id in ids:
             demo.give_feedback(client, inference_id, "like" if rng.random() < 0.5 else "dislike")
+            with progress:
+                written += 1
+                progress.notify_all()
         writing_done.set()
 
     def stand_in_worker():
         while not (writing_done.is_set() and settled.is_set()):
             for job in db.training_jobs.find({"status": "queued", "sent_at": {"$ne": None}}):
                 finish_as_worker(db, job)
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     settled = threading.Event()
     log = open(tmp_path / "producer.log", "ab")  # noqa: SIM115
     threads = [threading.Thread(target=writer, daemon=True), threading.Thread(target=stand_in_worker, daemon=True)]
     procs = [_spawn_producer(s, log) for _ in range(producers)]
-    kills = 0
+    kills, chance = 0, demo.random.Random(22)
     for thread in threads:
         thread.start()
     try:
-        while not writing_done.is_set():
-            time.sleep(rng.uniform(0.5, 2.5))
-            victim = rng.randrange(producers)
+        for at in sorted(chance.sample(range(1, len(ids)), 16)):
+            with progress:
+                while not progress.wait_for(lambda at=at: written >= at, timeout=1):
+                    assert threads[0].is_alive(), "the writer stopped"
+            victim = chance.randrange(producers)
             os.kill(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait()
             kills += 1
-            time.sleep(rng.uniform(0.0, 0.5))  # writes go on meanwhile
+            time.sleep(chance.uniform(0.0, 0.5))  # writes go on meanwhile
             procs[victim] = _spawn_producer(s, log)
+        threads[0].join()
+        assert writing_done.is_set(), "the writer stopped"
         # Let the last producer catch up: a job finished after the last write is followed by the next
         # one at the producer's idle tick (5 s), so settle once a tick passes with no new job.
         deadline = time.monotonic() + 120 * PATIENCE
@@ -354,7 +366,7 @@ def test_random_kills_during_5000_writes_give_the_jobs_a_calm_run_would(db, pset
 
     made = list(db.training_jobs.find().sort("created_at", 1))
     watermarks = [j["trigger"]["watermark"] for j in made]
-    assert kills >= 3 and len(made) >= 2
+    assert kills == 16 and len(made) >= 2
     previous = None
     for watermark in watermarks:
         window = {"feedback_at": {"$gt": previous, "$lte": watermark} if previous else {"$lte": watermark}}

@@ -96,7 +96,7 @@ def write(folder: Path, meta: dict[str, Any]) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    names = ("torch", "transformers", "sentence-transformers", "scikit-learn", "celery", "pymongo")
+    names = ("torch", "transformers", "sentence-transformers", "numpy", "celery", "pymongo")
     found = {"python": platform.python_version()}
     for name in names:
         try:

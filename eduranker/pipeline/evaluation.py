@@ -1,5 +1,6 @@
-"""Metrics of scores against labels, in one registry: what is stored, shown and bootstrapped. Pure numpy
-(scikit-learn imported on first use, so the CLI, which only reads the registry, starts fast).
+"""Metrics of scores against labels, in one registry: what is stored, shown and bootstrapped. Pure numpy:
+each metric is a few lines here (tests/test_evaluation.py checks them against scikit-learn's), which
+spares every worker process a second of importing scikit-learn.
 
 `METRICS` is the one table: each `Metric` says how it is computed on the held-out set, how its change
 between two models is resampled (for the gate's bootstrap, when it has one), which way is better and
@@ -167,30 +168,67 @@ def _auc_change(a: Scored, b: Scored, counts: np.ndarray) -> np.ndarray:
     return change
 
 
-def _classification(name: str) -> Callable[[Scored], float | None]:
-    """A scikit-learn score of the predictions at the threshold (0 where it divides by zero)."""
-
-    def value(scored: Scored) -> float | None:
-        from sklearn import metrics as skm
-
-        score = getattr(skm, f"{name}_score")
-        extra = {} if name == "accuracy" else {"zero_division": 0}
-        return float(score(scored.y, scored.predicted, **extra))
-
-    return value
+def confusion(scored: Scored) -> np.ndarray:
+    """[[true negatives, false positives], [false negatives, true positives]] at the threshold."""
+    matrix = np.zeros((2, 2), dtype=int)
+    np.add.at(matrix, (scored.y, scored.predicted), 1)
+    return matrix
 
 
-def _ranking_score(name: str) -> Callable[[Scored], float | None]:
-    """A scikit-learn score of the raw scores; undefined (None) unless both classes are held out."""
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0  # scikit-learn's zero_division=0
 
-    def value(scored: Scored) -> float | None:
-        from sklearn import metrics as skm
 
-        if not scored.both_classes:
-            return None
-        return _none_if_nan(getattr(skm, f"{name}_score")(scored.y, scored.scores))
+def accuracy(scored: Scored) -> float | None:
+    return float(np.mean(scored.y == scored.predicted)) if scored.y.size else None
 
-    return value
+
+def precision(scored: Scored) -> float | None:
+    (_, fp), (_, tp) = confusion(scored)
+    return _share(tp, tp + fp)
+
+
+def recall(scored: Scored) -> float | None:
+    (_, _), (fn, tp) = confusion(scored)
+    return _share(tp, tp + fn)
+
+
+def f1(scored: Scored) -> float | None:
+    (_, fp), (fn, tp) = confusion(scored)
+    return _share(2 * tp, 2 * tp + fp + fn)
+
+
+def roc_auc(scored: Scored) -> float | None:
+    """Undefined (None) unless both classes are held out."""
+    if not scored.both_classes:
+        return None
+    return _none_if_nan(float(weighted_auc(scored.scores, scored.positive, np.ones((1, scored.y.size)))[0]))
+
+
+def _operating_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives counted at each distinct score, taken as the threshold, highest first."""
+    order = np.argsort(-scores, kind="mergesort")
+    ordered, pos = scores[order], positive[order]
+    last_of_tie = np.r_[ordered[1:] != ordered[:-1], True]
+    return np.cumsum(pos)[last_of_tie], np.cumsum(~pos)[last_of_tie]
+
+
+def average_precision(scored: Scored) -> float | None:
+    """Precision at each threshold weighted by the recall it adds (scikit-learn's definition, no
+    interpolation); undefined (None) unless both classes are held out."""
+    if not scored.both_classes:
+        return None
+    tp, fp = _operating_points(scored.scores, scored.positive)
+    recall_added = np.diff(np.r_[0, tp]) / tp[-1]
+    return float(np.sum(recall_added * tp / (tp + fp)))
+
+
+def roc_points(labels: np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve's (false positive rates, true positive rates) from (0, 0), one point per distinct
+    score; needs both classes."""
+    positive = np.asarray(labels) > 0.5
+    tp, fp = _operating_points(np.asarray(scores, dtype=float), positive)
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
 @dataclass(frozen=True)
@@ -259,12 +297,12 @@ NDCG_AT_10: PerQuery = partial(ndcg_at_k, k=10)
 
 METRICS = MetricRegistry(
     (
-        Metric("accuracy", "accuracy", _classification("accuracy")),
-        Metric("precision", "precision", _classification("precision")),
-        Metric("recall", "recall", _classification("recall")),
-        Metric("f1", "F1", _classification("f1"), column=True),
-        Metric("roc_auc", "ROC-AUC", _ranking_score("roc_auc"), _auc_change),
-        Metric("average_precision", "average precision", _ranking_score("average_precision")),
+        Metric("accuracy", "accuracy", accuracy),
+        Metric("precision", "precision", precision),
+        Metric("recall", "recall", recall),
+        Metric("f1", "F1", f1, column=True),
+        Metric("roc_auc", "ROC-AUC", roc_auc, _auc_change),
+        Metric("average_precision", "average precision", average_precision),
         Metric("ndcg@10", "NDCG@10", mean_over_queries(NDCG_AT_10), change_over_queries(NDCG_AT_10), column=True),
         Metric("mrr", "MRR", mean_over_queries(reciprocal_rank)),
     ),
@@ -276,12 +314,10 @@ def compute_metrics(
     labels: Sequence[float], scores: Sequence[float] | np.ndarray, queries: Sequence[str], threshold: float = 0.5
 ) -> dict[str, Any]:
     """Every registered metric (None where undefined) and the counts the registry stores with them."""
-    from sklearn import metrics as skm
-
     scored = Scored.of(labels, scores, queries, threshold)
     return {
         "n": int(scored.y.size),
         **{metric.name: metric.value(scored) for metric in METRICS},
-        "confusion_matrix": skm.confusion_matrix(scored.y, scored.predicted, labels=[0, 1]).tolist(),
+        "confusion_matrix": confusion(scored).tolist(),
         "ranked_queries": len(scored.ranked),
     }

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from eduranker.pipeline.evaluation import METRICS
+from eduranker.pipeline.evaluation import METRICS, roc_points
 from eduranker.records import IntervalDoc, StoredGate
 
 PLOTS = (
@@ -21,13 +21,18 @@ PLOTS = (
 )
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(
+    width: float, height: float, *, left: float, bottom: float, top: float = 0.35, right: float = 0.2, ncols: int = 1
+) -> tuple[Any, Any]:
+    """A figure and its axes, its margins given in inches (room for the tick labels, axis labels and title
+    each chart has). A fixed layout: matplotlib's `tight_layout` drew each figure an extra time to measure
+    it, a third of the plots' CPU. No pyplot: nothing to close, no display needed on a worker."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display on workers
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width, top=1 - top / height)
+    axes = fig.subplots(1, ncols, sharey=ncols > 1)
+    return fig, axes
 
 
 def write_plots(
@@ -42,37 +47,36 @@ def write_plots(
     scores_after: Sequence[float],
 ) -> list[str]:
     """The version's PNG plots, one function each; returns their file names."""
-    plt = _pyplot()
     y = np.asarray(test_labels, dtype=int)
-    _label_chart(plt, folder / PLOTS[0], label_counts)
-    _length_histogram(plt, folder / PLOTS[1], query_lengths)
-    _metrics_chart(plt, folder / PLOTS[2], before, after)
-    _score_histograms(plt, folder / PLOTS[3], y, scores_before, scores_after)
-    _confusion_matrix(plt, folder / PLOTS[4], np.asarray(after["confusion_matrix"]))
-    _roc_curves(plt, folder / PLOTS[5], y, scores_before, scores_after)
+    _label_chart(folder / PLOTS[0], label_counts)
+    _length_histogram(folder / PLOTS[1], query_lengths)
+    _metrics_chart(folder / PLOTS[2], before, after)
+    _score_histograms(folder / PLOTS[3], y, scores_before, scores_after)
+    _confusion_matrix(folder / PLOTS[4], np.asarray(after["confusion_matrix"]))
+    _roc_curves(folder / PLOTS[5], y, scores_before, scores_after)
     return list(PLOTS)
 
 
-def _label_chart(plt: Any, path: Path, label_counts: dict[str, int]) -> None:
-    fig, ax = plt.subplots(figsize=(4, 3))
+def _label_chart(path: Path, label_counts: dict[str, int]) -> None:
+    fig, ax = _figure(4, 3, left=0.85, bottom=0.55)
     ax.bar(list(label_counts), list(label_counts.values()), color=["#4c9f70", "#c8553d"])
     ax.set(title="Feedback labels in the snapshot", xlabel="feedback", ylabel="pairs")
     _save(fig, path)
 
 
-def _length_histogram(plt: Any, path: Path, query_lengths: Sequence[int]) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(query_lengths, bins=30, color="#3c6e9f")
+def _length_histogram(path: Path, query_lengths: Sequence[int]) -> None:
+    fig, ax = _figure(5, 3, left=0.85, bottom=0.55)
+    ax.hist(query_lengths, bins=30, color="#3c6e9f", histtype="stepfilled")
     ax.set(title="Query length (words)", xlabel="words", ylabel="pairs")
     _save(fig, path)
 
 
-def _metrics_chart(plt: Any, path: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
+def _metrics_chart(path: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
     # One axis, "higher is better": a lower-is-better metric is in the report's table, not on this chart.
     shown = [m.name for m in METRICS if m.higher_is_better]
     keys = [k for k in shown if before.get(k) is not None or after.get(k) is not None]
     x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = _figure(7, 3.5, left=0.75, bottom=1.15)
     ax.bar(x - 0.2, [before.get(k) or 0 for k in keys], 0.4, label="before")
     ax.bar(x + 0.2, [after.get(k) or 0 for k in keys], 0.4, label="after")
     ax.set_xticks(x, keys, rotation=30, ha="right")
@@ -82,12 +86,13 @@ def _metrics_chart(plt: Any, path: Path, before: dict[str, Any], after: dict[str
     _save(fig, path)
 
 
-def _score_histograms(plt: Any, path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+def _score_histograms(path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
+    fig, axes = _figure(8, 3, left=0.75, bottom=0.55, ncols=2)
     for ax, scores, name in zip(axes, (before, after), ("before", "after"), strict=True):
         s = np.asarray(scores)
-        ax.hist(s[y == 1], bins=20, range=(0, 1), alpha=0.6, label="like")
-        ax.hist(s[y == 0], bins=20, range=(0, 1), alpha=0.6, label="dislike")
+        # One outline per histogram ("stepfilled"), not a rectangle per bin: a tenth of the artists to draw.
+        ax.hist(s[y == 1], bins=20, range=(0, 1), alpha=0.6, label="like", histtype="stepfilled")
+        ax.hist(s[y == 0], bins=20, range=(0, 1), alpha=0.6, label="dislike", histtype="stepfilled")
         ax.set(title=f"Scores {name}", xlabel="score (held-out pairs)")
     axes[0].set_ylabel("pairs")
     axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.6)  # head room: the legend sits above every bar
@@ -95,34 +100,35 @@ def _score_histograms(plt: Any, path: Path, y: np.ndarray, before: Sequence[floa
     _save(fig, path)
 
 
-def _confusion_matrix(plt: Any, path: Path, matrix: np.ndarray) -> None:
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = plt.subplots(figsize=(3.5, 3.2))
-    ConfusionMatrixDisplay(matrix, display_labels=["dislike", "like"]).plot(ax=ax, cmap="Blues", colorbar=False)
-    ax.set(title="Confusion (after)")
+def _confusion_matrix(path: Path, matrix: np.ndarray) -> None:
+    fig, ax = _figure(3.5, 3.2, left=1.0, bottom=0.7)
+    ax.imshow(matrix, cmap="Blues")
+    dark = matrix.max() / 2  # counts on the darker cells are written in white
+    for (row, column), count in np.ndenumerate(matrix):
+        ax.text(column, row, str(count), ha="center", va="center", color="white" if count > dark else "black")
+    names = ["dislike", "like"]
+    ax.set(xticks=[0, 1], xticklabels=names, yticks=[0, 1], yticklabels=names)
+    ax.set(xlabel="Predicted label", ylabel="True label", title="Confusion (after)")
     _save(fig, path)
 
 
-def _roc_curves(plt: Any, path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
-    from sklearn.metrics import RocCurveDisplay
-
-    fig, ax = plt.subplots(figsize=(4, 5))
+def _roc_curves(path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
+    fig, ax = _figure(4, 5, left=0.75, bottom=1.55)
     if len(set(y.tolist())) == 2:  # a curve needs both classes
-        RocCurveDisplay.from_predictions(y, before, name="before", ax=ax)
-        RocCurveDisplay.from_predictions(y, after, name="after", ax=ax, plot_chance_level=True)
+        for name, scores in (("before", before), ("after", after)):
+            fpr, tpr = roc_points(y, scores)
+            area = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)  # the trapezoids under the curve
+            ax.plot(fpr, tpr, label=f"{name} (AUC = {area:.2f})")
+        ax.plot([0, 1], [0, 1], "k--", label="Chance level (AUC = 0.5)")
         # Below the axes: inside, it would hide part of a curve.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held-out)")
     _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # pyplot lets go of it; clearing it first (`clf`) cost a sixth of the plots' CPU
 
 
 def _fmt(value: Any) -> str:
