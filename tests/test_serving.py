@@ -1,9 +1,11 @@
 """The search API's reranker following real model folders while requests never stop."""
 
+import gc
 import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 import torch
@@ -137,6 +139,23 @@ def test_resident_memory_stays_flat_over_20_swaps(models):
         ranker.close()
     growth = rss[-1] - rss[4]
     assert growth < 60 * 2**20, [r // 2**20 for r in rss]  # one MiniLM is ~90 MB: no model is kept per swap
+
+
+def test_a_swap_frees_the_old_model_without_the_cycle_collector(models):
+    """The swap does not run gc.collect() (a full collection stalls every request thread): reference
+    counting alone must let go of the model it replaced."""
+    point_champion(models, "v0001")
+    ranker = ChampionReranker(models, poll_seconds=3600, max_length=48)
+    gc.collect()
+    gc.disable()
+    try:
+        replaced = weakref.ref(ranker._serving.champion.model)
+        point_champion(models, "v0002")
+        assert ranker.refresh() and ranker.version == "v0002"
+        assert replaced() is None
+    finally:
+        gc.enable()
+        ranker.close()
 
 
 @pytest.mark.integration
