@@ -24,31 +24,31 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # A test that asks for one of these (directly or through another fixture) talks to a real server process.
 SERVER_FIXTURES = {"mongo_server_url", "redis_proc"}
 
-# The files that take longest, longest first (seconds each took in a four-process run on two cores).
+# The files that take longest, longest first (seconds each took in a five-process run on two cores).
 # `scripts/test` hands out whole files in collection order (`--dist loadfile --no-loadscope-reorder`),
 # so these start at once and the short files fill the gaps after them: started last, the longest file
 # alone decided the suite's wall time. Files not named keep their order after these.
 LONGEST_FIRST = (
-    "test_retention_jobs.py",  # 276 in a full run (79 alone): thirty real jobs
-    "test_worker_crash.py",  # 223: a redelivery waits twice the task time limit
-    "test_job.py",  # 182
-    "test_localcluster.py",  # 177
-    "test_unattended.py",  # ~155 (with test_unattended_outages.py: 302, when it was one file)
-    "test_unattended_outages.py",  # ~150
+    "test_localcluster.py",  # 231: two local clusters with real jobs, one of them started twice
+    "test_worker_crash.py",  # 200: a redelivery waits twice the task time limit
+    "test_retention_jobs.py",  # 184: thirty real jobs
+    "test_job.py",  # 156
     "test_producer.py",  # 139
-    "test_one_clock.py",  # 127
-    "test_job_indexes.py",  # 123
-    "test_faults_contained.py",  # 111
-    "test_online_guard.py",  # 96
-    "test_serving.py",  # 90
-    "test_celery_e2e.py",  # 68
-    "test_mongo_auth.py",  # 65
-    "test_fenced_registration.py",  # 61
-    "test_stop_within_step.py",  # 58
-    "test_manual_jobs.py",  # 49
-    "test_prometheus_live.py",  # 36
-    "test_no_worker.py",  # 22
-    "test_entry_points.py",  # 21
+    "test_unattended_outages.py",  # 138
+    "test_one_clock.py",  # 129
+    "test_faults_contained.py",  # 120
+    "test_unattended.py",  # 103
+    "test_job_indexes.py",  # 73
+    "test_celery_e2e.py",  # 45
+    "test_mongo_auth.py",  # 44
+    "test_fenced_registration.py",  # 41
+    "test_manual_jobs.py",  # 37
+    "test_serving.py",  # 35
+    "test_prometheus_live.py",  # 29
+    "test_stop_within_step.py",  # 26
+    "test_no_worker.py",  # 23
+    "test_bad_input.py",  # 21
+    "test_entry_points.py",  # 17
 )
 
 

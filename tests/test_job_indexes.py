@@ -56,8 +56,8 @@ def test_each_periodic_job_query_uses_an_index_at_100000_jobs(settings, own_serv
     try:
         # The commands are captured on the first 1,000 jobs (the same pattern of statuses, so the same
         # branches, such as the failed chain's count) and explained once all 100,000 are in and indexed.
-        # Filled first, then indexed (each index built in one pass, as on a deployment that upgrades):
-        # the same indexes for two thirds of the server's CPU that inserts maintaining seven would take.
+        # Filled first, then indexed: each index built in one pass, as on a deployment that upgrades,
+        # for less of the server's CPU than every insert maintaining seven.
         _fill(db, 0, 1_000)
         now = datetime(2030, 1, 1, tzinfo=UTC)
         read_history(db, retry_limit=3)  # every evaluation: active, newest, settled, automatic, failed chain
