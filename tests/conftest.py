@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,17 +74,25 @@ def server_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("servers")
 
 
-@pytest.fixture(scope="session")
-def mongo_server_url(server_root) -> Iterator[str]:
+@contextmanager
+def mongo_server(data_dir: Path, stop_signal: int = signal.SIGTERM) -> Iterator[str]:
+    """The URL of MONGODB_URL's server when it is set, else of a SecantusDB started in `data_dir` and
+    stopped with `stop_signal` at the end."""
     external = os.environ.get("MONGODB_URL")
     if external:
         yield external
         return
-    server = secantus_server(server_root / "secantus").start()
+    server = secantus_server(data_dir).start()
     try:
         yield mongo_url(server.port)
     finally:
-        server.stop()
+        server.stop(stop_signal)
+
+
+@pytest.fixture(scope="session")
+def mongo_server_url(server_root) -> Iterator[str]:
+    with mongo_server(server_root / "secantus") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import MongoClient
 
-from eduranker.localservers import mongo_url, secantus_server
+from tests.conftest import mongo_server
 from tests.explain import CapturedCommands, plan_stages
 
 JOBS = 100_000
@@ -33,15 +33,8 @@ def _fill(db, start: int, stop: int) -> None:
 def own_server_url(tmp_path) -> Iterator[str]:
     """A server of its own, killed at the end: on SecantusDB that costs nothing, where dropping 100,000
     documents took 16 s of its CPU. A server from outside (MONGODB_URL) is used as it is, and cleaned."""
-    external = os.environ.get("MONGODB_URL")
-    if external:
-        yield external
-        return
-    server = secantus_server(tmp_path / "secantus").start()
-    try:
-        yield mongo_url(server.port)
-    finally:
-        server.stop(signal.SIGKILL)  # its data goes with tmp_path
+    with mongo_server(tmp_path / "secantus", signal.SIGKILL) as url:  # its data goes with tmp_path
+        yield url
 
 
 @pytest.mark.integration
