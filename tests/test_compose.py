@@ -174,9 +174,9 @@ def test_the_shipped_settings_env_names_only_settings_each_accepted_and_no_secre
     from dataclasses import fields
 
     from eduranker.settings import Settings
+    from tests.test_config_plan import shipped_settings
 
-    lines = (ROOT / "settings.env").read_text().splitlines()
-    values = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    values = shipped_settings()
     assert set(values) <= {f.name.upper() for f in fields(Settings)}, set(values)
     Settings.from_env(values)  # each value accepted, or SettingsError names it
     assert not {"MONGODB_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} & set(values)

@@ -74,18 +74,16 @@ def test_a_new_threshold_flows_from_its_one_declaration_to_the_trigger():
         SettingsWithBacklog.from_env({"TRAIN_MAX_BACKLOG": "5"})
 
 
-def _copies_of_defaults() -> dict[str, str]:
+def shipped_settings() -> dict[str, str]:
     """The settings that settings.env (what docker-compose's trainer services read) writes out."""
     lines = (ROOT / "settings.env").read_text().splitlines()
-    copies = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
-    assert len(copies) >= 3, "expected the trigger's settings in settings.env"
-    return copies
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def test_the_compose_settings_file_gives_the_settings_own_defaults():
     """It need not list a setting (the process has its default); those it lists, as shipped, keep it."""
+    shipped = shipped_settings()
+    assert len(shipped) >= 3, "expected the trigger's settings in settings.env"
     defaults = {f.name.upper(): f.default for f in fields(Settings)}
-    parsed = Settings.from_env(_copies_of_defaults())
-    assert {name: getattr(parsed, name.lower()) for name in _copies_of_defaults()} == {
-        name: defaults[name] for name in _copies_of_defaults()
-    }
+    parsed = Settings.from_env(shipped)
+    assert {name: getattr(parsed, name.lower()) for name in shipped} == {name: defaults[name] for name in shipped}

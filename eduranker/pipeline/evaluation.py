@@ -116,6 +116,13 @@ class Scored:
         return (self.scores >= self.threshold).astype(int)
 
     @cached_property
+    def confusion(self) -> np.ndarray:
+        """[[true negatives, false positives], [false negatives, true positives]] at the threshold."""
+        matrix = np.zeros((2, 2), dtype=int)
+        np.add.at(matrix, (self.y, self.predicted), 1)
+        return matrix
+
+    @cached_property
     def both_classes(self) -> bool:
         return len(set(self.y.tolist())) == 2
 
@@ -168,13 +175,6 @@ def _auc_change(a: Scored, b: Scored, counts: np.ndarray) -> np.ndarray:
     return change
 
 
-def confusion(scored: Scored) -> np.ndarray:
-    """[[true negatives, false positives], [false negatives, true positives]] at the threshold."""
-    matrix = np.zeros((2, 2), dtype=int)
-    np.add.at(matrix, (scored.y, scored.predicted), 1)
-    return matrix
-
-
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0  # scikit-learn's zero_division=0
 
@@ -184,17 +184,17 @@ def accuracy(scored: Scored) -> float | None:
 
 
 def precision(scored: Scored) -> float | None:
-    (_, fp), (_, tp) = confusion(scored)
+    (_, fp), (_, tp) = scored.confusion
     return _share(tp, tp + fp)
 
 
 def recall(scored: Scored) -> float | None:
-    (_, _), (fn, tp) = confusion(scored)
+    (_, _), (fn, tp) = scored.confusion
     return _share(tp, tp + fn)
 
 
 def f1(scored: Scored) -> float | None:
-    (_, fp), (fn, tp) = confusion(scored)
+    (_, fp), (fn, tp) = scored.confusion
     return _share(2 * tp, 2 * tp + fp + fn)
 
 
@@ -318,6 +318,6 @@ def compute_metrics(
     return {
         "n": int(scored.y.size),
         **{metric.name: metric.value(scored) for metric in METRICS},
-        "confusion_matrix": confusion(scored).tolist(),
+        "confusion_matrix": scored.confusion.tolist(),
         "ranked_queries": len(scored.ranked),
     }

@@ -53,7 +53,7 @@ def write_plots(
     _metrics_chart(folder / PLOTS[2], before, after)
     _score_histograms(folder / PLOTS[3], y, scores_before, scores_after)
     _confusion_matrix(folder / PLOTS[4], np.asarray(after["confusion_matrix"]))
-    _roc_curves(folder / PLOTS[5], y, scores_before, scores_after)
+    _roc_curves(folder / PLOTS[5], y, {"before": (scores_before, before), "after": (scores_after, after)})
     return list(PLOTS)
 
 
@@ -112,13 +112,12 @@ def _confusion_matrix(path: Path, matrix: np.ndarray) -> None:
     _save(fig, path)
 
 
-def _roc_curves(path: Path, y: np.ndarray, before: Sequence[float], after: Sequence[float]) -> None:
+def _roc_curves(path: Path, y: np.ndarray, models: dict[str, tuple[Sequence[float], dict[str, Any]]]) -> None:
+    """Each model's curve, labelled with its stored ROC-AUC (the area under that curve)."""
     fig, ax = _figure(4, 5, left=0.75, bottom=1.55)
     if len(set(y.tolist())) == 2:  # a curve needs both classes
-        for name, scores in (("before", before), ("after", after)):
-            fpr, tpr = roc_points(y, scores)
-            area = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)  # the trapezoids under the curve
-            ax.plot(fpr, tpr, label=f"{name} (AUC = {area:.2f})")
+        for name, (scores, metrics) in models.items():
+            ax.plot(*roc_points(y, scores), label=f"{name} (AUC = {metrics['roc_auc']:.2f})")
         ax.plot([0, 1], [0, 1], "k--", label="Chance level (AUC = 0.5)")
         # Below the axes: inside, it would hide part of a curve.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", frameon=False)
