@@ -1,4 +1,4 @@
-"""`eduranker`: status, versions, train, watch, cancel, promote, rollback, report and prune (`COMMANDS`),
+"""`eduranker`: status, versions, train, watch, cancel, promote, reject, rollback, report and prune (`COMMANDS`),
 over the store and the task name.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eduranker import champion, models_dir
+from eduranker import challenge_view, champion, models_dir
 from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
 from eduranker.progress import follow_jobs
 from eduranker.records import VersionDoc
@@ -68,6 +68,8 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
             _print_comparison(online)
     elif versions.read_champion(db).version is None:
         print("champion: none (the base model serves)")
+    for line in challenge_view.status_lines(db):
+        print(line)
     pointer = models_dir.champion_target(settings.models_dir)
     registry = champion_doc["version"] if champion_doc else None
     agreement = "agrees" if pointer == registry else "DISAGREES with the registry"
@@ -185,6 +187,8 @@ def cmd_versions(db: Db, _settings: Settings, _args: argparse.Namespace) -> int:
     if any(v.get("forced") for v in rows):
         print("* promoted with --force over the gate's rejection")
     _guard_lines(rows)
+    for line in challenge_view.version_lines(rows):
+        print(line)
     return EXIT_OK
 
 
@@ -217,8 +221,18 @@ def cmd_watch(db: Db, _settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_promote(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     version = models_dir.checked_version(args.version)
+    if version == challenge_view.running_challenger(db):  # ends its challenge by hand
+        ended = challenge_view.end_by_hand(db, settings.models_dir, version, promote=True, reason=args.reason)
+        print(f"champion: {version} (was {ended.against or 'none'}); its challenge ended by hand")
+        return EXIT_OK
     previous = champion.promote(db, settings.models_dir, version, by="cli", reason=args.reason, force=args.force)
     print(f"champion: {version} (was {previous or 'none'})")
+    return EXIT_OK
+
+
+def cmd_reject(db: Db, settings: Settings, args: argparse.Namespace) -> int:
+    ended = challenge_view.end_by_hand(db, settings.models_dir, args.version, promote=False, reason=args.reason)
+    print(f"rejected challenger {ended.version}; champion stays {ended.against or 'the base model'}")
     return EXIT_OK
 
 
@@ -295,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="a registered version, e.g. v0002")
     promote.add_argument("--force", action="store_true", help="promote a version the gate rejected")
     promote.add_argument("--reason", default="operator (cli)", help="stored in the version's history")
+    reject = _command(sub, "reject", "end the running challenge: its challenger is rejected, the champion stays")
+    reject.add_argument("version", nargs="?", help="the challenger, e.g. v0002 (checked, if given)")
+    reject.add_argument("--reason", default="operator (cli)", help="stored in the version's history")
     rollback = _command(sub, "rollback", "restore the champion before the current one")
     rollback.add_argument("--reason", default="operator (cli)", help="stored in the versions' history")
     cancel = _command(sub, "cancel", "cancel a waiting, queued or running job (a running one stops at its next step)")
@@ -309,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
             "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report,
-            "prune": cmd_prune}  # fmt: skip
+            "prune": cmd_prune, "reject": cmd_reject}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

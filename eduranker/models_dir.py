@@ -3,6 +3,7 @@
 MODELS_DIR/versions/<version>/      complete artifacts (appear only once whole)
 MODELS_DIR/.staging/<version>-<id>/ work in progress
 MODELS_DIR/champion -> versions/<version>   what the search API loads
+MODELS_DIR/previous, MODELS_DIR/challenger  the holdback's version; a running challenge's challenger
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from eduranker.errors import UnknownVersion, VersionUnusable
 VERSION_PATTERN = re.compile(r"^v\d{4,}$")
 POINTER = "champion"
 PREVIOUS = "previous"  # the champion before it: what a holdback share of requests is served by
+CHALLENGER = "challenger"  # the running challenge's version: served interleaved with the champion
 # What a folder must hold for `CrossEncoder(path)` to load it.
 REQUIRED_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")

@@ -58,6 +58,7 @@ class JobDoc(TypedDict, total=False):
     metrics: dict[str, Any]  # before, after
     gate_refused: bool
     version: str
+    challenger: bool  # the version passed the screen and became the challenger (users decide)
     artifact_path: str
     promoted: bool
     gate_reason: str
@@ -77,6 +78,19 @@ class VersionStatus(StrEnum):
     REJECTED = "rejected"
     RETIRED = "retired"  # replaced by a newer champion
     ROLLED_BACK = "rolled_back"
+    CHALLENGER = "challenger"  # passed the offline screen; served interleaved with the champion until users decide
+
+
+class ChallengeOutcome(StrEnum):
+    """How a challenge ended (`model_versions.challenge.outcome`)."""
+
+    PROMOTED = "promoted"  # users preferred the challenger: the always-valid interval lies above zero
+    REJECTED = "rejected"  # users preferred the champion: the interval lies below zero
+    CAPPED = "capped"  # no decision within CHALLENGE_MAX_IMPRESSIONS or CHALLENGE_MAX_DAYS: the champion stays
+    REPLACED = "replaced"  # a newer candidate passed the screen and took its place
+    VOID = "void"  # the champion changed meanwhile (by hand, or a rollback): what it was compared with is gone
+    BY_HAND = "by_hand"  # an operator promoted or rejected it (`eduranker promote` / `eduranker reject`)
+    OFFLINE = "offline"  # no interleaved search was served: decided by the offline gate (the fallback)
 
 
 class IntervalDoc(TypedDict):
@@ -115,6 +129,7 @@ class StoredGate(GateEvidence, total=False):
 
     promote: bool
     refused: bool  # too little evidence to decide either way
+    worse: bool  # significantly worse somewhere: the screen keeps it from users
 
 
 class RegisteredVersion(TypedDict):
@@ -182,3 +197,4 @@ class VersionDoc(TypedDict, total=False):
     guard_rolled_back: bool
     artifacts: str  # "pruned": the folder was removed by retention; the document stays
     pruned_at: datetime
+    challenge: dict[str, Any]  # its challenge: against, started_at, figures, and once ended outcome, reason

@@ -132,6 +132,22 @@ class Settings:
     online_guard_min_feedback: int = setting(200, at_least(10))
     online_guard_confidence: float = setting(0.99, between(0.5, 1))
 
+    # Promotions (docs/online.md). "interleave": a candidate that passes the offline screen becomes the
+    # challenger, served interleaved with the champion by ChampionReranker, and the producer promotes or
+    # rejects it on what users do with those lists (the sequential test). "offline": the offline gate
+    # promotes on held-out pairs alone (for a search API that serves models/champion without it).
+    promotion_mode: str = setting("interleave", one_of("interleave", "offline"))
+    # A false promotion of a challenger no better than the champion: at most 1 - this, however often the
+    # producer looks (bench/challenge_decisions.py measures it).
+    challenge_confidence: float = setting(0.95, between(0.5, 1))
+    challenge_min_feedback: int = setting(100, at_least(10))
+    # No decision by then: the challenge ends, the champion stays (its reason says so).
+    challenge_max_impressions: int = setting(20_000, at_least(100))
+    challenge_max_days: float = setting(14.0, between(0, 365))
+    # No interleaved search served this long after a challenge began: the search API does not interleave
+    # (it serves models/champion itself), so the offline gate decides, and `eduranker status` says so.
+    challenge_fallback_seconds: float = setting(3600.0, at_least(60))
+
     # Metrics and health (producer, docs/alerts.md): every producer serves /metrics, /healthz and /readyz
     # on this port (0 = none); its figures are read from the database at most every refresh, whatever
     # the scrape rate, so a scrape costs the database nothing.

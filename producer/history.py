@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from eduranker.records import JobDoc
-from eduranker.store import jobs
+from eduranker.store import challenge, jobs
 from eduranker.store.types import Db
 from producer.policy import FailedChain, JobHistory
 
@@ -46,6 +46,7 @@ def read_history(db: Db, retry_limit: int) -> JobHistory:
         window_since=window,
         failed=failed,
         waiting=oldest_waiting(db),
+        challenger=running.version if (running := challenge.read(db)[1]) else None,
     )
 
 

@@ -1,10 +1,11 @@
 """The leader's housekeeping: what keeps every job moving, as duties on their own intervals.
 
 Silent runs requeued, lost messages resent, unsent jobs sent, the champion pointer reconciled (each at
-most once a second), live metrics refreshed (ONLINE_REFRESH_SECONDS) and the models volume pruned
-(daily). Each is one duty of `producer/duties.py`, its failure contained; their report is stored in
-`producer_state.duties` at once after a failure or a recovery, and otherwise with the producer's state
-(`producer/state_writer.py`: when the decision changes, and at least every `LIVENESS_WRITE_S`).
+most once a second), live metrics refreshed and a running challenge judged (ONLINE_REFRESH_SECONDS), and
+the models volume pruned (daily). Each is one duty of `producer/duties.py`, its failure contained;
+their report is stored in `producer_state.duties` at once after a failure or a recovery, and otherwise
+with the producer's state (`producer/state_writer.py`: when the decision changes, and at least every
+`LIVENESS_WRITE_S`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from eduranker import champion, retention
 from eduranker.settings import Settings
 from eduranker.store import jobs
 from eduranker.store.types import Db
+from producer.challenge_refresh import refresh_challenge
 from producer.duties import Duties, Duty
 from producer.online import refresh_online
 from producer.outbox import send_unsent
@@ -53,6 +55,8 @@ def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_
     # reconcile: a models volume that cannot be read (EACCES, EIO, ESTALE) fails this duty alone.
     duties.add("reconcile", HOUSEKEEPING_S, lambda _at: champion.reconcile(db, s.models_dir, by=PRODUCER))
     duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(db, s))
+    # A running challenge: users' verdict on the challenger, applied only to the state it judged.
+    duties.add("challenge", s.online_refresh_seconds, lambda _at: refresh_challenge(db, s))
     # retention (docs/retention.md): old rejected and retired folders, finished jobs' expiry; daily.
     duties.add("retention", RETENTION_S, lambda at: retention.prune(db, s, now=at, by=PRODUCER))
     return duties

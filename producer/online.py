@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bson import ObjectId
+
 from eduranker import champion
 from eduranker.errors import EduRankerError
 from eduranker.settings import Settings
@@ -24,10 +26,20 @@ def _summary(counts: dict[str, Any], confidence: float) -> dict[str, Any]:
     return {**counts, "like_rate": rate.rate, "like_rate_interval": list(interval) if interval else None}
 
 
-def _impression(row: ImpressionRow) -> Impression:
-    # One user's reactions are correlated, so a user is one cluster; an anonymous search is its own.
-    cluster = f"user:{row.user_id}" if row.user_id is not None else f"impression:{row.query_id}"
-    return Impression(cluster, frozenset(row.served), dict(row.likes), dict(row.dislikes))
+def cluster_key(row: ImpressionRow) -> str:
+    """The cluster a search counts in. One user's reactions are correlated, so a user is one cluster.
+    Anonymous searches are grouped by the hour they were made in (the search's ObjectId time): one
+    anonymous visitor's searches mostly fall in one hour, and a flood of anonymous searches is one or a
+    few clusters, so it can neither pass for many independent users nor reach MIN_CLUSTERS cheaply."""
+    if row.user_id is not None:
+        return f"user:{row.user_id}"
+    if isinstance(row.query_id, ObjectId):
+        return f"anonymous:{row.query_id.generation_time:%Y-%m-%dT%H}"
+    return f"impression:{row.query_id}"
+
+
+def impression_of(row: ImpressionRow) -> Impression:
+    return Impression(cluster_key(row), frozenset(row.served), dict(row.likes), dict(row.dislikes))
 
 
 def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
@@ -41,7 +53,7 @@ def refresh_online(db: Db, settings: Settings) -> GuardDecision | None:
     theirs = live_counts(db, record.previous, since) if record.previous else None
     conf = settings.online_guard_confidence
     rows = impressions(db, [record.version, record.previous], since) if record.previous else []
-    comparison = compare([_impression(r) for r in rows], record.version, record.previous)
+    comparison = compare([impression_of(r) for r in rows], record.version, record.previous)
     decision = judge(comparison, min_feedback=settings.online_guard_min_feedback, confidence=conf)
     online = {
         **_summary(mine, conf),

@@ -51,6 +51,7 @@ class JobHistory:
     window_since: datetime | None = None  # feedback after this counts; None: no model yet
     failed: FailedChain | None = None
     waiting: str | None = None  # oldest manual job waiting for the slot: it goes before any automatic one
+    challenger: str | None = None  # a running challenge's challenger: users are judging the last candidate
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def waiting_decision(history: JobHistory, thresholds: Thresholds, now: datetime)
         return Decision(False, f"waiting: job {job_id} is {status}")
     if history.waiting is not None:
         return Decision(False, f"waiting: manual job {history.waiting} goes first")
+    if history.challenger is not None:  # a newer candidate would restart the test: let users finish first
+        return Decision(False, f"waiting: users are judging challenger {history.challenger}")
     if history.last_created_at is not None:
         ends = history.last_created_at + timedelta(seconds=thresholds.cooldown_seconds)
         if now < ends:

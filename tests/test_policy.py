@@ -48,6 +48,9 @@ def failed(failures, failed_s_ago, window=None, age_s=None):
         # A manual job waiting for the slot goes first: no automatic job is started in front of it.
         (450, 450, after_model(waiting="manual-2"), False, "manual job manual-2 goes first"),
         (0, 0, JobHistory(waiting="m", failed=FailedChain("a", WM, 1, ago(9999))), False, "manual job m goes first"),
+        # While users judge a challenger, no automatic job starts (a newer candidate would restart the test).
+        (450, 450, after_model(challenger="v0002"), False, "waiting: users are judging challenger v0002"),
+        (0, 0, JobHistory(challenger="v0001", failed=FailedChain("a", WM, 1, ago(9999))), False, "challenger v0001"),
         # A failed automatic job is retried after the cooldown, doubling: 600, 1200, 2400 s.
         (0, 0, failed(1, 599), False, "retry 1/3 of failed job auto-x at 2026-06-01 12:00:01 UTC"),
         (0, 0, failed(1, 600), True, "retry 1/3 of failed job auto-x"),

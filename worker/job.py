@@ -143,6 +143,7 @@ def outcome(job: JobDoc) -> dict[str, Any]:
         "status": job.get("status", "unknown"),
         "version": job.get("version"),
         "promoted": job.get("promoted", False),
+        "challenger": job.get("challenger", False),
         "reason": job.get("reason"),
         "gate_reason": job.get("gate_reason"),
         "metrics": job.get("metrics"),

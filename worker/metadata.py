@@ -67,7 +67,12 @@ def build(
         "split": {**split.summary(), "lineage": lineage(split, baseline, candidate, s)},
         # The gate's intervals are stored once, in `gate.intervals` (with the evidence they belong to).
         "metrics": {"before": baseline.metrics, "after": judged.metrics},
-        "gate": {**decision.evidence, "promote": decision.promote, "refused": decision.refused},
+        "gate": {
+            **decision.evidence,
+            "promote": decision.promote,
+            "refused": decision.refused,
+            "worse": decision.worse,
+        },
         "promoted": decision.promote,
         "gate_reason": decision.reason,
         "training": candidate.stats.as_dict(),

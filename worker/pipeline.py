@@ -1,7 +1,8 @@
 """A training job's pipeline, as numbered steps: each a named stage in `worker.stages`.
 
 1 snapshot → 2 split → 3 judge the champion → 4 fine-tune → 5 judge the candidate
-→ 6 gate → 7 write the version aside → 8 register (and promote by compare-and-set)
+→ 6 gate → 7 write the version aside → 8 register (and make it the challenger, or promote it, by
+compare-and-set)
 
 The split's key is read first: the snapshot reads newest first and stops once each side of the split
 holds what the caps (TRAIN_MAX_PAIRS, GATE_MAX_PAIRS) can use.
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eduranker import champion
-from eduranker.errors import StaleCandidate
+from eduranker.errors import ChampionChanged
 from eduranker.pipeline import artifacts
 from eduranker.pipeline.device import configure_threads, describe, select_device
 from eduranker.pipeline.gate import GateDecision, GateRule, decide_promotion
@@ -40,6 +41,7 @@ from worker.stages import (
 )
 
 log = logging.getLogger(__name__)
+INTERLEAVE = "interleave"  # PROMOTION_MODE: users decide between a screened candidate and the champion
 
 
 @dataclass
@@ -97,7 +99,9 @@ def train_and_register(db: Db, s: Settings, run: Run) -> dict[str, Any]:
 def register(
     db: Db, s: Settings, run: Run, meta: dict[str, Any], decision: GateDecision, judged_against: str | None
 ) -> dict[str, Any]:
-    """Register the version, and promote it only if the champion is still the one it was judged against.
+    """Register the version, then act on the gate: with PROMOTION_MODE=interleave a candidate that passes
+    the screen becomes the challenger (users decide, producer/challenge.py), with "offline" the gate
+    promotes; either only if the champion is still the one it was judged against.
 
     A fenced write before each side effect (worker/fenced.py): it proves this run still owns the job and
     refreshes its heartbeat, so no other attempt can take the job over for `job_stale_after_s`, far
@@ -106,21 +110,33 @@ def register(
     version = meta["version"]
     fenced.prove_owner(db, s, run, version, "register", inserted=False)
     versions.insert_version(db, metadata.registry_doc(meta), by=f"job {run.job_id}")
-    promoted, reason = decision.promote, decision.reason
-    if promoted:
+    by = f"job {run.job_id}"
+    challenged = s.promotion_mode == INTERLEAVE
+    admitted, reason = (decision.screened, decision.reason) if challenged else (decision.promote, decision.reason)
+    if admitted:
         fenced.prove_owner(db, s, run, version, "promote", inserted=True)
         try:
-            champion.promote(db, s.models_dir, version, by=f"job {run.job_id}", reason=decision.reason,
-                             expected_champion=judged_against)  # fmt: skip
-        except StaleCandidate as exc:
-            promoted, reason = False, str(exc)
-    if not promoted:
-        versions.set_status(db, version, versions.REJECTED, by=f"job {run.job_id}", reason=reason)
-    log.info("job %s → %s (%s): %s", run.job_id, version, "champion" if promoted else "rejected", reason)
+            if challenged:
+                replaced = champion.start_challenge(db, s.models_dir, version, against=judged_against, by=by,
+                                                    reason=f"passed the screen: {decision.reason}")  # fmt: skip
+                reason = f"challenger{f' (replaces {replaced})' if replaced else ''}; passed the screen: {reason}"
+            else:
+                champion.promote(db, s.models_dir, version, by=by, reason=decision.reason,
+                                 expected_champion=judged_against)  # fmt: skip
+        except ChampionChanged as exc:
+            admitted, reason = False, str(exc)
+    elif challenged:
+        reason = f"kept from users by the screen: {reason}"
+    if not admitted:
+        versions.set_status(db, version, versions.REJECTED, by=by, reason=reason)
+    promoted = admitted and not challenged
+    what = ("challenger" if challenged else "champion") if admitted else "rejected"
+    log.info("job %s → %s (%s): %s", run.job_id, version, what, reason)
     return {
-        "job_status": jobs.SUCCEEDED if promoted else jobs.REJECTED,
+        "job_status": jobs.SUCCEEDED if admitted else jobs.REJECTED,
         "version": version,
         "promoted": promoted,
+        "challenger": admitted and challenged,
         "reason": None if promoted else reason,
         "gate_reason": decision.reason,
         "gate_refused": decision.refused,

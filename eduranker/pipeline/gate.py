@@ -58,6 +58,13 @@ class GateDecision:
     reason: str
     refused: bool = False  # too little evidence to decide either way
     evidence: GateEvidence = field(default_factory=GateEvidence)  # intervals, sizes: stored with the version
+    worse: bool = False  # significantly worse somewhere (held-out, the champion's frozen pairs, a slice)
+
+    @property
+    def screened(self) -> bool:
+        """Passes the screen that admits a challenger: judged (not refused) and nowhere significantly
+        worse. The screen keeps clearly worse models away from users; users decide which is better."""
+        return not self.refused and not self.worse
 
 
 def _intervals(comparison: Comparison, rule: GateRule) -> dict[str, Interval]:
@@ -175,11 +182,13 @@ def decide_promotion(
     evidence["intervals"] = {name: interval.as_dict() for name, interval in intervals.items()}
     regression = _frozen_regression(reference, rule, evidence)
     if regression is not None:
-        return GateDecision(False, regression + note, evidence=evidence)
+        return GateDecision(False, regression + note, evidence=evidence, worse=True)
     evidence["slices"], worse = slice_evidence(heldout, rule)
-    promote, reason = verdict(intervals[METRICS.primary.name], rule, f"{pairs} pairs / {queries} queries")
-    if promote and worse:
+    auc = intervals[METRICS.primary.name]
+    promote, reason = verdict(auc, rule, f"{pairs} pairs / {queries} queries")
+    if worse:
         shown = ", ".join(f"{name} {evidence['slices'][name]['delta']:+.4f}" for name in worse)
         worse_reason = f"{reason}, but significantly worse on slice(s) {shown} ({METRICS.primary.label})"
-        return GateDecision(False, worse_reason + note, evidence=evidence)
-    return GateDecision(promote, reason + note, evidence=evidence)
+        return GateDecision(False, worse_reason + note, evidence=evidence, worse=True)
+    below = auc.high is not None and auc.high < 0
+    return GateDecision(promote, reason + note, evidence=evidence, worse=below)

@@ -6,11 +6,17 @@ a request takes the reference once, so requests in flight finish on the model th
 the old model is freed when the last of them ends. A version that fails to load is logged and not
 swapped in (the current one keeps serving); it is tried again when the pointer changes again.
 
+While a challenge runs (`MODELS_DIR/challenger` exists), a `challenge_share` of requests (all, by
+default) gets a team-draft interleaving of the champion's and the challenger's rankings: the producer
+decides the challenge on what users do with those lists (docs/online.md). Each shown document carries
+the version that contributed it: the API writes `result.inference_fields()` on the inferences.
+
 Comparing with the previous champion (`MODELS_DIR/previous`), for the producer's online guard:
 `compare="holdback"` serves a `share` of users (stable per `key`, the hash salted with the champion's
-version, so each promotion draws a new group) wholly with the previous champion; `compare="interleave"`
-serves a `share` of requests a team-draft interleaving of both versions' rankings, each document
-tagged with the version that contributed it.
+version, so each promotion draws a new group; a request without a key is drawn at random with the same
+share) wholly with the previous champion; `compare="interleave"` serves a `share` of requests a
+team-draft interleaving of both versions' rankings, each document tagged with the version that
+contributed it.
 
 `variant` (the API passes SERVING_VARIANT): how each version is served, `eduranker.variants`. int8
 loads the file the worker wrote beside the version (never converted here); a version without it is
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eduranker.models_dir import POINTER, PREVIOUS, champion_target, version_dir
+from eduranker.models_dir import CHALLENGER, POINTER, PREVIOUS, champion_target, version_dir
 from eduranker.serving.interleave import team_draft
 from eduranker.serving.loaded import LoadedModel, load_checked
 from eduranker.variants import DEFAULT_SERVING_VARIANT, variant_problem
@@ -46,18 +52,28 @@ SERVING_BATCH_SIZE = 8
 
 @dataclass(frozen=True)
 class RerankResult:
-    version: str | None  # the version that scored this request (None: the base model): write it to inferences
+    version: str | None  # the champion (or, for a held-back request, the previous champion); None: the base model
     scores: list[float]  # aligned with the documents given
     order: list[int]  # indices of the documents, best first
     holdback: bool  # served by the previous champion, for the live comparison
     versions: list[str | None] = field(default_factory=list)  # aligned with `order`: who contributed each
-    interleaved: bool = False  # a team-draft interleaving of the champion's and the previous champion's lists
+    interleaved: bool = False  # a team-draft interleaving of two versions' lists
+    challenger: str | None = None  # the challenger interleaved into this list, if any
+
+    def inference_fields(self) -> list[dict[str, object]]:
+        """What the API writes on the inference of each shown document, aligned with `order`: the
+        document `documents[order[i]]` gets `inference_fields()[i]` (docs/collections.md)."""
+        return [
+            {"rank": rank, "score": self.scores[doc], "model_version": version}
+            for rank, (doc, version) in enumerate(zip(self.order, self.versions, strict=True), start=1)
+        ]
 
 
 @dataclass(frozen=True)
 class _Serving:
     champion: LoadedModel
     previous: LoadedModel | None
+    challenger: LoadedModel | None = None
 
 
 class ChampionReranker:
@@ -75,8 +91,12 @@ class ChampionReranker:
         max_length: int = 256,
         batch_size: int = SERVING_BATCH_SIZE,
         variant: str = DEFAULT_SERVING_VARIANT,
+        challenge_share: float = 1.0,
     ):
         self.compare, self.share = _comparison(holdback, compare, share)
+        if not 0.0 <= challenge_share <= 1.0:
+            raise ValueError(f"challenge_share must be in [0, 1], got {challenge_share}")
+        self.challenge_share = challenge_share  # requests interleaved with a running challenge's challenger
         self.models_dir, self.base_model = Path(models_dir), base_model
         self.poll_seconds = poll_seconds
         self.holdback = self.share if self.compare == HOLDBACK else 0.0
@@ -89,7 +109,7 @@ class ChampionReranker:
             raise ValueError(f"variant {variant!r}: {problem}")
         self.variant = variant  # asked for (SERVING_VARIANT); each LoadedModel.variant says what serves
         self.last_error: str | None = None  # why the newest pointer target is not serving
-        self._failed: tuple[str | None, str | None] | None = None
+        self._failed: tuple[str | None, str | None, str | None] | None = None
         self._stop = threading.Event()
         self._serving = self._load(self._targets(), current=None)
         self._watcher = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
@@ -99,16 +119,28 @@ class ChampionReranker:
     def version(self) -> str | None:
         return self._serving.champion.version
 
+    @property
+    def challenger(self) -> str | None:
+        """The running challenge's challenger this reranker interleaves, if one is loaded."""
+        challenger = self._serving.challenger
+        return challenger.version if challenger is not None else None
+
     def rerank(self, query: str, documents: Sequence[str], *, key: str | None = None) -> RerankResult:
-        """Scores and order for `documents`. `key` (a user id, say) puts a stable holdback share of
-        users on the previous champion; with interleaving, a share of requests gets both versions' lists
-        interleaved, and `versions` names the contributor of each document in `order`."""
+        """Scores and order for `documents`. While a challenge runs, a `challenge_share` of requests gets
+        the champion's and the challenger's lists interleaved. Otherwise `key` (a user id, say) puts a
+        stable holdback share of users on the previous champion (a request without a key is drawn at
+        random, so anonymous traffic lands on both sides alike); with interleaving, a share of requests
+        gets both versions' lists interleaved. `versions` names the contributor of each document in
+        `order`; `inference_fields()` is what to write on each shown result."""
         serving = self._serving  # one read: this request stays on these models whatever swaps meanwhile
-        previous = serving.previous
+        previous, challenger = serving.previous, serving.challenger
+        if challenger is not None and len(documents) > 1 and self._draw() < self.challenge_share:
+            return _interleaved(serving.champion, challenger, query, documents, self._coins(), challenge=True)
         if previous is not None and self.compare == INTERLEAVE and len(documents) > 1 and self._draw() < self.share:
             return _interleaved(serving.champion, previous, query, documents, self._coins())
         salt = serving.champion.version or "base"  # a new holdback group for every champion
-        held = previous is not None and key is not None and _bucket(f"{salt}\x00{key}") < self.holdback
+        draw = _bucket(f"{salt}\x00{key}") if key is not None else self._draw()
+        held = previous is not None and self.holdback > 0 and draw < self.holdback
         loaded = previous if held and previous is not None else serving.champion
         scores = loaded.score(query, documents) if documents else np.zeros(0)
         order = _ranking(scores)
@@ -127,8 +159,9 @@ class ChampionReranker:
         self._watcher.join()
 
     # Following the pointer.
-    def _targets(self) -> tuple[str | None, str | None]:
-        return champion_target(self.models_dir, POINTER), champion_target(self.models_dir, PREVIOUS)
+    def _targets(self) -> tuple[str | None, str | None, str | None]:
+        at = self.models_dir
+        return champion_target(at, POINTER), champion_target(at, PREVIOUS), champion_target(at, CHALLENGER)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -137,7 +170,8 @@ class ChampionReranker:
     def refresh(self) -> bool:
         """Check the pointer now; True if a new champion was swapped in."""
         targets = self._targets()
-        current = (self._serving.champion.version, self._serving.previous.version if self._serving.previous else None)
+        now = self._serving
+        current = tuple(m.version if m else None for m in (now.champion, now.previous, now.challenger))
         if targets == current or targets == self._failed:
             return False
         try:
@@ -147,7 +181,7 @@ class ChampionReranker:
             log.error("champion %s not loaded; %s keeps serving (%s)", targets[0], current[0], self.last_error)
             return False
         self._serving, self._failed, self.last_error = serving, None, None
-        log.info("now serving %s (holdback: %s)", targets[0] or "the base model", targets[1])
+        log.info("now serving %s (holdback: %s, challenger: %s)", targets[0] or "the base model", *targets[1:])
         # Reference counting frees the old model here (no cycle holds it; tests/test_serving.py checks with
         # the collector off): a full gc.collect() stalled every request thread, 0.3 s in a test process.
         del serving
@@ -155,17 +189,24 @@ class ChampionReranker:
             torch.cuda.empty_cache()
         return True
 
-    def _load(self, targets: tuple[str | None, str | None], current: _Serving | None) -> _Serving:
-        champion_version, previous_version = targets
-        reuse = {} if current is None else {m.version: m for m in (current.champion, current.previous) if m}
+    def _load(self, targets: tuple[str | None, str | None, str | None], current: _Serving | None) -> _Serving:
+        champion_version, previous_version, challenger_version = targets
+        loaded = () if current is None else (current.champion, current.previous, current.challenger)
+        reuse = {m.version: m for m in loaded if m}
         champion = reuse.get(champion_version) or self._load_version(champion_version)
-        previous = None
-        if self.share > 0 and previous_version is not None:
-            try:
-                previous = reuse.get(previous_version) or self._load_version(previous_version)
-            except Exception:  # no holdback rather than no champion
-                log.exception("holdback model %s not loaded; the champion serves every request", previous_version)
-        return _Serving(champion, previous)
+        reuse[champion.version] = champion
+        previous = self._optional(previous_version, reuse, "holdback") if self.share > 0 else None
+        challenger = self._optional(challenger_version, reuse, "challenger") if self.challenge_share > 0 else None
+        return _Serving(champion, previous, challenger)
+
+    def _optional(self, version: str | None, reuse: dict[str | None, LoadedModel], role: str) -> LoadedModel | None:
+        if version is None:
+            return None
+        try:
+            return reuse.get(version) or self._load_version(version)
+        except Exception:  # no comparison rather than no champion
+            log.exception("%s model %s not loaded; the champion serves every request", role, version)
+            return None
 
     def _load_version(self, version: str | None) -> LoadedModel:
         if version is None:
@@ -201,16 +242,23 @@ def _ranking(scores: np.ndarray) -> list[int]:
 
 
 def _interleaved(
-    champion: LoadedModel, previous: LoadedModel, query: str, documents: Sequence[str], coins: random.Random
+    champion: LoadedModel,
+    other: LoadedModel,
+    query: str,
+    documents: Sequence[str],
+    coins: random.Random,
+    *,
+    challenge: bool = False,
 ) -> RerankResult:
     """Both versions score the documents; the list is their team draft. Each document's score is the
     one its contributing version gave it."""
-    mine, theirs = champion.score(query, documents), previous.score(query, documents)
+    mine, theirs = champion.score(query, documents), other.score(query, documents)
     order, teams = team_draft(_ranking(mine), _ranking(theirs), coins)
     by_doc = {doc: team for doc, team in zip(order, teams, strict=True)}
     scores = [float(theirs[i] if by_doc[i] else mine[i]) for i in range(len(documents))]
-    tags = [previous.version if team else champion.version for team in teams]
-    return RerankResult(champion.version, scores, order, False, tags, interleaved=True)
+    tags = [other.version if team else champion.version for team in teams]
+    return RerankResult(champion.version, scores, order, False, tags, interleaved=True,
+                        challenger=other.version if challenge else None)  # fmt: skip
 
 
 def _bucket(key: str) -> float:

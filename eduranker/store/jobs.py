@@ -303,6 +303,8 @@ def headline(job: JobDoc) -> str:
     status = job.get("status", "unknown")
     if status == SUCCEEDED and job.get("promoted"):
         return f"PROMOTED {job.get('version')}: {job.get('gate_reason')}"
+    if status == SUCCEEDED and job.get("challenger"):
+        return f"CHALLENGER {job.get('version')}: users decide; {job.get('gate_reason')}"
     if status == REJECTED:
         return f"REJECTED {job.get('version')}: {job.get('reason')}"
     return f"{str(status).upper()}: {job.get('reason') or ''}".rstrip(": ")
