@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from eduranker import models_dir
+from eduranker.records import ChallengeOutcome
 from eduranker.settings import Settings
 from eduranker.store import jobs, monitoring
 from eduranker.store.clock import server_now
@@ -58,6 +59,7 @@ class Reading:
     state: dict[str, Any] = field(default_factory=dict)
     versions: list[dict[str, Any]] = field(default_factory=list)
     rollbacks: int = 0
+    challenges: dict[str, int] = field(default_factory=dict)  # ended challenges by outcome
     pointer: str | None = None
     disk: tuple[int, int] | None = None  # (free bytes, size bytes) of the models volume
     workers: int | None = None  # None: the broker did not answer
@@ -83,6 +85,7 @@ def read(db: Db, settings: Settings, workers: Callable[[], int | None] | None = 
         state=load_state(db),
         versions=found,
         rollbacks=monitoring.guard_rollbacks(db),
+        challenges=monitoring.challenge_outcomes(db),
     )
     reading.pointer, reading.disk = read_volume(settings.models_dir)
     reading.workers = workers() if workers is not None else None
@@ -115,6 +118,7 @@ def families(r: Reading, holder: str) -> list[Metric]:
         *_champion_families(r),
         *_producer_families(r, holder),
         *_online_families(r),
+        *_challenge_families(r),
         *_volume_families(r),
     ]
 
@@ -235,6 +239,29 @@ def _online_families(r: Reading) -> Iterator[Metric]:
                 likes.add_metric(labels, float(figures.get("likes") or 0))
     yield served
     yield likes
+
+
+def _challenge_families(r: Reading) -> Iterator[Metric]:
+    running = r.champion.get("challenge") or {}
+    info = _gauge("eduranker_challenge_info", "The running challenge (1): its challenger and the champion it "
+                  "is compared with.", labels=["challenger", "champion"])  # fmt: skip
+    bounds = _gauge("eduranker_challenge_credit", "The running challenge's mean interleaving credit (the "
+                    "challenger's) with its always-valid interval (bound: estimate, low, high).",
+                    labels=["challenger", "bound"])  # fmt: skip
+    challenger = running.get("version")
+    if challenger:
+        info.add_metric([challenger, running.get("against") or "base"], 1)
+        doc = next((d for d in r.versions if d.get("version") == challenger), {})
+        figures = (doc.get("challenge") or {}).get("figures") or {}
+        for bound in ("estimate", "low", "high"):
+            if isinstance(figures.get(bound), int | float):
+                bounds.add_metric([challenger, bound], float(figures[bound]))
+    yield info
+    yield bounds
+    ended = CounterMetricFamily("eduranker_challenges", "Ended challenges, by outcome.", labels=["outcome"])
+    for outcome in ChallengeOutcome:
+        ended.add_metric([str(outcome)], float(r.challenges.get(outcome, 0)))
+    yield ended
 
 
 def _volume_families(r: Reading) -> Iterator[Metric]:

@@ -193,3 +193,28 @@ def test_an_operator_ends_a_challenge_by_hand(challenged, isettings, capsys):
     out = capsys.readouterr().out
     assert "v0002 challenge by_hand: looks right" in out and "v0003 challenge by_hand" in out
     assert cli.main(["reject"], settings=isettings) == 1  # no challenge running
+
+
+def test_the_metrics_show_the_running_challenge_and_each_outcome(challenged, isettings):
+    from producer.metrics import families, read
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        found = {}
+        for family in families(read(challenged, isettings), "test"):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return found
+
+    write_interleaved(challenged, "v0001", "v0002", users=110, p_challenger=0.6, p_champion=0.55, seed=9)
+    assert not refresh_challenge(challenged, isettings).applied  # type: ignore[union-attr]
+    running = samples()
+    assert running[("eduranker_challenge_info", (("challenger", "v0002"), ("champion", "v0001")))] == 1
+    low = running[("eduranker_challenge_credit", (("bound", "low"), ("challenger", "v0002")))]
+    high = running[("eduranker_challenge_credit", (("bound", "high"), ("challenger", "v0002")))]
+    assert low < 0 < high
+    write_interleaved(challenged, "v0001", "v0002", users=150, p_challenger=0.9, p_champion=0.1, seed=10)
+    assert refresh_challenge(challenged, isettings).applied  # type: ignore[union-attr]
+    ended = samples()
+    assert not any(name == "eduranker_challenge_info" for name, _ in ended)
+    assert ended[("eduranker_challenges_total", (("outcome", "promoted"),))] == 1
+    assert ended[("eduranker_challenges_total", (("outcome", "rejected"),))] == 0

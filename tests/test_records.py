@@ -27,7 +27,9 @@ def test_the_statuses_are_the_strings_documents_already_hold():
         "rejected",
         "cancelled",
     ]
-    assert [s.value for s in VersionStatus] == ["candidate", "champion", "rejected", "retired", "rolled_back"]
+    assert [s.value for s in VersionStatus] == [
+        "candidate", "champion", "rejected", "retired", "rolled_back", "challenger"
+    ]  # fmt: skip
     assert jobs.ACTIVE == ("queued", "running") and versions.ROLLED_BACK == "rolled_back"
     assert "queued" in jobs.ACTIVE and jobs.TERMINAL[-1] == "cancelled"  # a document's string finds its member
 

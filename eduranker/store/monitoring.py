@@ -81,12 +81,21 @@ def lease_document(db: Db) -> Document:
 def recent_versions(db: Db, limit: int, *, also: str | None = None) -> list[Document]:
     """The newest `limit` versions' figures (offline metrics, gate intervals, live counts), and version
     `also` (the champion) when it is older: two queries at most."""
-    fields = {"version": 1, "status": 1, "metrics.after": 1, "gate.intervals": 1, "online": 1}
+    fields = {"version": 1, "status": 1, "metrics.after": 1, "gate.intervals": 1, "online": 1, "challenge": 1}
     found = list(db[MODEL_VERSIONS].find({}, fields, sort=[("version", -1)], limit=limit))
     if also is not None and all(doc.get("version") != also for doc in found):
         older = db[MODEL_VERSIONS].find_one({"version": also}, fields)
         found += [older] if older is not None else []
     return found
+
+
+def challenge_outcomes(db: Db) -> dict[str, int]:
+    """Ended challenges by outcome (one aggregation)."""
+    found = db[MODEL_VERSIONS].aggregate([
+        {"$match": {"challenge.outcome": {"$type": "string"}}},
+        {"$group": {"_id": "$challenge.outcome", "n": {"$sum": 1}}},
+    ])  # fmt: skip
+    return {str(doc["_id"]): int(doc["n"]) for doc in found}
 
 
 def guard_rollbacks(db: Db) -> int:
