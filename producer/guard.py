@@ -214,5 +214,5 @@ def describe(f: dict[str, Any]) -> str:
         return head
     level = f"{f['confidence']:.0%}"
     bound = (f"{what} {f['estimate']:+.3f}, {level} always-valid interval [{f['low']:+.3f}, {f['high']:+.3f}]; "
-             f"evidence {f['log_evidence']:.2f} of {f['log_evidence_needed']:.2f} (log) a rollback needs")  # fmt: skip
+             f"evidence {f['log_evidence']:.2f} of {f['log_evidence_needed']:.2f} (log) a decision needs")  # fmt: skip
     return f"{head}; {bound}"
