@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, source_of  # noqa: E402
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
@@ -51,9 +52,10 @@ from eduranker.pipeline.split import SplitKey, is_heldout  # noqa: E402
 from eduranker.queue import make_celery, send_training_job  # noqa: E402
 from eduranker.serving import ChampionReranker  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
-from eduranker.store import connect, ensure_indexes, jobs  # noqa: E402
+from eduranker.store import connect, ensure_indexes, jobs, versions  # noqa: E402
 from eduranker.store.connection import INFERENCES  # noqa: E402
 from eduranker.store.evaluation_epochs import latest_epoch  # noqa: E402
+from producer.challenge_refresh import refresh_challenge  # noqa: E402
 
 
 def wait_for(db: Any, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
@@ -66,11 +68,44 @@ def wait_for(db: Any, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
     raise SystemExit(f"job {job_id} did not finish in {timeout_s:.0f} s")
 
 
+def run_challenge(ctx: dict[str, Any], version: str) -> dict[str, Any]:
+    """Serve while `version` is the challenger, `--look-every` searches a look; each look is the
+    producer's own challenge duty (`refresh_challenge`), until it ends the challenge."""
+    db, args, reranker, settings = ctx["db"], ctx["args"], ctx["reranker"], ctx["settings"]
+    reranker.refresh()  # follows models/challenger now (its watcher would within a second)
+    alone = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=3600,
+                             max_length=args.max_length, device="cpu", challenge_share=0.0)  # fmt: skip
+    shown: list[float] = []
+    own: list[float] = []
+    searches = 0
+    try:
+        while searches < args.challenge_searches:
+            part = serve_round(db, ctx["world"], reranker, args, ctx["rng"], args.look_every, champion_alone=alone)
+            shown += [n for n, interleaved in zip(part.shown_ndcg, part.was_interleaved, strict=True) if interleaved]
+            own += part.alone_ndcg
+            searches += args.look_every
+            done = refresh_challenge(db, settings)
+            if done is None or done.applied:
+                break
+    finally:
+        alone.close()
+    reranker.refresh()
+    ended = versions.get_version(db, version).get("challenge") or {}
+    return {
+        "outcome": ended.get("outcome") or "running",
+        "searches": searches,
+        "figures": ended.get("figures") or {},
+        "shown": float(np.mean(shown)) if shown else None,
+        "alone": float(np.mean(own)) if own else None,
+    }
+
+
 def run_round(r: int, ctx: dict[str, Any]) -> dict[str, Any]:
-    """One round: serve, react, one job, its outcome against the truth."""
+    """One round: serve, react, one job, its outcome against the truth; a challenge decided by users."""
     db, world, args, models_dir, base = ctx["db"], ctx["world"], ctx["args"], ctx["models_dir"], ctx["base"]
     reranker, quality, trained = ctx["reranker"], ctx["quality"], ctx["trained"]
-    reactions, ranks = serve_round(db, world, reranker, args, ctx["rng"])
+    served = serve_round(db, world, reranker, args, ctx["rng"])
+    reactions, ranks = served.reactions, served.ranks
     top3 = sum(1 for rank in ranks if rank <= 3) / max(1, len(ranks))
     snapshot_queries = feedback_queries(db)
     champion = reranker.version  # what served this round, and what the job judges against (read before a
@@ -108,8 +143,13 @@ def run_round(r: int, ctx: dict[str, Any]) -> dict[str, Any]:
         row["true_candidate"] = quality.per_query(after).mean(axis=0).tolist()
         row["true_delta"] = quality.delta_interval(before, after)
         row["version"] = version
+    if version is not None and job.get("challenger"):
+        row["challenge"] = run_challenge(ctx, version)
+    row["promoted"] = job.get("promoted") or (row.get("challenge") or {}).get("outcome") in ("promoted", "offline")
+    row["promoted"] = bool(row["promoted"]) and versions.read_champion(db).version == version
+    row["serving_after"] = versions.read_champion(db).version
     deadline = time.monotonic() + 60
-    while job["status"] == jobs.SUCCEEDED and reranker.version != version and time.monotonic() < deadline:
+    while row["promoted"] and reranker.version != version and time.monotonic() < deadline:
         reranker.refresh()
         time.sleep(0.5)
     return row
@@ -136,17 +176,29 @@ def print_row(row: dict[str, Any]) -> None:
             f"{share_heldout:.0%} of the {n_heldout} held-out ones"
         )
     print(f"    reason: {row['reason']}")
+    c = row.get("challenge")
+    if c:
+        f = c["figures"]
+        interval = f"[{f['low']:+.3f}, {f['high']:+.3f}]" if "low" in f else "(no interval yet)"
+        cost = "" if c["shown"] is None else f"; true NDCG@10 shown {c['shown']:.3f} vs champion alone {c['alone']:.3f}"
+        print(f"    challenge {c['outcome']} after {c['searches']} searches: {f.get('impressions', 0)} interleaved "
+              f"with feedback ({f.get('feedback', 0)} feedbacks, {f.get('users', [0])[0]} users), credit "
+              f"{f.get('estimate', float('nan')):+.3f} {interval}{cost}")  # fmt: skip
 
 
 def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
     judged = [r for r in rows if "true_delta" in r]
-    promoted = [r for r in judged if r["status"] == jobs.SUCCEEDED]
+    promoted = [r for r in judged if r["promoted"]]
     worst = min((r["true_delta"][0] for r in promoted), default=0.0)
+    challenged = any("challenge" in r for r in rows)
     missed = [
         r["round"]
         for r in judged
-        if r["true_delta"][0] >= 0.03 and (r["heldout_pairs"] or 0) >= 200 and r["status"] != jobs.SUCCEEDED
+        if r["true_delta"][0] >= 0.03 and (challenged or (r["heldout_pairs"] or 0) >= 200) and not r["promoted"]
     ]
+    first = next((r["round"] for r in rows if r.get("serving_after")), None)
+    shown = [(c["shown"], c["alone"]) for r in rows if (c := r.get("challenge")) and c["shown"] is not None]
+    cost = float(np.mean([a - s for s, a in shown])) if shown else 0.0
     best = max((r["true_candidate"][0] for r in judged), default=0.0)
     print(
         f"goals: leakage {sum(r['judged_seen'] for r in judged)} / {sum(r['reference_leaked'] for r in judged)}"
@@ -159,8 +211,17 @@ def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
         "0 held-out queries the judged champion trained on, 0 reference queries the candidate trained on": leaked == 0,
         "no promotion lowers the champion's true NDCG@10 by more than 0.01": worst >= -0.01,
         "the final champion is within 0.01 of the best candidate the run trained": final_ndcg >= best - 0.01,
-        "every candidate truly better by >= 0.03 NDCG@10 with >= 200 held-out pairs is promoted": not missed,
+        "every candidate truly better by >= 0.03 NDCG@10"
+        + ("" if challenged else " with >= 200 held-out pairs")
+        + " is promoted": not missed,
     }
+    if challenged:
+        verdicts[f"the first model serves by the end of round 1 (it served after round {first})"] = (
+            first is not None and first <= 1
+        )
+        verdicts[f"what users were shown during challenges is within 0.01 of the champion alone ({-cost:+.3f})"] = (
+            cost <= 0.01
+        )
     for goal, met in verdicts.items():
         print(f"    done-when: {goal}: {'met' if met else 'NOT met'}")
 
@@ -183,6 +244,7 @@ def start(tmp: Path, args: argparse.Namespace) -> tuple[Any, Any, Settings]:
         seed=args.seed,
         torch_threads=args.threads,
         train_max_pairs=args.train_max_pairs,
+        promotion_mode=args.promotion,
     )
     return mongo, broker, settings
 
@@ -208,6 +270,11 @@ def main() -> int:
         default="newest",
         help="the training cap's rule: the newest pairs (the worker's) or a recency-weighted sample",
     )
+    promotion = "PROMOTION_MODE: users decide a screened challenger, or the offline gate promotes"
+    parser.add_argument("--promotion", choices=("interleave", "offline"), default=Settings.promotion_mode,
+                        help=promotion)  # fmt: skip
+    parser.add_argument("--look-every", type=int, default=25, help="searches between two looks at a challenge")
+    parser.add_argument("--challenge-searches", type=int, default=4000, help="searches a challenge may take")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)  # serving and the worker share the cores: no oversubscription
@@ -250,6 +317,7 @@ def main() -> int:
         "quality": TrueQuality(world, args.max_length),
         "trained": {None: set()},
         "rng": random.Random(args.seed),
+        "settings": settings,
     }
     rows = []
     try:

@@ -11,6 +11,7 @@ exploration share swaps one random adjacent pair among the top results before th
 from __future__ import annotations
 
 import argparse
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,36 +75,64 @@ def user_reaction(relevant: bool, rank: int, rng: random.Random, eta: float) -> 
     return value
 
 
-def serve_round(db: Any, world: World, reranker: ChampionReranker, args: argparse.Namespace, rng: random.Random):
-    """`args.searches` searches, each a user_queries document and its 20 inferences; then reactions."""
-    reactions, ranks = 0, []
+def relevant_ndcg(shown: list[str], name: str) -> float:
+    """True NDCG@10 of one shown list: its one relevant document's position (0 past the tenth)."""
+    rank = shown.index(name) + 1 if name in shown else 0
+    return 1.0 / math.log2(rank + 1) if 0 < rank <= 10 else 0.0
+
+
+@dataclass
+class Served:
+    reactions: int = 0
+    ranks: list[int] = field(default_factory=list)  # ranks of the reactions
+    shown_ndcg: list[float] = field(default_factory=list)  # true NDCG@10 of each list shown
+    alone_ndcg: list[float] = field(default_factory=list)  # … of the champion's own list for the same search
+    was_interleaved: list[bool] = field(default_factory=list)  # aligned with shown_ndcg
+
+
+def serve_round(
+    db: Any,
+    world: World,
+    reranker: ChampionReranker,
+    args: argparse.Namespace,
+    rng: random.Random,
+    searches: int | None = None,
+    champion_alone: ChampionReranker | None = None,
+) -> Served:
+    """`searches` searches, each a user_queries document and its inferences written as the docs tell a
+    search API to (`result.inference_fields()`, aligned with `result.order`); then reactions. With
+    `champion_alone`, each interleaved list's truth is measured beside the champion's own list."""
+    out = Served()
     now = datetime.now(UTC)
-    for _ in range(args.searches):
+    for _ in range(args.searches if searches is None else searches):
         name = rng.choice(world.served)
         world.searched.add(name)
         user = f"user-{rng.randrange(500)}"
         candidates = world.corpus.candidates[name]
-        result = reranker.rerank(world.summary[name], [world.text[c] for c in candidates], key=user)
+        texts = [world.text[c] for c in candidates]
+        result = reranker.rerank(world.summary[name], texts, key=user)
+        fields = result.inference_fields()
         order = explore(result.order, rng, args.explore)
+        by_doc = dict(zip(result.order, fields, strict=True))
+        shown = [candidates[i] for i in order]
+        out.shown_ndcg.append(relevant_ndcg(shown, name))
+        out.was_interleaved.append(result.interleaved)
+        if result.interleaved and champion_alone is not None:
+            alone = champion_alone.rerank(world.summary[name], texts, key=user).order
+            out.alone_ndcg.append(relevant_ndcg([candidates[i] for i in alone], name))
         qid = db[USER_QUERIES].insert_one({"query_text": world.summary[name], "user_id": user}).inserted_id
         docs = [
-            {
-                "query_id": qid,
-                "resource_id": world.resource_id[candidates[i]],
-                "rank": rank,
-                "score": result.scores[i],
-                "model_version": result.version,
-                "created_at": now,
-            }
+            {"query_id": qid, "resource_id": world.resource_id[candidates[i]], **by_doc[i], "rank": rank,
+             "created_at": now}
             for rank, i in enumerate(order, start=1)
-        ]
+        ]  # fmt: skip
         ids = db[INFERENCES].insert_many(docs).inserted_ids
         for rank, (inference_id, i) in enumerate(zip(ids, order, strict=True), start=1):
             value = user_reaction(candidates[i] == name, rank, rng, args.eta)
             if value is not None:
                 db[INFERENCES].update_one({"_id": inference_id}, {"$set": {"feedback": value, "feedback_at": now}})
-                reactions += 1
-                ranks.append(rank)
+                out.reactions += 1
+                out.ranks.append(rank)
                 if candidates[i] == name:
                     world.relevant_judged.add(name)
-    return reactions, ranks
+    return out

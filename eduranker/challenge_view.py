@@ -9,6 +9,7 @@ from eduranker import champion
 from eduranker.errors import Refused
 from eduranker.records import ChallengeOutcome, VersionDoc
 from eduranker.store import challenge
+from eduranker.store.connection import MODEL_VERSIONS
 from eduranker.store.types import Db
 
 
@@ -35,8 +36,8 @@ def status_lines(db: Db) -> list[str]:
 
     _, running = challenge.read(db)
     if running is None:
-        return []
-    doc = db["model_versions"].find_one({"version": running.version}, {"challenge": 1}) or {}
+        return _last_ended(db)
+    doc = db[MODEL_VERSIONS].find_one({"version": running.version}, {"challenge": 1}) or {}
     figures = (doc.get("challenge") or {}).get("figures") or {}
     lines = [f"challenge: {running.version} vs {running.against or 'the base model'} since "
              f"{running.started_at:%Y-%m-%d %H:%M} UTC (interleaved; users decide)"]  # fmt: skip
@@ -55,3 +56,15 @@ def version_lines(rows: list[VersionDoc]) -> list[str]:
         if ended.get("outcome"):
             out.append(f"{v['version']} challenge {ended['outcome']}: {ended.get('reason')}")
     return out
+
+
+def _last_ended(db: Db) -> list[str]:
+    """The newest ended challenge, where it fell back to the offline gate: the search API does not
+    interleave, and an operator should know that users did not decide."""
+    doc = db[MODEL_VERSIONS].find_one({"challenge.outcome": {"$type": "string"}}, {"version": 1, "challenge": 1},
+                                      sort=[("version", -1)])  # fmt: skip
+    ended = (doc or {}).get("challenge") or {}
+    if ended.get("outcome") != ChallengeOutcome.OFFLINE:
+        return []
+    return [f"last challenge: {doc['version']} decided offline, the search API served no interleaved search "  # type: ignore[index]
+            f"(it does not use ChampionReranker?): {ended.get('reason')}"]  # fmt: skip

@@ -215,8 +215,10 @@ def document_text(corpus: DemoCorpus, title: str) -> str:
 def serve_results(
     db: Db, corpus: DemoCorpus, rng: random.Random, results_per_query: int = 6, ranker: Ranker | None = None
 ) -> list[tuple[ObjectId, bool]]:
-    """One served result list per query: half on-subject, half off, ordered by `ranker` (random scores
-    without one) and tagged with the version that ranked it. Returns (inference id, relevant)."""
+    """One served result list per query: half on-subject, half off. Without a ranker, random scores on
+    the corpus's own searches (the seed history). With one, as the search API does: a new search
+    (`user_queries`, with its user) ordered by `result.order`, each result written with its
+    `result.inference_fields()` (the version that contributed it). Returns (inference id, relevant)."""
     served = []
     now = datetime.now(UTC)
     for query, query_id in corpus.query_ids.items():
@@ -225,14 +227,19 @@ def serve_results(
         off = [t for t, s in corpus.subject_of_resource.items() if s != subject]
         picks = rng.sample(on, results_per_query // 2) + rng.sample(off, results_per_query - results_per_query // 2)
         rng.shuffle(picks)
-        version, scores = None, [rng.random() for _ in picks]
-        if ranker is not None:
-            result = ranker.rerank(query, [document_text(corpus, t) for t in picks], key=f"user-{rng.randrange(1000)}")
-            version, scores = result.version, result.scores
-        ranked = sorted(zip(picks, scores, strict=True), key=lambda pick: -pick[1])
-        for rank, (title, score) in enumerate(ranked, start=1):
-            doc = {"query_id": query_id, "resource_id": corpus.resource_ids[title], "rank": rank, "score": score,
-                   "model_version": version, "created_at": now}  # fmt: skip
+        scores = [rng.random() for _ in picks]
+        rows: list[tuple[str, dict[str, Any]]]
+        if ranker is None:
+            ranked = sorted(zip(picks, scores, strict=True), key=lambda pick: -pick[1])
+            rows = [(t, {"rank": r, "score": sc, "model_version": None}) for r, (t, sc) in enumerate(ranked, 1)]
+        else:
+            user = f"user-{rng.randrange(1000)}"
+            result = ranker.rerank(query, [document_text(corpus, t) for t in picks], key=user)
+            search = {"query_text": query, "user_id": user, "created_at": now}
+            query_id = db[USER_QUERIES].insert_one(search).inserted_id
+            rows = [(picks[doc], fields) for doc, fields in zip(result.order, result.inference_fields(), strict=True)]
+        for title, fields in rows:
+            doc = {"query_id": query_id, "resource_id": corpus.resource_ids[title], **fields, "created_at": now}
             served.append((db[INFERENCES].insert_one(doc).inserted_id, corpus.subject_of_resource[title] == subject))
     return served
 

@@ -130,6 +130,8 @@ def demo_run(settings: Settings, args: argparse.Namespace, db: Db, data_dir: Pat
     deadline = None if args.keep_running else started + args.timeout
     job = follow_jobs(db, job_ids=earlier, since=attached, deadline=deadline, follower=follower,
                       end_when=lambda j: j["_id"] not in earlier)  # fmt: skip
+    if job is not None and job.get("challenger"):  # users decide: keep serving until the producer does
+        follow_challenge(db, str(job.get("version")), deadline)
     pace.first_done.set()
     if job is None:
         print(f"no job started by this run ended after {args.timeout:.0f} s; see {data_dir / 'logs'}")
@@ -141,6 +143,21 @@ def demo_run(settings: Settings, args: argparse.Namespace, db: Db, data_dir: Pat
     stop_writing.set()
     writer.join(10)
     return 0
+
+
+def follow_challenge(db: Db, version: str, deadline: float | None) -> None:
+    """Print the challenge of `version` (served interleaved with the champion) until the producer ends it."""
+    print(f"{version} is the challenger: the search API interleaves it with the champion; users decide", flush=True)
+    shown = None
+    while deadline is None or time.monotonic() < deadline:
+        ended = versions.get_version(db, version).get("challenge") or {}
+        line = ended.get("reason") if ended.get("outcome") else (ended.get("figures") or {}).get("decision")
+        if line and line != shown:
+            print(f"  challenge {ended.get('outcome') or 'running'}: {line}", flush=True)
+            shown = line
+        if ended.get("outcome"):
+            return
+        time.sleep(0.5)
 
 
 def follow_for_good(
@@ -194,6 +211,8 @@ def demo_settings(data_dir: Path, args: argparse.Namespace) -> Settings:
         num_epochs=int(os.environ.get("NUM_EPOCHS", args.epochs)),
         max_length=int(os.environ.get("MAX_LENGTH", 64)),
         train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
+        # A challenge is looked at every 5 s, so the demo shows users deciding within a minute or two.
+        online_refresh_seconds=float(os.environ.get("ONLINE_REFRESH_SECONDS", 5)),
         split_key=base.split_key or demo.DEMO_SPLIT_KEY,
         torch_threads=int(os.environ.get("TORCH_THREADS", shared_host_worker_threads(len(os.sched_getaffinity(0))))),
     )

@@ -152,6 +152,9 @@ def test_no_interleaved_search_falls_back_to_the_offline_gate(challenged, isetti
     assert challenge.read(challenged)[0].version == ("v0002" if offline_promote else "v0001")
     ended = versions.get_version(challenged, "v0002")["challenge"]
     assert ended["outcome"] == ChallengeOutcome.OFFLINE and "decided offline" in ended["reason"]
+    from eduranker.challenge_view import status_lines
+
+    assert status_lines(challenged)[0].startswith("last challenge: v0002 decided offline")
 
 
 def test_a_first_model_is_challenged_against_the_base_model(registry, isettings):

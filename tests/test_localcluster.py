@@ -91,7 +91,9 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
         assert status == 200
         assert any(t["name"] == "eduranker.train_reranker" and t["state"] == "SUCCESS" for t in tasks.values())
         # A promotion reads as one in the task list's Result column (a rejection reads "REJECTED ...").
-        assert any("'outcome': 'PROMOTED v0001" in (t.get("result") or "") for t in tasks.values()), tasks
+        # The first model passed the screen and became the challenger; users' interleaved searches promoted it.
+        assert any("'outcome': 'CHALLENGER v0001" in (t.get("result") or "") for t in tasks.values()), tasks
+        assert "challenge promoted: users prefer the challenger" in output, output
         # A second terminal reaches the cluster with one line.
         status = subprocess.run(["bash", "-c", f"source {tmp_path / 'cluster.env'} && eduranker status"],
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
