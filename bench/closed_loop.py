@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from closed_loop_challenge import run_challenge  # noqa: E402
 from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, source_of  # noqa: E402
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
 
@@ -55,7 +56,6 @@ from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, jobs, versions  # noqa: E402
 from eduranker.store.connection import INFERENCES  # noqa: E402
 from eduranker.store.evaluation_epochs import latest_epoch  # noqa: E402
-from producer.challenge_refresh import refresh_challenge  # noqa: E402
 
 
 def wait_for(db: Any, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
@@ -66,38 +66,6 @@ def wait_for(db: Any, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
             return job
         time.sleep(1)
     raise SystemExit(f"job {job_id} did not finish in {timeout_s:.0f} s")
-
-
-def run_challenge(ctx: dict[str, Any], version: str) -> dict[str, Any]:
-    """Serve while `version` is the challenger, `--look-every` searches a look; each look is the
-    producer's own challenge duty (`refresh_challenge`), until it ends the challenge."""
-    db, args, reranker, settings = ctx["db"], ctx["args"], ctx["reranker"], ctx["settings"]
-    reranker.refresh()  # follows models/challenger now (its watcher would within a second)
-    alone = ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=3600,
-                             max_length=args.max_length, device="cpu", challenge_share=0.0)  # fmt: skip
-    shown: list[float] = []
-    own: list[float] = []
-    searches = 0
-    try:
-        while searches < args.challenge_searches:
-            part = serve_round(db, ctx["world"], reranker, args, ctx["rng"], args.look_every, champion_alone=alone)
-            shown += [n for n, interleaved in zip(part.shown_ndcg, part.was_interleaved, strict=True) if interleaved]
-            own += part.alone_ndcg
-            searches += args.look_every
-            done = refresh_challenge(db, settings)
-            if done is None or done.applied:
-                break
-    finally:
-        alone.close()
-    reranker.refresh()
-    ended = versions.get_version(db, version).get("challenge") or {}
-    return {
-        "outcome": ended.get("outcome") or "running",
-        "searches": searches,
-        "figures": ended.get("figures") or {},
-        "shown": float(np.mean(shown)) if shown else None,
-        "alone": float(np.mean(own)) if own else None,
-    }
 
 
 def run_round(r: int, ctx: dict[str, Any]) -> dict[str, Any]:

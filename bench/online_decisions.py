@@ -14,10 +14,7 @@ times over one to three sessions spread over days, and each user has a like prop
 
 3. With --e2e-days N: the producer's own refresh and guard on a real SecantusDB, once a simulated day.
 
-4. With --anonymous-runs N (--only-anonymous: that alone): equal models and a 20% holdback, 30% of the
-   feedback from anonymous searches liked less often than users' results: anonymous requests never held
-   back and counted a cluster each (the rule before) beside drawn at random into the holdback and
-   clustered by hour (`ChampionReranker` and `producer.online.cluster_key` now).
+Anonymous traffic (30% of the feedback, liked less often): bench/online_anonymous.py.
 
     .venv/bin/python bench/online_decisions.py [--runs 2000] [--interleave-runs 600] [--seed 0] [--e2e-days 40]
 """
@@ -230,61 +227,6 @@ def power(rng: np.random.Generator, runs: int, worse: float) -> None:
                 print(f"   {base} needs {medians[base] / medians[other]:.1f}x the feedbacks of {other}")
 
 
-def _anonymous_events(rng: np.random.Generator, minutes: int, share: float, drawn: bool, first_id: int):
-    """Anonymous searches: 30% of the site's feedback (1 to 3 reactions a search), liked at 0.45 where
-    users like at 0.6 on average. `drawn`: held back at random with the holdback's share and clustered
-    by the hour (the serving and guard rule); else never held back, each search a cluster of its own
-    (the rule before). Returns (the champion's side, the holdback's side) as (cluster, minute, likes, n)."""
-    searches = rng.poisson(0.3 * PER_MINUTE * minutes / 2.0)
-    minute = np.sort(rng.uniform(0, minutes, searches))
-    size = rng.integers(1, 4, searches)
-    likes = rng.binomial(size, 0.45)
-    held = rng.random(searches) < share if drawn else np.zeros(searches, bool)
-    cluster = first_id + ((minute // 60).astype(np.int64) if drawn else np.arange(searches))
-    return [(cluster[side], minute[side], likes[side], size[side]) for side in (~held, held)]
-
-
-def _merged(e: Events, extra: tuple[np.ndarray, ...]) -> Events:
-    """Users' events and anonymous ones, ordered by cluster and then time (as `running` needs)."""
-    cluster, minute, likes, size = extra
-    user = np.r_[e.user, cluster]
-    when = np.r_[e.minute, minute]
-    order = np.lexsort((when, user))
-    return Events(user[order], when[order], np.r_[e.num, likes][order], np.r_[e.den, size][order],
-                  np.r_[e.feedback, size][order])  # fmt: skip
-
-
-def anonymous_run(rng: np.random.Generator, minutes: int, share: float, drawn: bool) -> int | None:
-    """Equal models; 70% of the feedback from users (like rate 0.6 on average), 30% anonymous (0.45):
-    the minute the sequential holdback test rolls back, if it does."""
-    global PER_MINUTE
-    saved, PER_MINUTE = PER_MINUTE, 0.7 * PER_MINUTE  # users give 70% of the site's feedback
-    try:
-        champ_e, held_e = holdback_events(rng, minutes, share, 0.0)
-    finally:
-        PER_MINUTE = saved
-    first_id = int(max(champ_e.user.max(initial=0), held_e.user.max(initial=0))) + 1
-    extra = _anonymous_events(rng, minutes, share, drawn, first_id)
-    champ, held = (running(_merged(e, x), minutes) for e, x in zip((champ_e, held_e), extra, strict=True))
-    (rc, vc), (rh, vh) = ratio(champ), ratio(held)
-    ready = (np.minimum(champ["den"], held["den"]) >= MIN_FEEDBACK) & (
-        np.minimum(champ["clusters"], held["clusters"]) >= MIN_CLUSTERS
-    )
-    return first_rollback(rc - rh + np_radius(vc + vh, HOLDBACK_TAU**2), ready)
-
-
-def anonymous_traffic(rng: np.random.Generator, runs: int) -> None:
-    minutes = 30 * 1440
-    print("4. equal models, 30 days checked every minute, a 20% holdback; 30% of the feedback anonymous and liked")
-    print(f"   at 0.45 (users: 0.6 on average); false rollbacks ({runs} runs each)")
-    for label, drawn in (("anonymous never held back, a cluster each (before)", False),
-                         ("anonymous drawn into the holdback, clustered by hour", True)):  # fmt: skip
-        hits = [anonymous_run(rng, minutes, 0.2, drawn) for _ in range(runs)]
-        days = [h / 1440 for h in hits if h is not None]
-        when = f"; median day {np.median(days):.0f}" if days else ""
-        print(f"   {label:<56} {rate(sum(h is not None for h in hits), runs)}{when}")
-
-
 def _small_site_day(db, rng, day, at, worse: float, propensity: np.ndarray) -> int:  # noqa: ANN001
     """One day of a small site interleaving every request: about 50 feedbacks on 4-result searches."""
     from bson import ObjectId
@@ -367,21 +309,13 @@ def main() -> None:
     parser.add_argument("--power-runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--e2e-days", type=int, default=0, help="also run the end-to-end case (e.g. 40 days)")
-    parser.add_argument("--anonymous-runs", type=int, default=0, help="also run the anonymous-traffic case")
-    parser.add_argument("--only-anonymous", action="store_true", help="run only the anonymous-traffic case")
     args = parser.parse_args()
     for v in (1e-4, 1e-3, 0.01):  # the bench's vectorised bound is the guard's own
         assert math.isclose(float(np_radius(np.array([v]), 0.0025)[0]), radius(v, 0.0025, ALPHA), rel_tol=1e-9)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    if args.only_anonymous:
-        anonymous_traffic(rng, args.anonymous_runs or 400)
-        print(f"({time.perf_counter() - started:.0f} s)")
-        return
     false_rollbacks(rng, args.runs, args.interleave_runs)
     power(rng, args.power_runs, 0.10)
-    if args.anonymous_runs:
-        anonymous_traffic(rng, args.anonymous_runs)
     if args.e2e_days:
         end_to_end(args.e2e_days, args.seed)
     print(f"({time.perf_counter() - started:.0f} s)")
