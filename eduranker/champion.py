@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from eduranker import models_dir
-from eduranker.errors import UnknownVersion
+from eduranker.errors import UnknownVersion, VersionUnusable
 from eduranker.store import versions
 from eduranker.store.types import Db
 
@@ -60,11 +60,33 @@ def promote(
     expected_champion: str | None | object = ...,
     force: bool = False,
 ) -> str | None:
-    """Promote `version` (its artifacts checked first); returns the previous champion."""
+    """Promote `version` (its artifacts checked first, and again once the pointer follows the switch);
+    returns the previous champion. The registry's switch is refused for a version retention pruned,
+    and no prune pass may mark the version while it is being promoted (`versions.mark_promoting`)."""
     models_dir.check_loadable(models, version)
     previous = versions.promote(db, version, by=by, reason=reason, expected_champion=expected_champion, force=force)
     _follow(db, models)
+    problem = pointer_problem(db, models)
+    if problem:
+        log.error("after promoting %s: %s", version, problem)
+        raise VersionUnusable(f"{version} is the registry's champion but {problem}")
     return previous
+
+
+def pointer_problem(db: Db, models: str | Path) -> str | None:
+    """What is wrong with `champion` for a search API that loads it now: a pointer that dangles, or a
+    registry champion without loadable files. None when it loads (or the base model serves)."""
+    record = versions.read_champion(db)
+    link = Path(models) / models_dir.POINTER
+    if link.is_symlink() and not link.resolve().is_dir():
+        return f"the pointer {link} dangles (its folder is gone)"
+    if record.version is None:
+        return None
+    try:
+        models_dir.check_loadable(models, record.version)
+    except (VersionUnusable, UnknownVersion) as exc:
+        return f"the champion's artifacts are unusable ({exc}); promote or roll back to a version with files"
+    return None
 
 
 def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
@@ -86,9 +108,13 @@ def reconcile(db: Db, models: str | Path, *, by: str) -> None:
     previous_wanted = (
         record.previous if record.previous and models_dir.version_dir(models, record.previous).is_dir() else None
     )
-    repaired = pointer != record.version or previous != previous_wanted
+    champion_there = record.version is None or models_dir.version_dir(models, record.version).is_dir()
+    repaired = (pointer != record.version and champion_there) or previous != previous_wanted
     if repaired:
         log.warning("champion pointer named %s but the registry names %s; repairing", pointer, record.version or "none")
         _follow(db, models)
+    if not champion_there:
+        # Nothing to point at: the pointer keeps what it serves; `eduranker status` shows the problem.
+        log.error("the registry's champion %s has no folder; the pointer stays on %s", record.version, pointer)
     if synced:
         log.warning("model_versions statuses brought in step with the registry: %s", ", ".join(synced))

@@ -3,7 +3,11 @@
 Invariants the database enforces, whatever order processes act in:
 - one active job: `queued` and `running` jobs carry `active: true`, and a partial unique index admits one
   such document. A manual job asked for while another is active is recorded `waiting` and moved into
-  the slot when it frees; an automatic one is not recorded at all.
+  the slot when it frees; an automatic one is not recorded at all, unless manual jobs wait: then it
+  waits its turn behind them (one at most), so a stream of manual jobs cannot starve it.
+- a bounded queue: each waiting job holds a `wait_slot` (0 to the cap less one for manual jobs,
+  "automatic" for the automatic one) under a partial unique index, so at most MAX_WAITING_JOBS manual
+  jobs wait, whoever records them at once.
 - fencing: a run owns its job through the attempt number its claim set; every write of that run is
   conditioned on it, so a run that was taken over changes nothing.
 - one clock: every time stored here (created, sent, heartbeat, finished) is the database server's
@@ -13,6 +17,7 @@ Invariants the database enforces, whatever order processes act in:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,7 +25,7 @@ from typing import Any, cast
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import Superseded
+from eduranker.errors import Refused, Superseded
 from eduranker.records import JobDoc, JobStatus
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
@@ -44,6 +49,13 @@ def _incremented(name: str) -> dict[str, Any]:
     return {"$add": [{"$ifNull": [f"${name}", 0]}, 1]}
 
 
+class QueueFull(Refused):
+    """MAX_WAITING_JOBS manual jobs wait already."""
+
+
+AUTOMATIC_SLOT = "automatic"  # the wait slot of the one automatic job that may wait
+
+
 def create_job(
     db: Db,
     job_id: str,
@@ -52,12 +64,12 @@ def create_job(
     overrides: dict[str, Any] | None = None,
     automatic: bool = False,
     sent: bool = False,
+    max_waiting: int | None = None,
 ) -> JobStatus | None:
-    """Record a job. Returns its status (`queued`, or `waiting` for a manual job behind an active one),
-    or None when nothing was recorded: the id exists already, or an automatic job met an active one or a
-    waiting manual one (manual jobs go first when the slot frees)."""
-    if automatic and next_waiting(db) is not None:
-        return None
+    """Record a job. Returns its status (`queued`, or `waiting` behind an active one), or None when
+    nothing was recorded: the id exists already, an automatic job met an active one with no job
+    waiting, or an automatic job waits already. A job that finds jobs waiting waits behind them (it
+    never takes a free slot before them). QueueFull when `max_waiting` manual jobs wait."""
     at = server_now(db)
     doc: dict[str, Any] = {
         "_id": job_id,
@@ -67,23 +79,33 @@ def create_job(
         "trigger": trigger,
         "overrides": overrides or {},
         "created_at": at,
+        "slot_at": at,  # when it took the slot: retention protects what it may read from then
         "sent_at": at if sent else None,
         "sends": 1 if sent else 0,
         "attempts": 0,
     }
-    try:
-        db[TRAINING_JOBS].insert_one(doc)
-        return QUEUED
-    except DuplicateKeyError:
-        if automatic or get_job(db, job_id) is not None:
-            return None
+    if next_waiting(db) is None:  # first come, first served: nobody takes a free slot before a waiting job
+        try:
+            db[TRAINING_JOBS].insert_one(doc)
+            return QUEUED
+        except DuplicateKeyError:
+            if get_job(db, job_id) is not None or (automatic and next_waiting(db) is None):
+                return None
     doc.update(status=WAITING, sent_at=None, sends=0)
-    del doc["active"]
-    try:
-        db[TRAINING_JOBS].insert_one(doc)
-    except DuplicateKeyError:
-        return None
-    return WAITING
+    del doc["active"], doc["slot_at"]
+    slots: Iterable[int | str] = [AUTOMATIC_SLOT] if automatic else _wait_slots(max_waiting)
+    for slot in slots:
+        try:
+            db[TRAINING_JOBS].insert_one({**doc, "wait_slot": slot})
+            return WAITING
+        except DuplicateKeyError:
+            if automatic or get_job(db, job_id) is not None:
+                return None
+    raise QueueFull(f"{max_waiting} manual jobs wait already (MAX_WAITING_JOBS); ask again once one has started")
+
+
+def _wait_slots(max_waiting: int | None) -> Iterable[int]:
+    return range(max_waiting) if max_waiting is not None else itertools.count()
 
 
 def get_job(db: Db, job_id: str) -> JobDoc | None:
@@ -99,19 +121,26 @@ def _jobs(docs: Iterable[dict[str, Any]]) -> list[JobDoc]:
     return [cast(JobDoc, doc) for doc in docs]
 
 
-def next_waiting(db: Db) -> str | None:
-    """The oldest waiting job's id: the next to take the slot."""
-    for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+def next_waiting(db: Db, *, automatic: bool | None = None) -> str | None:
+    """The oldest waiting job's id: the next to take the slot (only manual or only automatic ones when
+    `automatic` says which)."""
+    query: dict[str, Any] = {"status": WAITING}
+    if automatic is not None:
+        query["automatic"] = automatic
+    for job in db[TRAINING_JOBS].find(query, {"_id": 1}).sort("created_at", 1).limit(1):
         return str(job["_id"])
     return None
 
 
 def advance_waiting(db: Db) -> str | None:
-    """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved."""
+    """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved.
+    Conditional on the job still waiting and (the unique index) on the slot being free, so whoever
+    calls it (the producer's outbox, the run that freed the slot) moves a job once."""
     for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+        moved = {"status": QUEUED, "active": True, "sent_at": None, "slot_at": SERVER_NOW}
         try:
             result = db[TRAINING_JOBS].update_one(
-                {"_id": job["_id"], "status": WAITING}, {"$set": {"status": QUEUED, "active": True, "sent_at": None}}
+                {"_id": job["_id"], "status": WAITING}, [{"$set": moved}, {"$unset": ["wait_slot"]}]
             )
         except DuplicateKeyError:
             return None  # the slot is taken
@@ -194,7 +223,10 @@ def _fence(job_id: str, attempt: int) -> dict[str, Any]:
 def _terminal(status: JobStatus, at: datetime | None, **fields: Any) -> list[dict[str, Any]]:
     """The update that ends a job (an update pipeline): `finished_at` is `at`, or the server's now."""
     finished: Any = SERVER_NOW if at is None else {"$literal": at}
-    return [{"$set": {**literal(fields), "status": status, "finished_at": finished}}, {"$unset": ["active"]}]
+    return [
+        {"$set": {**literal(fields), "status": status, "finished_at": finished}},
+        {"$unset": ["active", "wait_slot"]},
+    ]
 
 
 def update_job(db: Db, job_id: str, attempt: int, **fields: Any) -> None:
