@@ -69,7 +69,7 @@ def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> d
         job_id = self.request.id or f"manual-{uuid.uuid4().hex}"
         if record_manual_job(db, job_id, overrides, source="task", settings=settings) == jobs.WAITING:
             show_waiting(self, job_id, db)
-            raise Ignore()  # the outbox sends it under this id once the slot frees; that run reports
+            raise Ignore()  # sent under this id once the slot frees (hand_on, the outbox); that run reports
         jobs.mark_sent(db, job_id)
 
     def publish(progress: dict[str, Any]) -> None:
