@@ -98,6 +98,20 @@ def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, 
     return demoted, restored
 
 
+# The problem last logged per models folder: the producer reconciles every second, the log says it once.
+_missing_logged: dict[str, str] = {}
+
+
+def _report_missing(models: str, missing: str | None) -> None:
+    """Nothing to point at: the pointer keeps what it serves, `eduranker status` shows the problem, and
+    the log says it once per change."""
+    if missing is None:
+        _missing_logged.pop(models, None)
+    elif _missing_logged.get(models) != missing:
+        _missing_logged[models] = missing
+        log.error("the registry's champion %s has no folder; the pointer is left as it is", missing)
+
+
 def reconcile(db: Db, models: str | Path, *, by: str) -> None:
     """Make statuses and the pointer agree with the registry's champion; each repair is logged (no
     caller acts on one, so nothing is returned)."""
@@ -113,8 +127,6 @@ def reconcile(db: Db, models: str | Path, *, by: str) -> None:
     if repaired:
         log.warning("champion pointer named %s but the registry names %s; repairing", pointer, record.version or "none")
         _follow(db, models)
-    if not champion_there:
-        # Nothing to point at: the pointer keeps what it serves; `eduranker status` shows the problem.
-        log.error("the registry's champion %s has no folder; the pointer stays on %s", record.version, pointer)
+    _report_missing(str(models), None if champion_there else f"{record.version} (pointer on {pointer})")
     if synced:
         log.warning("model_versions statuses brought in step with the registry: %s", ", ".join(synced))

@@ -18,6 +18,7 @@ Invariants the database enforces, whatever order processes act in:
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -30,6 +31,8 @@ from eduranker.records import JobDoc, JobStatus
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
+
+log = logging.getLogger(__name__)
 
 # Each status under its own name, for the callers' brevity (`jobs.QUEUED`): the members of JobStatus.
 WAITING, QUEUED, RUNNING = JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING
@@ -178,8 +181,8 @@ def resend_unclaimed(
     waits for nobody."""
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=after_s)
-    changed = []
-    for job in _jobs(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}})):
+
+    def resend(job: JobDoc) -> bool:
         fence = {"_id": job["_id"], "status": QUEUED, "sent_at": job["sent_at"]}
         if job.get("sends", 1) >= max_sends + 1 and worker_alive is not None and not worker_alive():
             wait = {"sent_at": at, "reason": NO_WORKER, "no_worker_since": job.get("no_worker_since") or at}
@@ -189,8 +192,21 @@ def resend_unclaimed(
             result = db[TRAINING_JOBS].update_one(fence, _terminal(FAILED, at, reason=reason))
         else:
             result = db[TRAINING_JOBS].update_one(fence, {"$set": {"sent_at": None, "resent_at": at}})
-        if result.modified_count:
-            changed.append(job["_id"])
+        return bool(result.modified_count)
+
+    return contained("resend", db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}), resend)
+
+
+def contained(pass_name: str, docs: Iterable[dict[str, Any]], act: Callable[[JobDoc], bool]) -> list[str]:
+    """`act` on each job; the ids it changed. A document missing a field or holding one of the wrong
+    type (edited by hand) is skipped and logged: one bad document never stops the whole pass."""
+    changed = []
+    for job in _jobs(docs):
+        try:
+            if act(job):
+                changed.append(str(job["_id"]))
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s skipped job %r: a field is missing or mistyped", pass_name, job.get("_id"), exc_info=True)
     return changed
 
 
@@ -295,8 +311,8 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     MAX_ATTEMPTS runs have died. Conditioned on the attempt read, so a run that came back wins."""
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=silent_after_s)
-    changed = []
-    for job in _jobs(db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})):
+
+    def requeue(job: JobDoc) -> bool:
         fence = {**_fence(job["_id"], job["attempts"]), "heartbeat_at": job["heartbeat_at"]}
         silent = f"worker {job.get('worker')} silent for more than {silent_after_s:.0f} s"
         update: list[dict[str, Any]] | dict[str, Any]
@@ -304,9 +320,9 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
             update = _terminal(FAILED, at, reason=f"{silent}; gave up after {job['attempts']} attempts")
         else:
             update = {"$set": {"status": QUEUED, "sent_at": None, "reason": f"{silent}; requeued"}}
-        if db[TRAINING_JOBS].update_one(fence, update).modified_count:
-            changed.append(job["_id"])
-    return changed
+        return bool(db[TRAINING_JOBS].update_one(fence, update).modified_count)
+
+    return contained("requeue", db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}}), requeue)
 
 
 def unfinished_jobs(db: Db) -> list[JobDoc]:
