@@ -104,19 +104,15 @@ def mark_pruned(db: Db, version: str, statuses: tuple[VersionStatus, ...], *, by
 
 def mark_promoting(db: Db, version: str, seq: int) -> None:
     """Mark `version` as being promoted over the champion record at `seq`, unless it was pruned: from
-    here `mark_pruned` refuses it until the record has moved past `seq` (then this promotion's switch,
-    conditioned on `seq`, can no longer happen, or it happened and the version is the champion).
-    VersionUnusable when its folder was pruned."""
+    here `mark_pruned` refuses it to any prune pass that read the record at `seq` or before. The mark
+    stays: a pass that read the record later judged on what this promotion did (its switch, conditioned
+    on `seq`, happened, or can no longer happen). VersionUnusable when its folder was pruned."""
     result = db[MODEL_VERSIONS].update_one(
         {"version": version, "artifacts": {"$ne": "pruned"}}, {"$max": {"promoting": seq}}
     )
     if result.matched_count == 0:
         doc = get_version(db, version)  # UnknownVersion if the document is gone
         raise VersionUnusable(f"{version}: its folder was pruned at {doc.get('pruned_at')}; it cannot be promoted")
-
-
-def _clear_promoting(db: Db, version: str, seq: int) -> None:
-    db[MODEL_VERSIONS].update_one({"version": version, "promoting": seq}, {"$unset": {"promoting": ""}})
 
 
 def read_champion(db: Db) -> ChampionRecord:
@@ -210,7 +206,6 @@ def promote(
         new = ChampionRecord(version, ([*seen.chain, version])[-CHAIN_LIMIT:], seen.seq + 1)
         if _switch(db, seen, new, by=by, reason=reason):
             _after_switch(db, seen.version, version, by=by, reason=reason, demoted_status=RETIRED, forced=force)
-            _clear_promoting(db, version, seen.seq)  # its status is champion now: that protects it
             return seen.version
         if expected_champion is not ...:
             continue  # re-read: the check above turns a changed champion into StaleCandidate
