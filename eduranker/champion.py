@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from eduranker import models_dir
-from eduranker.errors import UnknownVersion
+from eduranker.errors import UnknownVersion, VersionUnusable
 from eduranker.records import ChallengeOutcome
 from eduranker.store import challenge, versions
 from eduranker.store.types import Db
@@ -65,11 +65,33 @@ def promote(
     expected_champion: str | None | object = ...,
     force: bool = False,
 ) -> str | None:
-    """Promote `version` (its artifacts checked first); returns the previous champion."""
+    """Promote `version` (its artifacts checked first, and again once the pointer follows the switch);
+    returns the previous champion. The registry's switch is refused for a version retention pruned,
+    and no prune pass may mark the version while it is being promoted (`versions.mark_promoting`)."""
     models_dir.check_loadable(models, version)
     previous = versions.promote(db, version, by=by, reason=reason, expected_champion=expected_champion, force=force)
     _follow(db, models)
+    problem = pointer_problem(db, models)
+    if problem:
+        log.error("after promoting %s: %s", version, problem)
+        raise VersionUnusable(f"{version} is the registry's champion but {problem}")
     return previous
+
+
+def pointer_problem(db: Db, models: str | Path) -> str | None:
+    """What is wrong with `champion` for a search API that loads it now: a pointer that dangles, or a
+    registry champion without loadable files. None when it loads (or the base model serves)."""
+    record = versions.read_champion(db)
+    link = Path(models) / models_dir.POINTER
+    if link.is_symlink() and not link.resolve().is_dir():
+        return f"the pointer {link} dangles (its folder is gone)"
+    if record.version is None:
+        return None
+    try:
+        models_dir.check_loadable(models, record.version)
+    except (VersionUnusable, UnknownVersion) as exc:
+        return f"the champion's artifacts are unusable ({exc}); promote or roll back to a version with files"
+    return None
 
 
 def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
@@ -85,6 +107,20 @@ def _present(models: str | Path, version: str | None) -> str | None:
     return version if version and models_dir.version_dir(models, version).is_dir() else None
 
 
+# The problem last logged per models folder: the producer reconciles every second, the log says it once.
+_missing_logged: dict[str, str] = {}
+
+
+def _report_missing(models: str, missing: str | None) -> None:
+    """Nothing to point at: the pointer keeps what it serves, `eduranker status` shows the problem, and
+    the log says it once per change."""
+    if missing is None:
+        _missing_logged.pop(models, None)
+    elif _missing_logged.get(models) != missing:
+        _missing_logged[models] = missing
+        log.error("the registry's champion %s has no folder; the pointer is left as it is", missing)
+
+
 def reconcile(db: Db, models: str | Path, *, by: str) -> None:
     """Make statuses and the pointers agree with the registry's champion and challenge; each repair is
     logged (no caller acts on one, so nothing is returned)."""
@@ -93,14 +129,16 @@ def reconcile(db: Db, models: str | Path, *, by: str) -> None:
     pointer = models_dir.champion_target(models)
     previous = models_dir.champion_target(models, models_dir.PREVIOUS)
     challenger = models_dir.champion_target(models, models_dir.CHALLENGER)
+    champion_there = record.version is None or models_dir.version_dir(models, record.version).is_dir()
     repaired = (
-        pointer != record.version
+        (pointer != record.version and champion_there)
         or previous != _present(models, record.previous)
         or challenger != _present(models, running.version if running else None)
     )
     if repaired:
         log.warning("champion pointer named %s but the registry names %s; repairing", pointer, record.version or "none")
         _follow(db, models)
+    _report_missing(str(models), None if champion_there else f"{record.version} (pointer on {pointer})")
     if synced:
         log.warning("model_versions statuses brought in step with the registry: %s", ", ".join(synced))
 

@@ -1,4 +1,5 @@
-"""`eduranker`: status, versions, train, watch, cancel, promote, reject, rollback, report and prune (`COMMANDS`),
+"""`eduranker`: status, versions, train, watch, cancel, promote, reject, rollback, report, prune and new-epoch
+(`COMMANDS`),
 over the store and the task name.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
@@ -74,6 +75,7 @@ def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     registry = champion_doc["version"] if champion_doc else None
     agreement = "agrees" if pointer == registry else "DISAGREES with the registry"
     print(f"pointer: {settings.models_dir}/champion -> {pointer or 'none'} ({agreement})")
+    _print_retention(db, settings)
     _print_housekeeping(db)
     return EXIT_OK
 
@@ -263,6 +265,31 @@ def cmd_report(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_new_epoch(db: Db, settings: Settings, args: argparse.Namespace) -> int:
+    from eduranker.store import evaluation_epochs  # docs/gate.md, the stable split
+
+    problem = evaluation_epochs.check_epochs(db)
+    if problem is None and not args.force:
+        raise Refused("the evaluation epochs match the registry; a new epoch is not needed (--force starts one)")
+    record = evaluation_epochs.start_epoch(db, settings.test_fraction, settings.split_key, by=f"cli: {args.reason}")
+    print(f"evaluation epoch {record.epoch} started (test fraction {record.test_fraction}, key {record.fingerprint}); "
+          f"versions of earlier epochs count as possibly trained on any held-out query")  # fmt: skip
+    return EXIT_OK
+
+
+def _print_retention(db: Db, settings: Settings) -> None:
+    """The champion's files as the search API would load them, and the last prune pass's skips."""
+    from eduranker.store.retention import last_pass
+
+    problem = champion.pointer_problem(db, settings.models_dir)
+    if problem:
+        print(f"  PROBLEM: {problem}")
+    last = last_pass(db)
+    if last and last.get("skipped"):
+        skipped = last["skipped"]
+        print(f"retention: {len(skipped)} version document(s) skipped at {last.get('at')}: {'; '.join(skipped)}")
+
+
 def cmd_prune(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     from eduranker.retention import prune  # docs/retention.md
 
@@ -271,6 +298,8 @@ def cmd_prune(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     print(f"{verb}: {', '.join(report.pruned) or 'nothing'}; kept {report.kept} folders")
     if report.finished:
         print(f"{'would finish' if args.dry_run else 'finished'} earlier prunes: {', '.join(report.finished)}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} version document(s): {'; '.join(report.skipped)}")
     return EXIT_OK
 
 
@@ -321,12 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("version", help="a registered version, e.g. v0002")
     prune = _command(sub, "prune", "delete old rejected and retired version folders by the retention settings")
     prune.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
+    epoch = _command(sub, "new-epoch", "start a new evaluation epoch on purpose (jobs stop while the recorded "
+                     "epochs do not match the registry)")  # fmt: skip
+    epoch.add_argument("--reason", default="operator (cli)", help="stored on the epoch")
+    epoch.add_argument("--force", action="store_true", help="start one even though the epochs match")
     return parser
 
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
             "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report,
-            "prune": cmd_prune, "reject": cmd_reject}  # fmt: skip
+            "prune": cmd_prune, "reject": cmd_reject, "new-epoch": cmd_new_epoch}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "TASK_NAME",
     "TRAINING_QUEUE",
     "announce_waiting",
+    "hand_on",
     "make_celery",
     "send_training_job",
     "send_unsent",
@@ -77,6 +78,16 @@ def send_with_retry(app: Celery, db: Db, job_id: str, *, max_wait_s: float | Non
             log.warning("broker unreachable (%s); retrying job %s in %.1f s", exc, job_id, delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def hand_on(app: Celery, db: Db, *, max_wait_s: float | None = None) -> str | None:
+    """Move the oldest waiting job into the slot if it is free, and send it: what the run that frees
+    the slot does, so a waiting job starts whether or not a producer runs. Conditional (one mover wins);
+    unsent (a broker down), the next pass of whoever comes first sends it. Returns the job moved."""
+    job_id = jobs.advance_waiting(db)
+    if job_id is not None:
+        send_with_retry(app, db, job_id, max_wait_s=max_wait_s)
+    return job_id
 
 
 def send_unsent(app: Celery, db: Db, *, max_wait_s: float | None = None) -> list[str]:

@@ -125,6 +125,8 @@ class Settings:
     # A job handed back (a retryable error: a server unreachable, a timeout) this many times fails with the
     # last reason: a persistent "retryable" error (a too-short socketTimeoutMS) must not loop forever.
     job_max_handbacks: int = setting(5, at_least(1))
+    # Manual jobs that may wait for the slot at once; one more is refused when asked for (docs/manual-jobs.md).
+    max_waiting_jobs: int = setting(5, at_least(1))
 
     # Live metrics per version and the online guard (producer).
     online_refresh_seconds: float = setting(60.0, at_least(1))

@@ -46,10 +46,12 @@ def read_history(db: Db, retry_limit: int) -> JobHistory:
         window_since=window,
         failed=failed,
         waiting=oldest_waiting(db),
+        waiting_automatic=jobs.next_waiting(db, automatic=True),
+        active_automatic=bool(active and active.get("automatic")),
         challenger=running.version if (running := challenge.read(db)[1]) else None,
     )
 
 
 def oldest_waiting(db: Db) -> str | None:
-    """The manual job next in line for the slot (only manual jobs are ever recorded waiting)."""
-    return jobs.next_waiting(db)
+    """The manual job next in line for the slot."""
+    return jobs.next_waiting(db, automatic=False)

@@ -9,6 +9,8 @@ from typing import Any
 
 from celery import Celery
 
+from eduranker.errors import Refused
+from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting, make_celery, send_unsent, send_with_retry
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs
@@ -33,11 +35,14 @@ def enqueue(
     *,
     automatic: bool = False,
     max_wait_s: float | None = None,
+    max_waiting: int | None = None,
 ) -> str | None:
     """Record then send. Returns the job's status (`queued`, or `waiting` behind an active job), or None
     when nothing was recorded (the id exists, or an automatic job met an active one). `max_wait_s`
-    bounds the sending (a leader must not outwait its lease): unsent, the outbox's next pass sends it."""
-    status = jobs.create_job(db, job_id, trigger=trigger, overrides=overrides, automatic=automatic)
+    bounds the sending (a leader must not outwait its lease): unsent, the outbox's next pass sends it.
+    `max_waiting`: the cap on waiting manual jobs (QueueFull beyond it)."""
+    status = jobs.create_job(db, job_id, trigger=trigger, overrides=overrides, automatic=automatic,
+                             max_waiting=max_waiting)  # fmt: skip
     if status is None:
         log.info("job %s not recorded: it exists already or another job is active", job_id)
     elif status == jobs.QUEUED:
@@ -49,11 +54,16 @@ def request_training(reason: str = "manual", *, settings: Settings | None = None
     """Record and send a training job by hand; returns its id. Goes through the same outbox; behind an
     active job it waits, and is sent when that job ends."""
     settings = settings or Settings.from_env()
+    try:  # checked when recorded, not only when a worker claims it: a refusal records nothing
+        checked_overrides(settings, {**overrides, "reason": reason})
+    except OverrideRefused as exc:
+        raise Refused(str(exc)) from None
     db = connect(settings)
     ensure_indexes(db)
     app = make_celery(settings, "eduranker-producer")
     job_id = f"manual-{uuid.uuid4().hex[:12]}"
-    if enqueue(app, db, job_id, {"reason": reason, "source": "request_training"}, overrides) == jobs.WAITING:
+    trigger = {"reason": reason, "source": "request_training"}
+    if enqueue(app, db, job_id, trigger, overrides, max_waiting=settings.max_waiting_jobs) == jobs.WAITING:
         active = jobs.active_job(db)
         announce_waiting(app, job_id, active["_id"] if active else None)
     return job_id

@@ -51,6 +51,8 @@ class JobHistory:
     window_since: datetime | None = None  # feedback after this counts; None: no model yet
     failed: FailedChain | None = None
     waiting: str | None = None  # oldest manual job waiting for the slot: it goes before any automatic one
+    waiting_automatic: str | None = None  # an automatic job waiting its turn behind manual ones
+    active_automatic: bool = False  # whether the active job is an automatic one
     challenger: str | None = None  # a running challenge's challenger: users are judging the last candidate
 
 
@@ -80,14 +82,18 @@ def clock_text(at: datetime) -> str:
 
 
 def waiting_decision(history: JobHistory, thresholds: Thresholds, now: datetime) -> Decision | None:
-    """Why no job may start now whatever the counts (an active job, the cooldown); None if one may."""
-    if history.active is not None:
+    """Why no job may start now whatever the counts (an active job, the cooldown); None if one may.
+    While manual jobs wait behind a manual job, a due automatic job joins the queue behind them (no
+    cooldown: it starts only after them), so a stream of manual jobs never starves automatic training."""
+    if history.waiting_automatic is not None:
+        return Decision(False, f"waiting: automatic job {history.waiting_automatic} waits its turn")
+    if history.challenger is not None:  # a newer candidate would restart the test: let users finish first
+        return Decision(False, f"waiting: users are judging challenger {history.challenger}")
+    if history.active is not None and (history.waiting is None or history.active_automatic):
         job_id, status = history.active
         return Decision(False, f"waiting: job {job_id} is {status}")
     if history.waiting is not None:
-        return Decision(False, f"waiting: manual job {history.waiting} goes first")
-    if history.challenger is not None:  # a newer candidate would restart the test: let users finish first
-        return Decision(False, f"waiting: users are judging challenger {history.challenger}")
+        return None  # a due automatic job is recorded waiting, behind manual job `history.waiting`
     if history.last_created_at is not None:
         ends = history.last_created_at + timedelta(seconds=thresholds.cooldown_seconds)
         if now < ends:

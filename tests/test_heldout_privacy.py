@@ -44,3 +44,38 @@ def test_models_gid_names_the_group_that_may_read_them(tmp_path):
     gid = others[0]
     heldout = _publish(tmp_path, private_gid=gid) / HELDOUT_PAIRS
     assert heldout.stat().st_gid == gid and heldout.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_heldout_texts_are_0640_from_their_first_byte_to_their_publication(tmp_path, monkeypatch, umask):
+    """Seen before the first pair is written and after every mode change of the publication: never
+    readable by others, whatever the umask."""
+    from pathlib import Path
+
+    seen = []
+    watched = []
+
+    def pairs_watching(folder):
+        watched.append(folder / HELDOUT_PAIRS)
+        seen.append(watched[0].stat().st_mode & 0o777)  # the file exists, still empty
+        yield from PAIRS
+
+    real_chmod = Path.chmod
+
+    def chmod_watching(self, mode, **kwargs):
+        real_chmod(self, mode, **kwargs)
+        if watched and watched[0].exists():
+            seen.append(watched[0].stat().st_mode & 0o777)
+
+    monkeypatch.setattr(Path, "chmod", chmod_watching)
+    models = tmp_path / "models"
+    models.mkdir()
+    previous = os.umask(umask)
+    try:
+        with staged_version_dir(models, "v0001") as folder:
+            (folder / "config.json").write_text("{}")
+            write_heldout_pairs(folder, pairs_watching(folder))
+    finally:
+        os.umask(previous)
+    assert len(seen) >= 2 and set(seen) == {0o640}, [oct(m) for m in seen]
+    assert (models / "versions" / "v0001" / HELDOUT_PAIRS).stat().st_mode & 0o777 == 0o640

@@ -68,7 +68,8 @@ def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_it
         job = jobs.get_job(db, sent["id"])
         assert job is not None and job["status"] == "waiting", (job, shell.stderr.read() if shell.poll() else "")
         assert job["trigger"] == {"reason": "beside a job", "source": "task"} and sent["state"] == "WAITING"
-        assert jobs.count_jobs(db, {"automatic": True}) == 0  # the producer starts nothing beside the ghost
+        # The producer starts nothing beside the ghost (an automatic job may only wait behind the manual one).
+        assert jobs.count_jobs(db, {"automatic": True, "status": {"$ne": "waiting"}}) == 0
         # The slot frees while an automatic job is due (feedback over the threshold, no cooldown).
         jobs.cancel_job(db, "ghost", "the slot frees")
         result = json.loads(shell.stdout.readline() or "null")
@@ -76,9 +77,9 @@ def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_it
         assert result["job_id"] == sent["id"] and result["status"] in ("succeeded", "rejected")
         assert result["outcome"].startswith(("PROMOTED v0001", "REJECTED v0001")), result
         manual = jobs.get_job(db, sent["id"])
-        # Manual before automatic: no automatic job was recorded before the manual one had started.
+        # Manual before automatic: no automatic job took the slot before the manual one had started.
         autos = list(db.training_jobs.find({"automatic": True}))
-        assert all(a["created_at"] > manual["started_at"] for a in autos), (manual, autos)
+        assert all(a.get("slot_at") is None or a["slot_at"] > manual["started_at"] for a in autos), (manual, autos)
 
         # A job sent by the outbox (request_training), cancelled while it trains: its task fails, saying so.
         job_id = request_training("to be cancelled", settings=msettings)
@@ -98,11 +99,15 @@ def test_a_manual_job_beside_an_active_one_waits_goes_first_and_its_result_is_it
 
 
 @pytest.mark.integration
-def test_an_automatic_job_is_not_recorded_while_a_manual_one_waits_for_the_freed_slot(db):
+def test_an_automatic_job_waits_behind_the_manual_one_that_waits_for_the_freed_slot(db):
     ensure_indexes(db)
     assert jobs.create_job(db, "manual-a", trigger={}) == "queued"
     assert jobs.create_job(db, "manual-b", trigger={}) == "waiting"
     jobs.cancel_job(db, "manual-a", "done with it")  # the slot is free; manual-b has not moved in yet
-    assert jobs.create_job(db, "auto-x", trigger={}, automatic=True) is None
+    assert jobs.create_job(db, "auto-x", trigger={}, automatic=True) == "waiting"  # never in front of manual-b
+    assert jobs.create_job(db, "auto-y", trigger={}, automatic=True) is None  # one automatic job waits at most
+    assert jobs.create_job(db, "manual-c", trigger={}) == "waiting"
     assert jobs.advance_waiting(db) == "manual-b"
-    assert jobs.get_job(db, "auto-x") is None and jobs.get_job(db, "manual-b")["status"] == "queued"
+    assert jobs.get_job(db, "auto-x")["status"] == "waiting" and jobs.get_job(db, "manual-b")["status"] == "queued"
+    jobs.cancel_job(db, "manual-b", "done with it")
+    assert jobs.advance_waiting(db) == "auto-x"  # its turn came before manual-c's: first come, first served

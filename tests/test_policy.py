@@ -45,9 +45,26 @@ def failed(failures, failed_s_ago, window=None, age_s=None):
         (450, 450, after_model(age_s=600), True, "retrain"),
         (450, 450, after_model(active=("manual-1", "queued")), False, "job manual-1 is queued"),
         (450, 450, after_model(age_s=99999, active=("j", "running")), False, "job j is running"),
-        # A manual job waiting for the slot goes first: no automatic job is started in front of it.
-        (450, 450, after_model(waiting="manual-2"), False, "manual job manual-2 goes first"),
-        (0, 0, JobHistory(waiting="m", failed=FailedChain("a", WM, 1, ago(9999))), False, "manual job m goes first"),
+        # Manual jobs waiting behind a manual one: a due automatic job joins the queue behind them (it is
+        # recorded waiting, never in front of them), cooldown or not, so manual jobs cannot starve it.
+        (450, 450, after_model(age_s=10, waiting="m-2", active=("m-1", "running")), True, "retrain: 900/100"),
+        (50, 49, after_model(waiting="m-2", active=("m-1", "running")), False, "retrain at 100 new feedbacks: 99/100"),
+        (0, 0, JobHistory(waiting="m", failed=FailedChain("a", WM, 1, ago(9999))), True, "retry 1/3 of failed job a"),
+        # Behind an automatic job manual ones go first; one automatic job waits at most.
+        (
+            450,
+            450,
+            after_model(waiting="m-2", active=("auto-1", "running"), active_automatic=True),
+            False,
+            "waiting: job auto-1 is running",
+        ),
+        (
+            450,
+            450,
+            after_model(waiting="m-2", waiting_automatic="auto-2", active=("m-1", "running")),
+            False,
+            "waiting: automatic job auto-2 waits its turn",
+        ),
         # While users judge a challenger, no automatic job starts (a newer candidate would restart the test).
         (450, 450, after_model(challenger="v0002"), False, "waiting: users are judging challenger v0002"),
         (0, 0, JobHistory(challenger="v0001", failed=FailedChain("a", WM, 1, ago(9999))), False, "challenger v0001"),

@@ -53,7 +53,8 @@ def _register(db, settings, i: int, promote: bool) -> str:
 
     version = versions.allocate_version(db)
     make_version(settings.models_dir, version)
-    versions.insert_version(db, {"version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}"})
+    versions.insert_version(db, {"version": version, "job_id": f"job-{i}", "artifact_path": f"versions/{version}",
+                                 "metrics": {"before": {}, "after": {"roc_auc": 0.8}}})  # fmt: skip
     if promote:
         champion.promote(db, settings.models_dir, version, by="test", reason="better")
     else:
@@ -173,3 +174,63 @@ def test_a_version_retired_while_a_job_runs_stays_protected_whatever_the_retirin
     report = prune(db, s, now=server_now(db) + timedelta(seconds=1))
     assert "v0003" not in report.pruned and "v0003" in _folders(s)
     assert report.pruned == ["v0001", "v0002", "v0004"]
+
+
+def test_age_counts_from_when_a_version_stopped_serving_not_from_its_registration():
+    recently = NOW - timedelta(hours=1)
+    views = [
+        VersionView("v0001", "rolled_back", OLD, False, retired_at=recently),  # a false rollback an hour ago
+        VersionView("v0002", "retired", OLD, False, retired_at=NOW - timedelta(days=15)),
+        VersionView("v0003", "retired", NOW - timedelta(days=3), False, retired_at=None),
+        VersionView("v0004", "rejected", OLD, False),  # never served: its registration counts
+    ]
+    views += [VersionView("v0005", "x", OLD, False), VersionView("v0006", "x", OLD, False)]
+    assert to_prune(views, [], set(), RULE, NOW) == ["v0002", "v0004"]
+
+
+@pytest.mark.integration
+def test_a_version_rolled_back_an_hour_ago_keeps_its_folder_however_old_its_registration(db, settings):
+    from eduranker import champion
+    from eduranker.store import ensure_indexes, versions
+    from eduranker.store.clock import server_now
+
+    ensure_indexes(db)
+    s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=14.0)
+    for i in range(1, 3):
+        _register(db, s, i, promote=True)  # v0001 → v0002
+    _register(db, s, 3, promote=False)  # the newest: kept whatever its age
+    champion.rollback(db, s.models_dir, by="guard", reason="users liked it less")  # v0002 rolled back now
+    registered = server_now(db) - timedelta(days=15)
+    db["model_versions"].update_many({}, {"$set": {"created_at": registered}})
+    assert versions.get_version(db, "v0002")["status"] == versions.ROLLED_BACK
+    report = prune(db, s, now=server_now(db))
+    assert report.pruned == [] and "v0002" in _folders(s)  # the rollback can still be undone
+    assert prune(db, s, now=server_now(db) + timedelta(days=15)).pruned == ["v0002"]
+
+
+@pytest.mark.integration
+def test_one_bad_version_document_is_skipped_counted_and_shown_and_the_pass_goes_on(db, settings, capsys):
+    from eduranker import cli
+    from eduranker.store import ensure_indexes
+    from eduranker.store.clock import server_now
+
+    ensure_indexes(db)
+    s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
+    for i in range(1, 4):
+        _register(db, s, i, promote=i < 3)  # v0001 retired, v0002 champion, v0003 rejected (the newest)
+    _register(db, s, 4, promote=False)  # v0003 prunable now
+    old = server_now(db) - timedelta(days=30)
+    db["model_versions"].insert_many([
+        {"version": "v12", "status": "retired", "created_at": old, "retired_at": old},
+        {"version": 7, "status": "rejected", "created_at": old},
+        {"status": "rejected", "created_at": old},
+        {"version": "v0099", "status": "rejected", "created_at": "last week"},
+    ])  # fmt: skip
+    report = prune(db, s, now=server_now(db) + timedelta(seconds=1))
+    assert report.pruned == ["v0003"] and _folders(s) == {"v0001", "v0002", "v0004"}
+    assert report.skipped == ["'v12': not a version name", "7: not a version name", "None: not a version name",
+                              "v0099: created_at is not a date"]  # fmt: skip
+    assert cli.main(["status"], s) == 0
+    assert "retention: 4 version document(s) skipped" in capsys.readouterr().out
+    assert cli.main(["prune"], s) == 0
+    assert "skipped 4 version document(s): 'v12': not a version name" in capsys.readouterr().out

@@ -2,9 +2,11 @@
 
 The task's base class: `apply_async` without a `job_id` (a person in a Python shell) records a manual job
 first, so `eduranker status`, `watch` and Flower see it at once, then sends it, or, behind an active job,
-leaves it `waiting` and unsent: the producer's outbox sends it under the same id when the slot frees, and
-the run that ends it writes the result `r.get()` returns. Calls that carry a `job_id` (the outbox, a
-retry) are sent as they are.
+leaves it `waiting` and unsent: the run that frees the slot (or the producer's outbox, whichever comes
+first) moves it in and sends it under the same id, and the run that ends it writes the result `r.get()`
+returns. Its overrides are checked when it is recorded, and at most MAX_WAITING_JOBS wait: a bad
+override or a full queue raises `Refused` from `delay()`, nothing recorded. Calls that carry a `job_id`
+(the outbox, a retry) are sent as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from celery import Task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
+from eduranker.errors import Refused
+from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting
-from eduranker.settings import process_settings
+from eduranker.settings import Settings, process_settings
 from eduranker.store import connect, ensure_indexes, jobs
 from eduranker.store.types import Db
 
@@ -31,10 +35,16 @@ def new_manual_id() -> str:
     return f"manual-{uuid.uuid4().hex[:12]}"
 
 
-def record_manual_job(db: Db, job_id: str, overrides: dict[str, Any], source: str) -> str | None:
-    """Record a manual job: `queued` in a free slot, `waiting` behind an active job, None if the id exists."""
+def record_manual_job(db: Db, job_id: str, overrides: dict[str, Any], source: str, *, settings: Settings) -> str | None:
+    """Record a manual job: `queued` in a free slot, `waiting` behind an active job, None if the id exists.
+    Refused (nothing recorded) for an override a job would refuse, or when MAX_WAITING_JOBS wait."""
+    try:
+        checked_overrides(settings, overrides)
+    except OverrideRefused as exc:
+        raise Refused(str(exc)) from None
     reason = overrides.get("reason") or "manual"
-    return jobs.create_job(db, job_id, trigger={"reason": reason, "source": source}, overrides=overrides)
+    trigger = {"reason": reason, "source": source}
+    return jobs.create_job(db, job_id, trigger=trigger, overrides=overrides, max_waiting=settings.max_waiting_jobs)
 
 
 def show_waiting(task: Task, job_id: str, db: Db) -> None:
@@ -59,10 +69,11 @@ class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
         if args or "job_id" in kwargs or self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         job_id = task_id or new_manual_id()
-        db = connect(process_settings())
+        settings = process_settings()
+        db = connect(settings)
         try:
             ensure_indexes(db)
-            status = record_manual_job(db, job_id, kwargs, source="task")
+            status = record_manual_job(db, job_id, kwargs, source="task", settings=settings)
             if status == jobs.WAITING:
                 show_waiting(self, job_id, db)
                 return self.AsyncResult(job_id)

@@ -94,7 +94,11 @@ def _revision(source: str, s: Settings) -> str | None:
 
 def split_key(db: Db, s: Settings, job_id: str) -> SplitKey:
     """The stable split's key and fraction in force (starting the next epoch when the settings ask for
-    another): read before the snapshot, which stops once each side holds what its cap can use."""
+    another): read before the snapshot, which stops once each side holds what its cap can use. Refused
+    when the stored epochs do not match what the registry's versions recorded (docs/gate.md)."""
+    problem = evaluation_epochs.check_epochs(db)
+    if problem:
+        raise JobRefused(problem)
     record = evaluation_epochs.current_epoch(db, s.test_fraction, s.split_key, by=f"job {job_id}")
     return SplitKey(record.epoch, record.key, record.test_fraction)
 
@@ -185,8 +189,9 @@ def lineage_of(db: Db, version: str | None) -> list[SplitKey | None]:
     if not isinstance(recorded, list):
         return [None]
     keys: list[SplitKey | None] = []
+    fingerprints = evaluation_epochs.recorded_fingerprints(db)  # an epoch holding another key is unknown
     for epoch in recorded:
-        record = evaluation_epochs.get_epoch(db, int(epoch)) if isinstance(epoch, int) else None
+        record = evaluation_epochs.verified_epoch(db, epoch, fingerprints) if isinstance(epoch, int) else None
         keys.append(SplitKey(record.epoch, record.key, record.test_fraction) if record else None)
     return keys
 

@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from eduranker.errors import JobBusy, RetryableError
-from eduranker.queue import TASK_NAME
+from eduranker.queue import TASK_NAME, hand_on
 from eduranker.store import connect, jobs
 from eduranker.store.types import Db
 from worker.app import app, settings
@@ -67,9 +67,9 @@ def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> d
     db = connect(settings)
     if job_id is None:
         job_id = self.request.id or f"manual-{uuid.uuid4().hex}"
-        if record_manual_job(db, job_id, overrides, source="task") == jobs.WAITING:
+        if record_manual_job(db, job_id, overrides, source="task", settings=settings) == jobs.WAITING:
             show_waiting(self, job_id, db)
-            raise Ignore()  # the outbox sends it under this id once the slot frees; that run reports
+            raise Ignore()  # sent under this id once the slot frees (hand_on, the outbox); that run reports
         jobs.mark_sent(db, job_id)
 
     def publish(progress: dict[str, Any]) -> None:
@@ -86,7 +86,24 @@ def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> d
     except JobBusy as exc:
         # Not an autoretry with backoff: wait exactly until the other run must have beaten again.
         raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
+    finally:
+        hand_on_slot(db)
     return end_of_run(db, job_id)
+
+
+HAND_ON_BUDGET_S = 10.0  # a broker down: the job stays unsent for the outbox (or the next run's hand-on)
+
+
+def hand_on_slot(db: Db) -> None:
+    """The slot this run held may be free now: move the next waiting job into it and send it, so it
+    starts without a producer. Best effort: any failure leaves the job waiting for the outbox."""
+    try:
+        moved = hand_on(app, db, max_wait_s=HAND_ON_BUDGET_S)
+    except Exception:  # noqa: BLE001 - the run's own outcome must not be lost to this
+        log.warning("could not hand the freed slot on; the producer's outbox will", exc_info=True)
+        return
+    if moved:
+        log.info("job %s moved into the freed slot and sent", moved)
 
 
 def end_of_run(db: Db, job_id: str) -> dict[str, Any]:

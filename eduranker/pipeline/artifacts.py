@@ -64,11 +64,15 @@ def staged_version_dir(models_dir: str | Path, version: str, private_gid: int = 
 
 
 HELDOUT_PAIRS = "heldout_pairs.jsonl"
+HELDOUT_MODE = 0o640  # the owner and the trainer's group; never the search API or others
 
 
 def write_heldout_pairs(folder: Path, pairs: Iterable[Pair]) -> None:
-    """The pairs this version was judged on, labels frozen: the next candidate must not regress on them."""
-    with open(folder / HELDOUT_PAIRS, "w", encoding="utf-8") as out:
+    """The pairs this version was judged on, labels frozen: the next candidate must not regress on them.
+    Users' queries: the file is created 0640 (never more under any umask) before its first byte."""
+    fd = os.open(folder / HELDOUT_PAIRS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, HELDOUT_MODE)
+    os.fchmod(fd, HELDOUT_MODE)  # the umask may have taken bits away; the group must still read it
+    with open(fd, "w", encoding="utf-8") as out:
         for p in pairs:
             out.write(json.dumps({"query": p.query, "document": p.document, "label": p.label}) + "\n")
 
@@ -89,7 +93,8 @@ def _publish_modes(path: Path) -> None:
     os.umask(umask)
     path.chmod(0o777 & ~umask)
     for item in path.rglob("*"):
-        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+        if item.name != HELDOUT_PAIRS:  # kept 0640 throughout (`write_heldout_pairs`)
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def _restrict_heldout(path: Path, gid: int) -> None:
@@ -101,7 +106,7 @@ def _restrict_heldout(path: Path, gid: int) -> None:
         os.chown(path, -1, gid)
     except PermissionError:
         log.warning("cannot give %s to group %d; it keeps group %d", path.name, gid, path.stat().st_gid)
-    path.chmod(0o640)
+    path.chmod(HELDOUT_MODE)
 
 
 def _fsync_tree(path: Path) -> None:

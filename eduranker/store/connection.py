@@ -114,6 +114,9 @@ def ensure_indexes(db: Db) -> None:
     ensure_index(jobs, [("status", ASCENDING), ("created_at", DESCENDING)], "status_created")
     # One active (queued or running) job at a time, whoever recorded it.
     ensure_index(jobs, [("active", ASCENDING)], "one_active_job", unique=True, partialFilterExpression={"active": True})
+    # At most MAX_WAITING_JOBS manual jobs and one automatic job wait: each holds its own wait slot.
+    waiting = {"wait_slot": {"$exists": True}}
+    ensure_index(jobs, [("wait_slot", ASCENDING)], "bounded_waiting", unique=True, partialFilterExpression=waiting)
     # The producer's periodic reads (tests/test_job_indexes.py explains each against 100,000 jobs): the
     # newest job, the newest automatic outcome, and the length of a failed automatic chain.
     ensure_index(jobs, [("created_at", DESCENDING)], "created")

@@ -3,7 +3,11 @@
 Invariants the database enforces, whatever order processes act in:
 - one active job: `queued` and `running` jobs carry `active: true`, and a partial unique index admits one
   such document. A manual job asked for while another is active is recorded `waiting` and moved into
-  the slot when it frees; an automatic one is not recorded at all.
+  the slot when it frees; an automatic one is not recorded at all, unless manual jobs wait: then it
+  waits its turn behind them (one at most), so a stream of manual jobs cannot starve it.
+- a bounded queue: each waiting job holds a `wait_slot` (0 to the cap less one for manual jobs,
+  "automatic" for the automatic one) under a partial unique index, so at most MAX_WAITING_JOBS manual
+  jobs wait, whoever records them at once.
 - fencing: a run owns its job through the attempt number its claim set; every write of that run is
   conditioned on it, so a run that was taken over changes nothing.
 - one clock: every time stored here (created, sent, heartbeat, finished) is the database server's
@@ -13,6 +17,8 @@ Invariants the database enforces, whatever order processes act in:
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,11 +26,13 @@ from typing import Any, cast
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import Superseded
+from eduranker.errors import Refused, Superseded
 from eduranker.records import JobDoc, JobStatus
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
+
+log = logging.getLogger(__name__)
 
 # Each status under its own name, for the callers' brevity (`jobs.QUEUED`): the members of JobStatus.
 WAITING, QUEUED, RUNNING = JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING
@@ -44,6 +52,13 @@ def _incremented(name: str) -> dict[str, Any]:
     return {"$add": [{"$ifNull": [f"${name}", 0]}, 1]}
 
 
+class QueueFull(Refused):
+    """MAX_WAITING_JOBS manual jobs wait already."""
+
+
+AUTOMATIC_SLOT = "automatic"  # the wait slot of the one automatic job that may wait
+
+
 def create_job(
     db: Db,
     job_id: str,
@@ -52,12 +67,12 @@ def create_job(
     overrides: dict[str, Any] | None = None,
     automatic: bool = False,
     sent: bool = False,
+    max_waiting: int | None = None,
 ) -> JobStatus | None:
-    """Record a job. Returns its status (`queued`, or `waiting` for a manual job behind an active one),
-    or None when nothing was recorded: the id exists already, or an automatic job met an active one or a
-    waiting manual one (manual jobs go first when the slot frees)."""
-    if automatic and next_waiting(db) is not None:
-        return None
+    """Record a job. Returns its status (`queued`, or `waiting` behind an active one), or None when
+    nothing was recorded: the id exists already, an automatic job met an active one with no job
+    waiting, or an automatic job waits already. A job that finds jobs waiting waits behind them (it
+    never takes a free slot before them). QueueFull when `max_waiting` manual jobs wait."""
     at = server_now(db)
     doc: dict[str, Any] = {
         "_id": job_id,
@@ -67,23 +82,33 @@ def create_job(
         "trigger": trigger,
         "overrides": overrides or {},
         "created_at": at,
+        "slot_at": at,  # when it took the slot: retention protects what it may read from then
         "sent_at": at if sent else None,
         "sends": 1 if sent else 0,
         "attempts": 0,
     }
-    try:
-        db[TRAINING_JOBS].insert_one(doc)
-        return QUEUED
-    except DuplicateKeyError:
-        if automatic or get_job(db, job_id) is not None:
-            return None
+    if next_waiting(db) is None:  # first come, first served: nobody takes a free slot before a waiting job
+        try:
+            db[TRAINING_JOBS].insert_one(doc)
+            return QUEUED
+        except DuplicateKeyError:
+            if get_job(db, job_id) is not None or (automatic and next_waiting(db) is None):
+                return None
     doc.update(status=WAITING, sent_at=None, sends=0)
-    del doc["active"]
-    try:
-        db[TRAINING_JOBS].insert_one(doc)
-    except DuplicateKeyError:
-        return None
-    return WAITING
+    del doc["active"], doc["slot_at"]
+    slots: Iterable[int | str] = [AUTOMATIC_SLOT] if automatic else _wait_slots(max_waiting)
+    for slot in slots:
+        try:
+            db[TRAINING_JOBS].insert_one({**doc, "wait_slot": slot})
+            return WAITING
+        except DuplicateKeyError:
+            if automatic or get_job(db, job_id) is not None:
+                return None
+    raise QueueFull(f"{max_waiting} manual jobs wait already (MAX_WAITING_JOBS); ask again once one has started")
+
+
+def _wait_slots(max_waiting: int | None) -> Iterable[int]:
+    return range(max_waiting) if max_waiting is not None else itertools.count()
 
 
 def get_job(db: Db, job_id: str) -> JobDoc | None:
@@ -99,19 +124,26 @@ def _jobs(docs: Iterable[dict[str, Any]]) -> list[JobDoc]:
     return [cast(JobDoc, doc) for doc in docs]
 
 
-def next_waiting(db: Db) -> str | None:
-    """The oldest waiting job's id: the next to take the slot."""
-    for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+def next_waiting(db: Db, *, automatic: bool | None = None) -> str | None:
+    """The oldest waiting job's id: the next to take the slot (only manual or only automatic ones when
+    `automatic` says which)."""
+    query: dict[str, Any] = {"status": WAITING}
+    if automatic is not None:
+        query["automatic"] = automatic
+    for job in db[TRAINING_JOBS].find(query, {"_id": 1}).sort("created_at", 1).limit(1):
         return str(job["_id"])
     return None
 
 
 def advance_waiting(db: Db) -> str | None:
-    """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved."""
+    """Move the oldest waiting job into the free slot; returns its id (to be sent), None if none moved.
+    Conditional on the job still waiting and (the unique index) on the slot being free, so whoever
+    calls it (the producer's outbox, the run that freed the slot) moves a job once."""
     for job in db[TRAINING_JOBS].find({"status": WAITING}, {"_id": 1}).sort("created_at", 1).limit(1):
+        moved = {"status": QUEUED, "active": True, "sent_at": None, "slot_at": SERVER_NOW}
         try:
             result = db[TRAINING_JOBS].update_one(
-                {"_id": job["_id"], "status": WAITING}, {"$set": {"status": QUEUED, "active": True, "sent_at": None}}
+                {"_id": job["_id"], "status": WAITING}, [{"$set": moved}, {"$unset": ["wait_slot"]}]
             )
         except DuplicateKeyError:
             return None  # the slot is taken
@@ -149,8 +181,8 @@ def resend_unclaimed(
     waits for nobody."""
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=after_s)
-    changed = []
-    for job in _jobs(db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}})):
+
+    def resend(job: JobDoc) -> bool:
         fence = {"_id": job["_id"], "status": QUEUED, "sent_at": job["sent_at"]}
         if job.get("sends", 1) >= max_sends + 1 and worker_alive is not None and not worker_alive():
             wait = {"sent_at": at, "reason": NO_WORKER, "no_worker_since": job.get("no_worker_since") or at}
@@ -160,8 +192,21 @@ def resend_unclaimed(
             result = db[TRAINING_JOBS].update_one(fence, _terminal(FAILED, at, reason=reason))
         else:
             result = db[TRAINING_JOBS].update_one(fence, {"$set": {"sent_at": None, "resent_at": at}})
-        if result.modified_count:
-            changed.append(job["_id"])
+        return bool(result.modified_count)
+
+    return contained("resend", db[TRAINING_JOBS].find({"status": QUEUED, "sent_at": {"$lt": cutoff}}), resend)
+
+
+def contained(pass_name: str, docs: Iterable[dict[str, Any]], act: Callable[[JobDoc], bool]) -> list[str]:
+    """`act` on each job; the ids it changed. A document missing a field or holding one of the wrong
+    type (edited by hand) is skipped and logged: one bad document never stops the whole pass."""
+    changed = []
+    for job in _jobs(docs):
+        try:
+            if act(job):
+                changed.append(str(job["_id"]))
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s skipped job %r: a field is missing or mistyped", pass_name, job.get("_id"), exc_info=True)
     return changed
 
 
@@ -194,7 +239,10 @@ def _fence(job_id: str, attempt: int) -> dict[str, Any]:
 def _terminal(status: JobStatus, at: datetime | None, **fields: Any) -> list[dict[str, Any]]:
     """The update that ends a job (an update pipeline): `finished_at` is `at`, or the server's now."""
     finished: Any = SERVER_NOW if at is None else {"$literal": at}
-    return [{"$set": {**literal(fields), "status": status, "finished_at": finished}}, {"$unset": ["active"]}]
+    return [
+        {"$set": {**literal(fields), "status": status, "finished_at": finished}},
+        {"$unset": ["active", "wait_slot"]},
+    ]
 
 
 def update_job(db: Db, job_id: str, attempt: int, **fields: Any) -> None:
@@ -263,8 +311,8 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
     MAX_ATTEMPTS runs have died. Conditioned on the attempt read, so a run that came back wins."""
     at = at or server_now(db)
     cutoff = at - timedelta(seconds=silent_after_s)
-    changed = []
-    for job in _jobs(db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}})):
+
+    def requeue(job: JobDoc) -> bool:
         fence = {**_fence(job["_id"], job["attempts"]), "heartbeat_at": job["heartbeat_at"]}
         silent = f"worker {job.get('worker')} silent for more than {silent_after_s:.0f} s"
         update: list[dict[str, Any]] | dict[str, Any]
@@ -272,9 +320,9 @@ def requeue_silent(db: Db, *, silent_after_s: float, at: datetime | None = None)
             update = _terminal(FAILED, at, reason=f"{silent}; gave up after {job['attempts']} attempts")
         else:
             update = {"$set": {"status": QUEUED, "sent_at": None, "reason": f"{silent}; requeued"}}
-        if db[TRAINING_JOBS].update_one(fence, update).modified_count:
-            changed.append(job["_id"])
-    return changed
+        return bool(db[TRAINING_JOBS].update_one(fence, update).modified_count)
+
+    return contained("requeue", db[TRAINING_JOBS].find({"status": RUNNING, "heartbeat_at": {"$lt": cutoff}}), requeue)
 
 
 def unfinished_jobs(db: Db) -> list[JobDoc]:

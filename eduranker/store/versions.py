@@ -16,7 +16,7 @@ from typing import Any, cast
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion
+from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion, VersionUnusable
 from eduranker.records import RegisteredVersion, VersionDoc, VersionEvent, VersionStatus
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
@@ -87,16 +87,32 @@ def set_status(
     )
 
 
-def mark_pruned(db: Db, version: str, statuses: tuple[VersionStatus, ...], *, by: str) -> bool:
+def mark_pruned(db: Db, version: str, statuses: tuple[VersionStatus, ...], *, by: str, record_seq: int) -> bool:
     """Record that the version's folder is being deleted (`artifacts: "pruned"`): only while its status
-    is still one of `statuses`, so a version promoted meanwhile keeps its folder. The document stays."""
+    is still one of `statuses`, and while no promotion marked it from a champion record as new as the
+    one the pruner read (`record_seq`: the pruner judged the versions it protects on that record), so
+    a version being promoted keeps its folder. The document stays."""
     at = server_now(db)
     event = VersionEvent(artifacts="pruned", at=at, by=by, reason="retention")
+    not_promoting = [{"promoting": {"$exists": False}}, {"promoting": {"$lt": record_seq}}]
     result = db[MODEL_VERSIONS].update_one(
-        {"version": version, "status": {"$in": list(statuses)}, "artifacts": {"$ne": "pruned"}},
+        {"version": version, "status": {"$in": list(statuses)}, "artifacts": {"$ne": "pruned"}, "$or": not_promoting},
         {"$set": {"artifacts": "pruned", "pruned_at": at}, "$push": {"history": event}},
     )
     return result.modified_count == 1
+
+
+def mark_promoting(db: Db, version: str, seq: int) -> None:
+    """Mark `version` as being promoted over the champion record at `seq`, unless it was pruned: from
+    here `mark_pruned` refuses it to any prune pass that read the record at `seq` or before. The mark
+    stays: a pass that read the record later judged on what this promotion did (its switch, conditioned
+    on `seq`, happened, or can no longer happen). VersionUnusable when its folder was pruned."""
+    result = db[MODEL_VERSIONS].update_one(
+        {"version": version, "artifacts": {"$ne": "pruned"}}, {"$max": {"promoting": seq}}
+    )
+    if result.matched_count == 0:
+        doc = get_version(db, version)  # UnknownVersion if the document is gone
+        raise VersionUnusable(f"{version}: its folder was pruned at {doc.get('pruned_at')}; it cannot be promoted")
 
 
 def read_champion(db: Db) -> ChampionRecord:
@@ -170,6 +186,7 @@ def promote(
     `expected_champion`: the champion the candidate was judged against. If another version serves by
     now, nothing changes and StaleCandidate is raised. Without it (an operator's promote), a lost race
     is retried against the new record. A version the gate rejected needs `force`, and keeps that fact.
+    A version whose folder retention pruned is refused (VersionUnusable), whenever the prune happened.
     """
     doc = get_version(db, version)
     if doc["status"] == REJECTED and not force:
@@ -185,6 +202,7 @@ def promote(
             )
         if seen.version == version:
             return seen.previous
+        mark_promoting(db, version, seen.seq)  # from here no prune pass may mark it (docs/retention.md)
         new = ChampionRecord(version, ([*seen.chain, version])[-CHAIN_LIMIT:], seen.seq + 1)
         if _switch(db, seen, new, by=by, reason=reason):
             _after_switch(db, seen.version, version, by=by, reason=reason, demoted_status=RETIRED, forced=force)
