@@ -41,6 +41,7 @@ class Action(StrEnum):
     REJECT = "reject"
     CAP = "cap"
     OFFLINE = "offline"
+    VOID = "void"  # the champion switched since the challenge began: nothing left to compare with
 
 
 @dataclass(frozen=True)

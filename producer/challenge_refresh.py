@@ -34,6 +34,7 @@ OUTCOMES = {
     Action.REJECT: ChallengeOutcome.REJECTED,
     Action.CAP: ChallengeOutcome.CAPPED,
     Action.OFFLINE: ChallengeOutcome.OFFLINE,
+    Action.VOID: ChallengeOutcome.VOID,
 }
 
 
@@ -62,13 +63,13 @@ def refresh_challenge(db: Db, settings: Settings) -> Refreshed | None:
         return None
     if record.seq != seen.seq:  # the champion switched since the challenge began: nothing to compare
         why = f"the champion changed to {record.version or 'the base model'} during the challenge"
-        void = ChallengeDecision(Action.CAP, why)
-        return Refreshed(seen, void, _end(db, settings, seen, void, outcome=ChallengeOutcome.VOID, seq=record.seq))
+        void = ChallengeDecision(Action.VOID, why)
+        return Refreshed(seen, void, _end(db, settings, seen, void, seq=record.seq))
     decision = judge(db, seen, settings.config(ChallengeRule), server_now(db))
     if decision.action is Action.WAIT:
         store.store_figures(db, seen, {**decision.figures, "decision": decision.reason})
         return Refreshed(seen, decision, False)
-    return Refreshed(seen, decision, _end(db, settings, seen, decision, outcome=OUTCOMES[decision.action]))
+    return Refreshed(seen, decision, _end(db, settings, seen, decision))
 
 
 def _end(
@@ -77,10 +78,11 @@ def _end(
     seen: store.Challenge,
     decision: ChallengeDecision,
     *,
-    outcome: ChallengeOutcome,
     seq: int | None = None,
 ) -> bool:
-    """Apply the decision to the exact state judged; False (nothing changed) if that state is gone."""
+    """Apply the decision to the exact state judged (`seq`: the record's, for a void challenge); False
+    (nothing changed) if that state is gone."""
+    outcome = OUTCOMES[decision.action]
     judged = seen if seq is None else store.Challenge(seen.id, seen.version, seen.against, seen.started_at, seq)
     try:
         champion.end_challenge(db, settings.models_dir, judged, promote=decision.promote, outcome=outcome,
