@@ -121,3 +121,22 @@ def test_both_notebooks_run_top_to_bottom_on_the_local_cluster(cluster, db):
     assert _figures(online) == 2, text
     assert "no challenge recorded on any version" in text
     assert not [o for o in _outputs(online) if o.get("output_type") == "error"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_with_too_little_feedback_the_fine_tuning_notebook_says_so_and_enqueues_nothing(settings, db, monkeypatch):
+    ensure_indexes(db)
+    for name, value in child_env(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    corpus = demo.insert_corpus(db, random.Random(0))
+    served = demo.serve_results(db, corpus, random.Random(0))[:30]  # a few reactions, far from enough
+    for inference_id, value in demo.feedback_updates(served, random.Random(0)):
+        demo.give_feedback(db, inference_id, value)
+    tuned = _execute("fine_tune_cross_encoder.ipynb")
+    text = _text(tuned)
+    assert "NOT ENOUGH FEEDBACK: " in text and "the gate needs 40 pairs and 8 queries" in text, text
+    assert "no job enqueued: not enough feedback" in text
+    assert db["training_jobs"].count_documents({}) == 0
+    assert not [o for o in _outputs(tuned) if o.get("output_type") == "error"]
