@@ -3,15 +3,19 @@ job's version; info, a rerank, every bad input refused with a reason, and a cham
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import httpx
+import pymongo
 import pytest
 
+from eduranker import demo
 from eduranker.localservers import free_port
 from eduranker.models_dir import point_champion, version_dir
 from tests.celery_worker import PATIENCE, ROOT
@@ -22,9 +26,19 @@ DOCUMENTS = [f"{title}\n\nA lesson for secondary students." for title in (
 
 
 @pytest.fixture(scope="module")
-def served(trained_demo, tiny_model_path, tmp_path_factory):
+def resources_db(mongo_server_url):
+    """The demo's resources in a database of the module's own: what `--resources-from-mongodb` reads."""
+    name = f"api_{uuid.uuid4().hex[:12]}"
+    with pymongo.MongoClient(mongo_server_url) as client:
+        corpus = demo.insert_corpus(client[name], random.Random(0))
+        yield name, corpus
+        client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def served(trained_demo, tiny_model_path, tmp_path_factory, mongo_server_url, resources_db):
     """A real `eduranker serve` over a copy of the demo job's models: v0001 the champion, and v0002 (the
-    same weights, registered as another version) to swap to."""
+    same weights, registered as another version) to swap to; resource ids read from MongoDB."""
     models = tmp_path_factory.mktemp("api") / "models"
     shutil.copytree(trained_demo.models_dir, models, symlinks=True)
     v2 = version_dir(models, "v0002")
@@ -35,9 +49,9 @@ def served(trained_demo, tiny_model_path, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "MODELS_DIR": str(models), "BASE_MODEL_NAME": tiny_model_path, "MAX_LENGTH": "48",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
-    env.pop("MONGODB_URL", None)  # it needs no database
+    env.update(MONGODB_URL=mongo_server_url, MONGODB_DB=resources_db[0])
     argv = [sys.executable, "-m", "eduranker.cli", "serve", "--port", str(port), "--poll-seconds", "0.2",
-            "--threads", "2", "--max-documents", "30"]  # fmt: skip
+            "--threads", "2", "--max-documents", "30", "--resources-from-mongodb"]  # fmt: skip
     log = open(models.parent / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -97,7 +111,10 @@ def test_info_rerank_health_and_docs(served):
         ({"query": "q" * 4001, "documents": ["a"]}, "the query has 4001 characters: at most 4000"),
         ({"query": "q"}, "give either documents or resource_ids"),
         ({"query": "q", "documents": ["a"], "resource_ids": ["r1"]}, "give either documents or resource_ids"),
-        ({"query": "q", "resource_ids": ["r1"]}, "this API has no resource lookup: send documents"),
+        (
+            {"query": "q", "resource_ids": ["r1", "65f0c0ffee0000000000beef"]},
+            "unknown resource ids: r1, 65f0c0ffee0000000000beef",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_its_reason(served, body, reason):
@@ -179,3 +196,21 @@ def test_the_readme_snippet_runs_after_the_demo(trained_demo, tmp_path):
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("v0001 [0, 1]"), done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_resource_ids_are_reranked_on_the_texts_training_reads(served, resources_db):
+    base, _ = served
+    _, corpus = resources_db
+    titles = ["Why Rome fell: five theories", "Photosynthesis explained with diagrams", "Reading the periodic table"]
+    ids = [str(corpus.resource_ids[t]) for t in titles]
+    by_id = httpx.post(f"{base}/api/reranking/rerank", json={"query": "how do plants make food", "resource_ids": ids},
+                       timeout=60).json()  # fmt: skip
+    # The document's text as the snapshot builds it: the title, a blank line, the description.
+    texts = [f"{t}\n\nA {corpus.subject_of_resource[t]} lesson for secondary students. {t}." for t in titles]
+    by_text = httpx.post(f"{base}/api/reranking/rerank", json={"query": "how do plants make food", "documents": texts},
+                         timeout=60).json()  # fmt: skip
+    assert by_id["order"] == by_text["order"] and by_id["scores"] == pytest.approx(by_text["scores"])
+    assert [p["resource_id"] for p in by_id["positions"]] == [ids[i] for i in by_id["order"]]
+    assert by_id["positions"][0]["resource_id"] == ids[1]
