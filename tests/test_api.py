@@ -161,14 +161,12 @@ def test_a_champion_swap_under_load_fails_no_request(served):
             with lock:
                 start = len(seen)
             point_champion(models, target)  # what a promotion or a rollback does to the pointer
-            deadline = time.monotonic() + 60 * PATIENCE
-            while time.monotonic() < deadline:
-                with lock:
-                    if target in seen[start:] and seen[-1] == target:
-                        break
+            deadline, switched = time.monotonic() + 60 * PATIENCE, False
+            while not switched and time.monotonic() < deadline:
                 time.sleep(0.1)
-            with lock:
-                assert seen[-1] == target, seen[start:]
+                with lock:  # requests begun before the swap may still end on the old version: wait past them
+                    switched = target in seen[start:] and seen[-1] == target
+            assert switched, seen[start:]
             info = httpx.get(f"{base}/api/reranking/info-modele", timeout=60).json()
             assert info["version"] == target
             assert info["job_id"] == ("job-2" if target == "v0002" else "job-1")
