@@ -1,6 +1,5 @@
 """`eduranker`: status, versions, train, watch, cancel, promote, reject, rollback, report, prune and new-epoch
-(`COMMANDS`),
-over the store and the task name.
+(`COMMANDS`), over the store and the task name; `serve` runs the reranking endpoints.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
 3 a server is unreachable, 130 interrupted; `EXIT_CODES` says it in each --help.
@@ -354,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "epochs do not match the registry)")  # fmt: skip
     epoch.add_argument("--reason", default="operator (cli)", help="stored on the epoch")
     epoch.add_argument("--force", action="store_true", help="start one even though the epochs match")
+    serve = _command(sub, "serve", "serve the reranking endpoints over HTTP (OpenAPI at /docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--threads", type=int, help="requests scored at once, one torch thread each (default: cores)")
+    serve.add_argument("--poll-seconds", type=float, default=5.0, help="how often the champion pointer is checked")
+    serve.add_argument("--max-documents", type=int, default=100, help="candidates per request (default: %(default)s)")
+    serve.add_argument("--resources-from-mongodb", action="store_true",
+                       help="accept resource_ids, their texts read from MongoDB's resources (MONGODB_URL)")  # fmt: skip
     return parser
 
 
@@ -365,6 +372,10 @@ COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings or load_or_exit()
+    if args.command == "serve":  # the search API's side: no broker, a database only for resource ids
+        from eduranker.serve import run
+
+        return run(settings, args)
     try:
         with retryable_on_mongo_errors():
             db = connect(settings, timeout_ms=5000)

@@ -126,6 +126,10 @@ class Cluster:
         """The cluster's environment in one file: `source` it in another terminal to use the CLI."""
         env = {f.name.upper(): str(getattr(self.settings, f.name)) for f in fields(self.settings)}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        # Flower's address and login, as the run printed them (its own variable name for the login).
+        env.update(
+            FLOWER_URL=f"http://127.0.0.1:{self.flower_port}", FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}"
+        )
         lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         lines.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
         path.write_text("# Written by the local cluster: `source` this file to reach it.\n" + "\n".join(lines) + "\n")

@@ -27,7 +27,7 @@ from eduranker.localservers import (
     port_in_use,
 )
 from eduranker.progress import Follower, follow_jobs
-from eduranker.settings import Settings, load_or_exit
+from eduranker.settings import Settings, SettingsError, load_or_exit
 from eduranker.store import connect, jobs, versions
 from eduranker.store.types import Db
 
@@ -204,18 +204,24 @@ def demo_settings(data_dir: Path, args: argparse.Namespace) -> Settings:
     """The embedded defaults: the offline MiniLM, 64-token pairs and a 30 s cooldown (each unless set in
     the environment), models under the data directory, the demo's fixed split key."""
     base = load_or_exit()
-    return replace(
-        base,
-        models_dir=str(Path(os.environ.get("MODELS_DIR", data_dir / "models")).resolve()),
-        base_model_name=default_base_model(),
-        num_epochs=int(os.environ.get("NUM_EPOCHS", args.epochs)),
-        max_length=int(os.environ.get("MAX_LENGTH", 64)),
-        train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
-        # A challenge is looked at every 5 s, so the demo shows users deciding within a minute or two.
-        online_refresh_seconds=float(os.environ.get("ONLINE_REFRESH_SECONDS", 5)),
-        split_key=base.split_key or demo.DEMO_SPLIT_KEY,
-        torch_threads=int(os.environ.get("TORCH_THREADS", shared_host_worker_threads(len(os.sched_getaffinity(0))))),
-    )
+    try:  # a flag (`--epochs 0`) is held to its setting's check, and stops the run as a bad setting does
+        return replace(
+            base,
+            models_dir=str(Path(os.environ.get("MODELS_DIR", data_dir / "models")).resolve()),
+            base_model_name=default_base_model(),
+            num_epochs=int(os.environ.get("NUM_EPOCHS", args.epochs)),
+            max_length=int(os.environ.get("MAX_LENGTH", 64)),
+            train_cooldown_seconds=float(os.environ.get("TRAIN_COOLDOWN_SECONDS", 30)),
+            # A challenge is looked at every 5 s, so the demo shows users deciding within a minute or two.
+            online_refresh_seconds=float(os.environ.get("ONLINE_REFRESH_SECONDS", 5)),
+            split_key=base.split_key or demo.DEMO_SPLIT_KEY,
+            torch_threads=int(
+                os.environ.get("TORCH_THREADS", shared_host_worker_threads(len(os.sched_getaffinity(0))))
+            ),
+        )
+    except SettingsError as exc:
+        print(f"invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def shared_host_worker_threads(cores: int) -> int:

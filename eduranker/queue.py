@@ -57,7 +57,9 @@ def announce_waiting(app: Celery, job_id: str, behind: str | None) -> None:
     Best effort, display only: the job's record is what counts."""
     try:
         with app.events.default_dispatcher() as dispatcher:
-            dispatcher.send("task-waiting", uuid=job_id, name=TASK_NAME, result=f"waiting behind {behind}")
+            # `received`: Flower's task list sorts by it, newest first; without it a waiting job sorted last.
+            dispatcher.send("task-waiting", uuid=job_id, name=TASK_NAME, result=f"waiting behind {behind}",
+                            received=time.time())  # fmt: skip
     except (OperationalError, ConnectionError, OSError):
         log.warning("job %s is recorded waiting; its WAITING event was not sent", job_id, exc_info=True)
 

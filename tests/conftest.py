@@ -41,6 +41,8 @@ LONGEST_FIRST = (
     "test_faults_contained.py",  # 120
     "test_unattended.py",  # 103
     "test_job_indexes.py",  # 73
+    "test_notebooks.py",  # 50-100: a real job run from a notebook, two kernels
+    "test_api.py",  # 62: the trained demo image, a uvicorn process, a swap under load
     "test_celery_e2e.py",  # 45
     "test_mongo_auth.py",  # 44
     "test_fenced_registration.py",  # 41

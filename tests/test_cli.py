@@ -157,27 +157,42 @@ def test_cancel_frees_the_slot_and_fences_out_the_running_run(registry, settings
     assert "only waiting, queued or running" in capsys.readouterr().err
 
 
-def _play_a_job(db, job_id):
-    """A job's record as a worker moves it along: claimed, snapshot, two epochs, promoted."""
-    time.sleep(0.3)
+def _play_a_job(db, job_id, seen):
+    """A job's record as a worker moves it along: claimed, snapshot, two epochs, promoted. Each epoch
+    waits until the watcher has printed the one before (`seen(text)`), so no machine is too slow."""
     attempt = jobs.claim_job(db, job_id, worker="w", stale_after_s=60)["attempts"]
     jobs.update_job(db, job_id, attempt, progress={"stage": "snapshot"})
     for epoch, step in ((1, 1), (1, 2), (2, 3), (2, 4)):
-        time.sleep(0.15)
+        if step % 2 == 1 and epoch > 1:
+            seen(f"train epoch {epoch - 1}")
         progress = {"stage": "train", "epoch": epoch, "step": step, "total_steps": 4, "loss": 0.5}
         jobs.update_job(db, job_id, attempt, progress=progress)
-    time.sleep(0.15)
+    seen("train epoch 2")
     jobs.finish_job(db, job_id, attempt, jobs.SUCCEEDED, promoted=True, version="v0007", gate_reason="clear gain")
 
 
 @pytest.mark.integration
 def test_watch_prints_a_line_per_stage_and_epoch_off_a_terminal_then_the_outcome(registry, settings, capsys):
     jobs.create_job(registry, "j-watch", trigger={})
-    player = threading.Thread(target=_play_a_job, args=(registry, "j-watch"))
+    printed: list[str] = []
+    lock = threading.Lock()
+
+    def seen(text: str) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                printed.append(capsys.readouterr().out)
+                if text in "".join(printed):
+                    return
+            time.sleep(0.05)
+
+    player = threading.Thread(target=_play_a_job, args=(registry, "j-watch", seen))
     player.start()
     assert cli.main(["watch", "j-watch"], settings) == 0
     player.join()
-    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    with lock:
+        printed.append(capsys.readouterr().out)
+    lines = [line.strip() for line in "".join(printed).splitlines()]
     assert lines[-1] == "job j-watch: PROMOTED v0007: clear gain"
     assert "job j-watch: train epoch 1" in lines and "job j-watch: train epoch 2" in lines
     assert len([line for line in lines if "train" in line]) == 2  # one per epoch, not one per step

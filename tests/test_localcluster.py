@@ -180,3 +180,24 @@ def test_a_stop_cancels_only_the_automatic_jobs_this_run_started():
     assert started_by_this_run({"automatic": True, "created_at": attached.replace(tzinfo=None)}, attached)
     assert not started_by_this_run({"automatic": True, "created_at": earlier}, attached)  # a run before this one
     assert not started_by_this_run({"automatic": False, "created_at": later}, attached)  # a person asked for it
+
+
+def test_an_invalid_flag_stops_the_demo_with_one_line_and_status_2(tmp_path):
+    # As --help says: 2 for an invalid setting, one line naming it, before anything is started.
+    env = {k: v for k, v in os.environ.items() if k not in ("NUM_EPOCHS",)}
+    argv = [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--epochs", "0"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == ["invalid setting: NUM_EPOCHS=0: must be at least 1"], done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_the_cluster_env_names_flower_and_its_login(tmp_path):
+    from eduranker.cluster import FLOWER_PASSWORD, FLOWER_USER, Cluster
+    from eduranker.settings import Settings
+
+    Cluster(tmp_path, Settings(), 5601).write_env(tmp_path / "cluster.env")
+    env = subprocess.run(["bash", "-c", f"source {tmp_path / 'cluster.env'} && env"], capture_output=True, text=True)
+    values = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line)
+    assert values["FLOWER_URL"] == "http://127.0.0.1:5601"
+    assert values["FLOWER_BASIC_AUTH"] == f"{FLOWER_USER}:{FLOWER_PASSWORD}"

@@ -85,6 +85,13 @@ def test_the_trainer_install_brings_every_distribution_the_trainer_imports():
              ROOT / "celeryconfig.py"]  # fmt: skip
     # The embedded local cluster runs from a checkout with the test extra (SecantusDB, the offline MiniLM).
     files = [f for f in files if f.name not in LOCAL_CLUSTER]
+    # The reranking endpoints are the search API's side: base + the `api` extra (checked below).
+    api_files = [f for f in files if "api" in f.relative_to(ROOT).parts or f.name == "serve.py"]
+    files = [f for f in files if f not in api_files]
     needed = _distributions(_third_party_imports(files))
     assert needed <= declared | brought, needed - declared - brought
+    api_declared = {_name(r) for r in project["dependencies"] + extras["api"]}
+    api_brought = {_name(r) for d in api_declared for r in metadata.requires(d) or ()}
+    api_needed = _distributions(_third_party_imports(api_files)) - {"eduranker-trainer"}
+    assert len(api_files) >= 5 and api_needed <= api_declared | api_brought, api_needed - api_declared - api_brought
     assert not {_name(r) for r in project["dependencies"]} & {"celery", "flower", "pymongo", "scikit-learn"}

@@ -20,7 +20,7 @@ from eduranker.store.types import Db
 from worker.app import app, settings
 from worker.job import outcome, run_training_job
 from worker.manual import RecordsItsJob, record_manual_job, show_waiting
-from worker.results import TaskEnd, failure_for, task_end
+from worker.results import JobEnded, TaskEnd, failure_for, task_end
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,14 @@ def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> d
         raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
     finally:
         hand_on_slot(db)
-    return end_of_run(db, job_id)
+    try:
+        return end_of_run(db, job_id)
+    except JobEnded as exc:
+        # Flower's Result column keeps the last event's `result` (a failure event carries none): without
+        # this a cancelled job showed its last stage there, its outcome only on its own page.
+        if self.request.id:
+            self.send_event("task-progress", retry=False, result=str(exc))
+        raise
 
 
 HAND_ON_BUDGET_S = 10.0  # a broker down: the job stays unsent for the outbox (or the next run's hand-on)
