@@ -15,7 +15,22 @@ import pytest
 from eduranker.pipeline.encoding import collate, encode_pairs
 from tests.tiny_families import FAMILIES, FRENCH, build
 
-WORDS = "la photosynthèse l’eau cœur élève révolution fractions the plants light sugar vaccine œuvre côte".split()
+WORDS = [
+    "la",
+    "photosynthèse",
+    "l’eau",
+    "cœur",
+    "élève",
+    "révolution",
+    "fractions",
+    "the",
+    "plants",
+    "light",
+    "sugar",
+    "vaccine",
+    "œuvre",
+    "côte",
+]
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +81,7 @@ def test_the_query_budget_keeps_the_querys_first_tokens_in_every_family(family_m
 
 
 @pytest.mark.integration
-def test_each_family_trains_is_judged_registered_and_served_as_it_was_trained(
-    family_model, mongo_server_url, tmp_path
-):
+def test_each_family_trains_is_judged_registered_and_served_as_it_was_trained(family_model, mongo_server_url, tmp_path):
     from pymongo import MongoClient
     from sentence_transformers import CrossEncoder
 
