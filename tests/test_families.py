@@ -149,3 +149,27 @@ def test_a_version_is_served_the_inputs_it_was_trained_with(tmp_path, hyperparam
         (tmp_path / "training_metadata.json").write_text(json.dumps({"hyperparameters": hyperparameters}))
     inputs = version_inputs(tmp_path, SimpleNamespace(model_max_length=model_max_length), 256)
     assert (inputs.max_length, inputs.query_tokens) == expected
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_family_fine_tunes_in_fp32_and_bf16_with_its_vocabulary_frozen(family_model, precision):
+    import math
+
+    import torch
+
+    from eduranker.pipeline.model_io import load_cross_encoder
+    from eduranker.pipeline.training import TrainConfig, fine_tune
+
+    _, folder = family_model
+    model, tokenizer = load_cross_encoder(folder, torch.device("cpu"), seed=0)
+    vocabulary = model.get_input_embeddings().weight.detach().clone()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    queries, documents = FRENCH[:4] * 4, FRENCH[4:] * 4
+    config = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3, head_learning_rate=1e-2, max_length=32, seed=3,
+                         freeze_embeddings=True, precision=precision)  # fmt: skip
+    stats = fine_tune(model, tokenizer, queries, documents, [1.0, 0.0] * 8, config, device=torch.device("cpu"))
+    assert stats.precision == precision and stats.steps == 4 and all(math.isfinite(x) for x in stats.epoch_losses)
+    assert torch.equal(model.get_input_embeddings().weight, vocabulary)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any("classifier" in n for n in moved) and any("layer.1." in n for n in moved)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))  # every family's dropouts
