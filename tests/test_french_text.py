@@ -153,13 +153,15 @@ def test_an_unknown_key_version_is_refused():
 
 @pytest.mark.integration
 def test_an_epoch_without_a_recorded_key_version_reads_as_version_1_and_keeps_it(db):
+    from eduranker.settings import Settings
     from eduranker.store import evaluation_epochs as epochs
-    from worker.stages import split_key_of
+    from worker.stages import split_key, split_key_of
 
     db[epochs.EVALUATION_EPOCHS].insert_one({"_id": 1, "key": "5e" * 32, "test_fraction": 0.2, "started_by": "job a"})
-    old = epochs.current_epoch(db, 0.2, by="job b", query_key_version=2)
+    old = split_key(db, Settings(test_fraction=0.2), "job b")  # what a job of the new code uses
     assert (old.epoch, old.query_key_version) == (1, 1)  # the new code does not start a new epoch for it
-    assert split_key_of(old).query_of("« l’eau »") == _v1_key("« l’eau »")
+    assert old.query_of("« l’eau »") == _v1_key("« l’eau »")
+    assert epochs.latest_epoch(db).epoch == 1
     new = epochs.current_epoch(db, 0.3, by="job c", query_key_version=2)  # a new epoch for another reason
     assert (new.epoch, new.query_key_version) == (2, 2)
     assert epochs.get_epoch(db, 2) == new and split_key_of(new).query_of("« l’eau »") == '"l\'eau"'
