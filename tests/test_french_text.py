@@ -165,3 +165,24 @@ def test_an_epoch_without_a_recorded_key_version_reads_as_version_1_and_keeps_it
     new = epochs.current_epoch(db, 0.3, by="job c", query_key_version=2)  # a new epoch for another reason
     assert (new.epoch, new.query_key_version) == (2, 2)
     assert epochs.get_epoch(db, 2) == new and split_key_of(new).query_of("« l’eau »") == '"l\'eau"'
+
+
+CLIPPED = [
+    "qu’est-ce que c’est\u202f? « Les Misérables »",
+    "e\u0301le\u0300ve de l’e\u0301cole",  # combining accents: each is a code point of its own
+    "cœur ex æquo\u00a0: œuvre",
+    "😀 émoji hors du plan de base 😀",  # outside the BMP: one code point, two UTF-16 units
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("limit", [1, 5, 9, 12, 20])
+def test_training_and_serving_clip_french_text_at_the_same_character(db, limit):
+    """MAX_TEXT_CHARS cuts a text on the server for training (code points) and in Python for serving
+    (`text[:n]`, code points too): the same text is cut at the same place, whatever its accents,
+    apostrophes, spaces or ligatures, before either normalises it."""
+    from eduranker.store.snapshot import _clipped
+
+    db.texts.insert_many([{"i": i, "text": text} for i, text in enumerate(CLIPPED)])
+    rows = db.texts.aggregate([{"$sort": {"i": 1}}, {"$project": {"cut": _clipped("$text", limit)}}])
+    assert [row["cut"] for row in rows] == [text[:limit] for text in CLIPPED]
