@@ -3,6 +3,7 @@
     .venv/bin/python bench/closed_loop.py [--rounds 5] [--searches 250] [--warm-start] [--explore 0.1]
                                           [--seed 0] [--split-key HEX] [--no-oracle]
                                           [--train-max-pairs N] [--sampling newest|recency]
+                                          [--corpus en|fr]
 
 Real services: SecantusDB and redis-server on loopback, a real Celery worker (`-c 1`) running each job,
 and `ChampionReranker` serving (it follows each promotion). The corpus is real human-written text:
@@ -20,6 +21,7 @@ issue 18, met or not, and an oracle (the same system trained on as many uniforml
 SPLIT_KEY is derived from --seed (or given), so that two arms of a comparison hold out the same queries.
 --train-max-pairs sets TRAIN_MAX_PAIRS; --sampling recency runs the worker of `bench/sampling_worker.py`,
 which trains on a recency-weighted sample of that many pairs instead of the newest ones.
+--corpus fr runs on Debian's French package descriptions (`bench/french_corpus.py`) instead.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch  # noqa: E402
 from closed_loop_challenge import run_challenge  # noqa: E402
 from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, source_of  # noqa: E402
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
+from packages_corpus import SHIPPED, load_shipped  # noqa: E402
 
 from eduranker.cluster import child_env, default_base_model  # noqa: E402
 from eduranker.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
@@ -56,6 +59,9 @@ from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, jobs, versions  # noqa: E402
 from eduranker.store.connection import INFERENCES  # noqa: E402
 from eduranker.store.evaluation_epochs import latest_epoch  # noqa: E402
+
+# The shipped corpora: English (bench/packages_corpus.py) and French (bench/french_corpus.py).
+CORPORA = {"en": SHIPPED, "fr": SHIPPED.with_name("debian_packages_fr.jsonl.gz")}
 
 
 def wait_for(db: Any, job_id: str, timeout_s: float = 3600) -> dict[str, Any]:
@@ -243,14 +249,16 @@ def main() -> int:
                         help=promotion)  # fmt: skip
     parser.add_argument("--look-every", type=int, default=25, help="searches between two looks at a challenge")
     parser.add_argument("--challenge-searches", type=int, default=4000, help="searches a challenge may take")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="en", help="the package descriptions' language")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)  # serving and the worker share the cores: no oversubscription
-    world = make_world(args.seed, args.candidates, args.test_queries)
+    world = make_world(args.seed, args.candidates, args.test_queries, load_shipped(CORPORA[args.corpus]))
     tmp = Path(tempfile.mkdtemp(prefix="closed-loop-"))
     mongo, broker, settings = start(tmp, args)
     print(
-        f"corpus: {len(world.corpus.packages)} Debian package descriptions ({world.corpus.fingerprint}), "
+        f"corpus: {len(world.corpus.packages)} Debian package descriptions "
+        f"({args.corpus}, {world.corpus.fingerprint}), "
         f"{len(world.served)} served queries, {len(world.test)} test queries never served; warm start "
         f"{args.warm_start}, explore {args.explore}, eta {args.eta}, seed {args.seed}; TRAIN_MAX_PAIRS "
         f"{args.train_max_pairs} ({args.sampling})"

@@ -35,8 +35,11 @@ class World:
     relevant_judged: set[str] = field(default_factory=set)  # … whose relevant document got a reaction
 
 
-def make_world(seed: int, candidates: int, test_queries: int) -> World:
-    corpus = packages_corpus.build(per_query=candidates, hard=(candidates * 3) // 5, seed=seed)
+def make_world(
+    seed: int, candidates: int, test_queries: int, packages: list[packages_corpus.Package] | None = None
+) -> World:
+    """`packages`: the corpus's packages (default: the shipped English one)."""
+    corpus = packages_corpus.build(packages, per_query=candidates, hard=(candidates * 3) // 5, seed=seed)
     names = [p.name for p in corpus.packages]
     rng = random.Random(seed)
     rng.shuffle(names)

@@ -270,7 +270,10 @@ def cmd_new_epoch(db: Db, settings: Settings, args: argparse.Namespace) -> int:
     problem = evaluation_epochs.check_epochs(db)
     if problem is None and not args.force:
         raise Refused("the evaluation epochs match the registry; a new epoch is not needed (--force starts one)")
-    record = evaluation_epochs.start_epoch(db, settings.test_fraction, settings.split_key, by=f"cli: {args.reason}")
+    from eduranker.pipeline.text import LATEST  # the query key a new epoch hashes
+
+    record = evaluation_epochs.start_epoch(db, settings.test_fraction, settings.split_key, by=f"cli: {args.reason}",
+                                           query_key_version=LATEST)  # fmt: skip
     print(f"evaluation epoch {record.epoch} started (test fraction {record.test_fraction}, key {record.fingerprint}); "
           f"versions of earlier epochs count as possibly trained on any held-out query")  # fmt: skip
     return EXIT_OK

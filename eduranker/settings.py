@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from eduranker.base_models import default_base, language_problem
 from eduranker.secrets import SecretFileError, shown, with_secret_files
 from eduranker.setting_checks import (
     absolute_path_or_empty,
@@ -61,6 +62,9 @@ class Settings:
     # The hub commit the base model is loaded at, so a retrain never starts from silently changed weights
     # (ignored for a local path). Pinned: the hub's main branch may move at any time.
     base_model_revision: str = setting("c5ee24cb16019beea0893ab7796b1df96625c6b8", hub_revision)
+    # The language whose default base (eduranker/base_models.py, docs/languages.md) is used where
+    # BASE_MODEL_NAME is not set: it sets BASE_MODEL_NAME, and BASE_MODEL_REVISION where that is not set.
+    base_language: str = setting("en", language_problem)
     # Base models a job's `base_model` override may name besides BASE_MODEL_NAME: comma-separated hub
     # names, and any folder under BASE_MODELS_ROOT; both empty = only the configured one (docs/security.md).
     allowed_base_models: str = setting("", model_list)
@@ -230,6 +234,7 @@ class Settings:
             problem = problem_of(f, values[f.name])
             if problem:  # named with the text as written, not as parsed
                 raise SettingsError(f"{f.name.upper()}={shown(f.name, raw)}: {problem}")
+        values.update(_language_default(values, env))
         values.update(overrides)
         return cls(**values)
 
@@ -241,6 +246,16 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(overrides)
         return type(self)(**values)
+
+
+def _language_default(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """BASE_MODEL_NAME and BASE_MODEL_REVISION from BASE_LANGUAGE's default base, where they are not set."""
+    if "BASE_MODEL_NAME" in env:
+        return {}
+    base = default_base(values.get("base_language", "en"))
+    return {"base_model_name": base.name} | (
+        {} if "BASE_MODEL_REVISION" in env else {"base_model_revision": base.revision}
+    )
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:

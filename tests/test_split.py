@@ -89,7 +89,8 @@ def test_unseen_by_keeps_only_pairs_held_out_in_the_other_epoch_too():
 
 def test_the_fingerprint_names_the_key_without_revealing_it():
     assert KEY.fingerprint != KEY.key[:12] and len(KEY.fingerprint) == 12
-    assert KEY.describe() == {"epoch": 1, "test_fraction": 0.2, "key_fingerprint": KEY.fingerprint}
+    assert KEY.describe() == {"epoch": 1, "test_fraction": 0.2, "key_fingerprint": KEY.fingerprint,
+                              "query_key_version": KEY.query_key_version}  # fmt: skip
 
 
 def _split(pairs, key=KEY):

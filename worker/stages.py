@@ -16,14 +16,14 @@ import torch
 
 from eduranker.errors import JobRefused, Superseded
 from eduranker.models_dir import version_dir
-from eduranker.pipeline import artifacts
+from eduranker.pipeline import artifacts, text
 from eduranker.pipeline.bounds import Read, newest, read_newest_first
 from eduranker.pipeline.caps import ReactionCap
 from eduranker.pipeline.device import is_out_of_memory, release_memory
 from eduranker.pipeline.evaluation import compute_metrics
 from eduranker.pipeline.gate import Comparison, GateRule, insufficient
 from eduranker.pipeline.model_io import load_cross_encoder
-from eduranker.pipeline.pairs import Pair, Snapshot, SnapshotBuilder, query_key
+from eduranker.pipeline.pairs import Pair, Snapshot, SnapshotBuilder
 from eduranker.pipeline.scoring import score_pairs
 from eduranker.pipeline.split import SplitKey, is_heldout, stable_split, unseen_by
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, TrainStats, fine_tune
@@ -45,7 +45,7 @@ class Split:
     key: SplitKey
 
     def summary(self) -> dict[str, Any]:
-        return {"train": len(self.train), "test": len(self.test), "test_queries": len(queries_of(self.test)),
+        return {"train": len(self.train), "test": len(self.test), "test_queries": len(queries_of(self.test, self.key)),
                 **self.key.describe()}  # fmt: skip
 
 
@@ -83,8 +83,9 @@ class Judged:
     metrics: dict[str, Any]
 
 
-def queries_of(pairs: list[Pair]) -> set[str]:
-    return {query_key(p.query) for p in pairs}
+def queries_of(pairs: list[Pair], key: SplitKey) -> set[str]:
+    """The distinct queries of `pairs`, as the epoch's split tells queries apart."""
+    return {key.query_of(p.query) for p in pairs}
 
 
 def _revision(source: str, s: Settings) -> str | None:
@@ -99,8 +100,13 @@ def split_key(db: Db, s: Settings, job_id: str) -> SplitKey:
     problem = evaluation_epochs.check_epochs(db)
     if problem:
         raise JobRefused(problem)
-    record = evaluation_epochs.current_epoch(db, s.test_fraction, s.split_key, by=f"job {job_id}")
-    return SplitKey(record.epoch, record.key, record.test_fraction)
+    record = evaluation_epochs.current_epoch(db, s.test_fraction, s.split_key, by=f"job {job_id}",
+                                             query_key_version=text.LATEST)  # fmt: skip
+    return split_key_of(record)
+
+
+def split_key_of(record: evaluation_epochs.EpochRecord) -> SplitKey:
+    return SplitKey(record.epoch, record.key, record.test_fraction, record.query_key_version)
 
 
 def take_snapshot(db: Db, s: Settings, run: Run, key: SplitKey) -> Snapshot:
@@ -110,7 +116,8 @@ def take_snapshot(db: Db, s: Settings, run: Run, key: SplitKey) -> Snapshot:
     started = time.perf_counter()
     now = server_now(db)  # feedback dated after the server's now (a skewed API host) is taken as now, and counted
     cap = ReactionCap(s.max_reactions_per_user_per_day)  # one account cannot swing the labels
-    builder = SnapshotBuilder(s.max_text_chars, now, heldout=lambda query: is_heldout(query, key))
+    builder = SnapshotBuilder(s.max_text_chars, now, heldout=lambda query: is_heldout(query, key),
+                              key_version=key.query_key_version)  # fmt: skip
     windows: int | None = None
     if s.train_max_pairs > 0 and s.gate_max_pairs > 0:
         reader = FeedbackReader(db, s.max_text_chars, slice_field=s.slice_field)
@@ -144,11 +151,11 @@ def split_for_judging(snapshot: Snapshot, s: Settings, run: Run, rule: GateRule,
     split = Split(train, test, key)
     run.update("recording the split", split=split.summary())
     labels = [p.label for p in test]
-    too_small = insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in test]), rule)
+    too_small = insufficient(Comparison(labels, labels, labels, [key.query_of(p.query) for p in test]), rule)
     if too_small:
         raise JobRefused(
             f"{too_small} (from {n} usable pairs: the stable split holds out {len(test)} pairs of "
-            f"{len(queries_of(test))} of the {len(queries_of(snapshot.pairs))} queries); nothing trained, "
+            f"{len(queries_of(test, key))} of the {len(queries_of(snapshot.pairs, key))} queries); nothing trained, "
             f"nothing registered"
         )
     if len({p.label for p in train}) < 2:
@@ -176,8 +183,8 @@ def _capped(pairs: list[Pair], cap: int) -> tuple[list[Pair], dict[str, Any]]:
     return bounded.kept, bounded.report()
 
 
-def metrics_of(pairs: list[Pair], scores: np.ndarray) -> dict[str, Any]:
-    return compute_metrics([p.label for p in pairs], scores, [query_key(p.query) for p in pairs])
+def metrics_of(pairs: list[Pair], scores: np.ndarray, key: SplitKey) -> dict[str, Any]:
+    return compute_metrics([p.label for p in pairs], scores, [key.query_of(p.query) for p in pairs])
 
 
 def lineage_of(db: Db, version: str | None) -> list[SplitKey | None]:
@@ -192,7 +199,7 @@ def lineage_of(db: Db, version: str | None) -> list[SplitKey | None]:
     fingerprints = evaluation_epochs.recorded_fingerprints(db)  # an epoch holding another key is unknown
     for epoch in recorded:
         record = evaluation_epochs.verified_epoch(db, epoch, fingerprints) if isinstance(epoch, int) else None
-        keys.append(SplitKey(record.epoch, record.key, record.test_fraction) if record else None)
+        keys.append(split_key_of(record) if record else None)
     return keys
 
 
@@ -211,7 +218,7 @@ def fair_heldout(split: Split, lineage: list[SplitKey | None], rule: GateRule) -
     and the gate says that the champion may have seen some of them."""
     unseen, known = held_out_from_all(split.test, lineage)
     labels = [p.label for p in unseen]
-    enough = not insufficient(Comparison(labels, labels, labels, [query_key(p.query) for p in unseen]), rule)
+    enough = not insufficient(Comparison(labels, labels, labels, [split.key.query_of(p.query) for p in unseen]), rule)
     fair = known and enough
     judged = unseen if fair else split.test
     fairness = {
@@ -241,7 +248,7 @@ def judge_champion(db: Db, s: Settings, split: Split, device: torch.device, rule
     reference, fairness["reference_cap"] = _capped(reference, s.gate_max_pairs)
     reference_scores = _score(model, tokenizer, reference, s, device)
     return Baseline(record.version, source, lineage, judged, fairness, scores, reference, reference_scores,
-                    metrics_of(judged, scores))  # fmt: skip
+                    metrics_of(judged, scores, split.key))  # fmt: skip
 
 
 def fine_tune_candidate(
@@ -289,7 +296,7 @@ def judge_candidate(
     """5. Score the same pairs with the candidate."""
     scores = _score(candidate.model, candidate.tokenizer, baseline.judged, s, device)
     reference_scores = _score(candidate.model, candidate.tokenizer, baseline.reference_pairs, s, device)
-    return Judged(scores, reference_scores, metrics_of(baseline.judged, scores))
+    return Judged(scores, reference_scores, metrics_of(baseline.judged, scores, split.key))
 
 
 def comparisons(split: Split, baseline: Baseline, judged: Judged) -> tuple[Comparison, Comparison | None]:
@@ -297,7 +304,7 @@ def comparisons(split: Split, baseline: Baseline, judged: Judged) -> tuple[Compa
 
     def compare(pairs: list[Pair], before: np.ndarray, after: np.ndarray) -> Comparison:
         return Comparison([p.label for p in pairs], before.tolist(), after.tolist(),
-                          [query_key(p.query) for p in pairs], [p.slice for p in pairs])  # fmt: skip
+                          [split.key.query_of(p.query) for p in pairs], [p.slice for p in pairs])  # fmt: skip
 
     heldout = compare(baseline.judged, baseline.scores, judged.scores)
     if not baseline.reference_pairs:

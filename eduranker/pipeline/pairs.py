@@ -6,23 +6,19 @@ Pure functions: rows in, pairs out. No database, no Celery.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from eduranker.pipeline.text import LATEST, clean_text, query_key
 from eduranker.records import LABELS
 
+__all__ = ["SKIP_REASONS", "Pair", "Snapshot", "SnapshotBuilder", "build_snapshot", "classify_row", "clean_text",
+           "query_key"]  # fmt: skip
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# C0/C1 control characters other than tab and newline, and lone surrogates a tokenizer cannot encode.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_SPACES = re.compile(r"[ \t\r\f\v]+")
-# Characters that change no visible text: format characters (zero-width space and joiners, bidi marks,
-# word joiner, BOM, soft hyphen: Unicode category Cf) and controls (Cc). Removed from query keys.
-_INVISIBLE = frozenset(("Cf", "Cc"))
 
 
 @dataclass(frozen=True)
@@ -83,21 +79,6 @@ class Snapshot:
             "content_hash": self.content_hash,
             "watermark": self.watermark,
         }
-
-
-def clean_text(value: str) -> str:
-    text = _CONTROL.sub(" ", value)
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
-
-
-def query_key(query: str) -> str:
-    """One query however it is typed, for dedup and for the split: NFKC, case-folded, invisible
-    characters (zero-width, bidi marks, controls) removed, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", query).casefold()
-    spaced = (" " if ch.isspace() else ch for ch in text)  # tabs and newlines are spaces, not controls
-    visible = "".join(ch for ch in spaced if unicodedata.category(ch) not in _INVISIBLE)
-    return " ".join(unicodedata.normalize("NFKC", visible).split())
 
 
 def _aware(value: Any) -> datetime | None:
@@ -178,10 +159,17 @@ class SnapshotBuilder:
     the latest feedback per (query, resource) whatever order the rows come in (by feedback time, then
     inference id). With `heldout` (a query's side of the stable split) it also counts the distinct pairs
     on each side, so a read newest first knows when it holds what the caps can use
-    (`eduranker/pipeline/bounds.py`). Feedback dated after `now` counts as given at `now`."""
+    (`eduranker/pipeline/bounds.py`). Feedback dated after `now` counts as given at `now`. Two rows are
+    one query when their `query_key` (of `key_version`, the split's: `eduranker/pipeline/text.py`) is."""
 
-    def __init__(self, max_text_chars: int, now: datetime, heldout: Callable[[str], bool] | None = None):
-        self.max_text_chars, self.now = max_text_chars, now
+    def __init__(
+        self,
+        max_text_chars: int,
+        now: datetime,
+        heldout: Callable[[str], bool] | None = None,
+        key_version: int = LATEST,
+    ):
+        self.max_text_chars, self.now, self.key_version = max_text_chars, now, key_version
         self.snapshot = Snapshot(pairs=[])
         self.latest: dict[tuple[str, str], Pair] = {}
         self.train = 0  # distinct pairs (after deduplication) on the training side, with `heldout`
@@ -202,7 +190,7 @@ class SnapshotBuilder:
             return
         snapshot.texts_truncated += truncated
         snapshot.future_dated += pair.feedback_at == self.now and _feedback_time(row, None) > self.now
-        query = query_key(pair.query)
+        query = query_key(pair.query, self.key_version)
         key = (query, pair.resource_id)
         kept = self.latest.get(key)
         if kept is None:

@@ -1,10 +1,12 @@
 """The stable held-out split: each query's side is fixed for good by a keyed hash of its key.
 
 A query is held out when HMAC-SHA256(key, query_key(query)), read as a number in [0, 1), is below the
-test fraction. The side depends on nothing but the query and the (key, fraction) of the evaluation
-epoch, so adding feedback never moves a query, no version trains on a held-out query, and each
-version's held-out queries are held out for every later version of the same epoch. The key is secret
-to the users (they cannot aim a query at either side) and recorded in MongoDB with the fraction.
+test fraction, with the query key's version recorded in the epoch (`eduranker/pipeline/text.py`: an
+epoch recorded before version 2 keeps version 1). The side depends on nothing but the query and the
+(key, fraction, key version) of the evaluation epoch, so adding feedback never moves a query, no version
+trains on a held-out query, and each version's held-out queries are held out for every later version of
+the same epoch. The key is secret to the users (they cannot aim a query at either side) and recorded in
+MongoDB with the fraction.
 Pure functions: no database.
 """
 
@@ -15,7 +17,8 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from eduranker.pipeline.pairs import Pair, query_key
+from eduranker.pipeline.pairs import Pair
+from eduranker.pipeline.text import LATEST, query_key
 
 _SCALE = float(2**64)
 
@@ -27,6 +30,11 @@ class SplitKey:
     epoch: int
     key: str  # hex
     test_fraction: float
+    query_key_version: int = LATEST  # the epoch's recorded one: the same query text keeps its side
+
+    def query_of(self, text: str) -> str:
+        """The query key this epoch's split hashes (and its snapshot deduplicates on)."""
+        return query_key(text, self.query_key_version)
 
     @property
     def fingerprint(self) -> str:
@@ -34,12 +42,13 @@ class SplitKey:
         return hashlib.sha256(bytes.fromhex(self.key)).hexdigest()[:12]
 
     def describe(self) -> dict[str, object]:
-        return {"epoch": self.epoch, "test_fraction": self.test_fraction, "key_fingerprint": self.fingerprint}
+        return {"epoch": self.epoch, "test_fraction": self.test_fraction, "key_fingerprint": self.fingerprint,
+                "query_key_version": self.query_key_version}  # fmt: skip
 
 
 def side_value(query: str, key: SplitKey) -> float:
     """The query's place in [0, 1) under this key: held out below the test fraction."""
-    digest = hmac.new(bytes.fromhex(key.key), query_key(query).encode("utf-8"), hashlib.sha256).digest()
+    digest = hmac.new(bytes.fromhex(key.key), key.query_of(query).encode("utf-8"), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 

@@ -66,29 +66,64 @@ def load_checked(
     variant: str = FP32,
 ) -> LoadedModel:
     """Load a version (as `variant` where it has it) and score the probe pair; raise if it does not load
-    or scores nonsense."""
+    or scores nonsense. What the version needs is read from its folder (`version_inputs`): its model
+    family and tokenizer (its config and tokenizer files), its `max_length` and query budget (its
+    metadata); `max_length` here is for a model that records none (the base model)."""
     served = _servable(path, version, device, variant)
     model, tokenizer = _load_int8_or_none(path) if served == INT8 else (None, None)
     if model is None:  # fp32, bf16, or an int8 file this torch cannot read: the version's own weights
         served = FP32 if served == INT8 else served
         model, tokenizer = load_cross_encoder(path, device, seed=0)
     model.eval()
-    loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size, variant=served,
-                         query_tokens=trained_query_tokens(path))  # fmt: skip
+    inputs = version_inputs(path, tokenizer, max_length)
+    family = getattr(getattr(model, "config", None), "model_type", "unknown")  # as its config.json names it
+    log.info("loading %s: %s, %s, max_length %d, query tokens %s, %s", version or "the base model", family,
+             type(tokenizer).__name__, inputs.max_length, inputs.query_tokens, served)  # fmt: skip
+    loaded = LoadedModel(version, model, tokenizer, device, inputs.max_length, batch_size, variant=served,
+                         query_tokens=inputs.query_tokens)  # fmt: skip
     probe = float(loaded.score(PROBE[0], [PROBE[1]])[0])
     if not math.isfinite(probe) or not 0.0 <= probe <= 1.0:
         raise ValueError(f"probe pair scored {probe!r}")
     return loaded
 
 
+@dataclass(frozen=True)
+class VersionInputs:
+    """How a version's inputs are built, as it was trained."""
+
+    max_length: int  # tokens of a (query, document) pair
+    query_tokens: int | None  # the query's budget within them (None: no cut)
+
+
+def version_inputs(path: str | Path, tokenizer: Any, default_max_length: int) -> VersionInputs:
+    """A version's `max_length` and query budget from its metadata (`hyperparameters`); a model without
+    our metadata (the base model) gets `default_max_length` and the current budget. Either is capped at
+    what its tokenizer declares it can read (`model_max_length`, written by the worker as the version's
+    `max_length`; 512 for most hub cross-encoders)."""
+    hyper = _metadata(path).get("hyperparameters") or {}
+    recorded = hyper.get("max_length")
+    max_length = recorded if isinstance(recorded, int) and recorded > 0 else default_max_length
+    readable = getattr(tokenizer, "model_max_length", None)
+    if isinstance(readable, int) and 0 < readable < 1_000_000:  # transformers' "no limit" is a huge number
+        max_length = min(max_length, readable)
+    return VersionInputs(max_length, trained_query_tokens(path))
+
+
+def _metadata(path: str | Path) -> dict[str, Any]:
+    meta = Path(path) / "training_metadata.json"
+    if not meta.is_file():
+        return {}
+    loaded = json.loads(meta.read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def trained_query_tokens(path: str | Path) -> int | None:
     """The query tokens a version was trained with (`hyperparameters.query_tokens` in its metadata), so
     it is served the inputs it learnt from: None (no cut) for a version from before the budget, the
     budget for a model without our metadata (the base model)."""
-    meta = Path(path) / "training_metadata.json"
-    if not meta.is_file():
+    if not (Path(path) / "training_metadata.json").is_file():
         return QUERY_TOKENS
-    tokens = (json.loads(meta.read_text()).get("hyperparameters") or {}).get("query_tokens")
+    tokens = (_metadata(path).get("hyperparameters") or {}).get("query_tokens")
     return int(tokens) if isinstance(tokens, int) else None
 
 

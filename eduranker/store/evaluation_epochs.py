@@ -3,7 +3,9 @@
 One document per epoch in `evaluation_epochs`, `_id` the epoch number, written once and never changed.
 The newest is in force. A job whose settings ask for another fraction or another key starts the next
 epoch (an insert on the next number: of two racing jobs one wins and the other reads its epoch), so a
-query keeps its side for as long as the epoch lasts, across every job and every worker.
+query keeps its side for as long as the epoch lasts, across every job and every worker. An epoch also
+records the version of the query key its split hashes (`eduranker/pipeline/text.py`): one recorded
+before there were versions reads as version 1, and keeps it for as long as it lasts.
 
 Checked, not trusted: every version records its epoch and its key's fingerprint (`split.epoch`,
 `split.key_fingerprint`). An epoch that versions trained under but that is missing here, or holds
@@ -36,6 +38,7 @@ class EpochRecord:
     test_fraction: float
     started_by: str
     on_purpose: bool = False  # started by an operator: the epochs before it may be lost or changed
+    query_key_version: int = 1  # an epoch recorded without one hashed version 1's keys
 
     @property
     def fingerprint(self) -> str:
@@ -48,10 +51,10 @@ def key_fingerprint(key: str) -> str:
 
 
 def _record(doc: Mapping[str, object]) -> EpochRecord:
-    number, fraction = doc["_id"], doc["test_fraction"]
-    assert isinstance(number, int) and isinstance(fraction, int | float)
+    number, fraction, version = doc["_id"], doc["test_fraction"], doc.get("query_key_version", 1)
+    assert isinstance(number, int) and isinstance(fraction, int | float) and isinstance(version, int)
     return EpochRecord(number, str(doc["key"]), float(fraction), str(doc.get("started_by")),
-                       bool(doc.get("on_purpose")))  # fmt: skip
+                       bool(doc.get("on_purpose")), version)  # fmt: skip
 
 
 def latest_epoch(db: Db) -> EpochRecord | None:
@@ -115,37 +118,40 @@ def verified_epoch(db: Db, epoch: int, recorded: Mapping[int, set[str]]) -> Epoc
     return record
 
 
-def start_epoch(db: Db, test_fraction: float, key: str = "", *, by: str) -> EpochRecord:
+def start_epoch(db: Db, test_fraction: float, key: str = "", *, by: str, query_key_version: int = 1) -> EpochRecord:
     """Start a new epoch on purpose (an operator's `eduranker new-epoch`): numbered after every epoch
-    stored or recorded by a version, with `key` (hex) or a fresh random one."""
+    stored or recorded by a version, with `key` (hex) or a fresh random one, hashing `query_key_version`."""
     while True:
         latest = latest_epoch(db)
         number = max([latest.epoch if latest else 0, *recorded_fingerprints(db)]) + 1
         new_key = key.lower() or secrets.token_hex(32)
-        doc = {"_id": number, "key": new_key, "test_fraction": test_fraction, "started_by": by, "on_purpose": True}
+        doc = {"_id": number, "key": new_key, "test_fraction": test_fraction, "started_by": by, "on_purpose": True,
+               "query_key_version": query_key_version}  # fmt: skip
         try:
             db[EVALUATION_EPOCHS].insert_one(doc)
         except DuplicateKeyError:
             continue  # a job started an epoch meanwhile: number after it
-        return EpochRecord(number, new_key, test_fraction, by, True)
+        return EpochRecord(number, new_key, test_fraction, by, True, query_key_version)
 
 
 def _matches(record: EpochRecord, test_fraction: float, key: str) -> bool:
     return record.test_fraction == test_fraction and (not key or record.key == key.lower())
 
 
-def current_epoch(db: Db, test_fraction: float, key: str = "", *, by: str) -> EpochRecord:
+def current_epoch(db: Db, test_fraction: float, key: str = "", *, by: str, query_key_version: int = 1) -> EpochRecord:
     """The epoch in force for these settings, starting a new one when the fraction or a set key differs
-    from the newest recorded. `key` empty: keep the recorded key (a fresh random one for the first epoch)."""
+    from the newest recorded. `key` empty: keep the recorded key (a fresh random one for the first epoch).
+    A new epoch records `query_key_version`; an epoch in force keeps its own (never a reason for a new one)."""
     while True:
         latest = latest_epoch(db)
         if latest is not None and _matches(latest, test_fraction, key):
             return latest
         number = 1 if latest is None else latest.epoch + 1
         new_key = key.lower() or (latest.key if latest is not None else secrets.token_hex(32))
-        doc = {"_id": number, "key": new_key, "test_fraction": test_fraction, "started_by": by}
+        doc = {"_id": number, "key": new_key, "test_fraction": test_fraction, "started_by": by,
+               "query_key_version": query_key_version}  # fmt: skip
         try:
             db[EVALUATION_EPOCHS].insert_one(doc)
         except DuplicateKeyError:
             continue  # another job started this epoch first: read it (and check it fits these settings)
-        return EpochRecord(number, new_key, test_fraction, by)
+        return EpochRecord(number, new_key, test_fraction, by, query_key_version=query_key_version)
