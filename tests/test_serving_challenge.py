@@ -52,3 +52,19 @@ def test_the_reranker_follows_the_challenger_pointer_and_a_share_of_zero_opts_ou
             opted_out.close()
     with pytest.raises(ValueError, match="challenge_share"):
         ChampionReranker(models, poll_seconds=3600, max_length=48, challenge_share=1.5)
+
+
+def test_the_info_endpoint_names_the_challenger_being_interleaved(models):  # noqa: F811
+    from eduranker.api.model_info import ServingInfo
+
+    point_champion(models, "v0001")
+    ranker = ChampionReranker(models, poll_seconds=3600, max_length=48)
+    try:
+        info = ServingInfo(ranker)
+        assert info.describe()["challenge"] is None
+        point_champion(models, "v0002", "challenger")
+        assert ranker.refresh()
+        challenge = info.describe()["challenge"]
+        assert challenge["version"] == "v0002" and challenge["share"] == 1.0
+    finally:
+        ranker.close()

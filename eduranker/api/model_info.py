@@ -66,5 +66,14 @@ class ServingInfo:
             "gate": meta.get("gate"),
             "gate_reason": meta.get("gate_reason"),
             "job_id": meta.get("job_id"),
-            "challenge": None,  # a challenger served beside the champion: not served yet
+            "challenge": self._challenge(),
         }
+
+    def _challenge(self) -> dict[str, Any] | None:
+        """The challenger this reranker interleaves with the champion (models/challenger), if any."""
+        challenger = self.ranker.challenger
+        if challenger is None:
+            return None
+        meta = version_metadata(str(Path(self.ranker.models_dir)), challenger)
+        return {"version": challenger, "share": self.ranker.challenge_share, "gate_reason": meta.get("gate_reason"),
+                "job_id": meta.get("job_id")}  # fmt: skip

@@ -57,16 +57,11 @@ def problem_of(request: RerankRequest, limits: Limits) -> str | None:
 
 
 def positions(result: RerankResult, resource_ids: Sequence[str] | None) -> list[Position]:
-    """One row per served result, best first: what the search API writes on each inference."""
+    """One row per served result, best first: what the search API writes on each inference (the
+    reranker's own `inference_fields()`, with the document's index and resource id)."""
     return [
-        Position(
-            rank=rank,
-            index=index,
-            resource_id=resource_ids[index] if resource_ids else None,
-            score=result.scores[index],
-            model_version=version,
-        )  # fmt: skip
-        for rank, (index, version) in enumerate(zip(result.order, result.versions, strict=True), start=1)
+        Position(index=index, resource_id=resource_ids[index] if resource_ids else None, **fields)  # type: ignore[arg-type]
+        for index, fields in zip(result.order, result.inference_fields(), strict=True)
     ]
 
 

@@ -46,4 +46,7 @@ class ModelInfo(BaseModel):
     gate: dict[str, Any] | None = Field(description="the gate's evidence: gain, interval, pairs, queries, slices")
     gate_reason: str | None
     job_id: str | None = Field(description="the training job that made it")
-    challenge: dict[str, Any] | None = Field(None, description="a challenger served beside it (none yet)")
+    challenge: dict[str, Any] | None = Field(
+        None,
+        description="while a challenge runs, the challenger interleaved with it: version, share, gate reason, job",
+    )
