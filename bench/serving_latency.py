@@ -32,6 +32,7 @@ hash of its name). The query is always the held-out package's one-line summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import random
@@ -160,14 +161,18 @@ def make_sides(models_dir: Path, folder: Path, variants: Sequence[str], args: An
 
     sides: dict[str, Side] = {BASELINE: baseline}
     rerankers = []
-    for v in variants:  # "int8:8": the int8 variant in length-sorted micro-batches of 8
+    for v in variants:  # "int8:8": the int8 variant in length-sorted micro-batches of 8; ":raw": no fp32 for ties
         name, _, batch = v.partition(":")
+        batch, _, raw = batch.partition(":")
         weights = name == "bf16weights"  # not a variant: the fp32 side with its weights cast to bf16 here
         ranker = ChampionReranker(models_dir, device=args.device, variant="fp32" if weights else name,
                                   max_length=args.max_length, batch_size=int(batch or args.batch_size),
                                   poll_seconds=3600)  # fmt: skip
         if weights:
             ranker._serving.champion.model.to(torch.bfloat16)
+        if raw or weights:  # the variant's own scores, near ties as they come
+            champion = dataclasses.replace(ranker._serving.champion, exact=None)
+            ranker._serving = dataclasses.replace(ranker._serving, champion=champion)
         rerankers.append(ranker)
         sides[v] = lambda q, d, r=ranker: np.asarray(r.rerank(q, d).scores)
     return sides, rerankers
@@ -304,6 +309,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="torch threads; the first is used for parts 1, 2, 3, 5")
     parser.add_argument("--agreement-queries", type=int, default=0,
                         help="held-out queries of the agreement part (0: the timed k = 20 requests)")  # fmt: skip
+    parser.add_argument("--reference", default="fp32", help="the fp32 side agreement is measured against "
+                        "(onnx:8 gives its scores to 6e-8, faster)")  # fmt: skip
     parser.add_argument("--train-pairs", type=int, default=320)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64, help="of sides named without :BATCH")
@@ -334,6 +341,15 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     for shape in args.shapes.split(","):
         measure_shape(shape, sides, corpus, held, args)
+        if rerankers:  # what tokenising costs of a request: the texts clipped, tokenised in one call, joined
+            requests = requests_for(held[: args.requests], corpus, 20, shape)
+            loaded = rerankers[0]._serving.champion
+            spent = []
+            for query, docs, _ in requests:
+                began = time.perf_counter()
+                loaded.encode(query, docs)
+                spent.append(time.perf_counter() - began)
+            print(f"tokenising {shape:<6} k=20: p50 {percentiles(spent)[0]:.1f} ms a request")
     if args.interleaved:
         both = interleaved_sides(models_dir, args.interleaved, args)
         for shape in args.shapes.split(","):
@@ -373,17 +389,18 @@ def measure_shape(
         times, scores = one_client(sides, requests)
         print_latency(f"{shape:<6} k={k:<3}", times)
         if k == 20 and not args.agreement_queries:
-            print_agreement(shape, sides, scores, requests)
+            print_agreement(shape, args.reference, scores, requests)
         if k == 20 and args.profile:
             profile(sides, requests)
     if args.agreement_queries:  # more queries than are timed: each side scores each request once, untimed
         requests = requests_for(held[: args.agreement_queries], corpus, 20, shape)
-        scores = {side: [fn(q, docs) for q, docs, _ in requests] for side, fn in sides.items()}
-        print_agreement(shape, sides, scores, requests)
+        scored = {s: fn for s, fn in sides.items() if s != BASELINE or args.reference not in sides}  # its equal
+        scores = {side: [fn(q, docs) for q, docs, _ in requests] for side, fn in scored.items()}
+        print_agreement(shape, args.reference, scores, requests)
 
 
-def print_agreement(shape: str, sides: dict[str, Side], scores: dict[str, list], requests: list[Request]) -> None:
-    agreed = agreement(scores, requests, "fp32" if "fp32" in sides else BASELINE)
+def print_agreement(shape: str, reference: str, scores: dict[str, list], requests: list[Request]) -> None:
+    agreed = agreement(scores, requests, reference if reference in scores else BASELINE)
     for side, a in agreed.items():
         print(f"agreement {shape:<6} k=20, {len(requests)} queries: {side:<13} same top-10 {a['same_top10']:6.1%}"
               f"   NDCG@10 {a['ndcg10']:.4f}   ROC-AUC {a['auc']:.4f}   max diff {a['max_diff']:.1e}")  # fmt: skip

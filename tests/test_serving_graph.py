@@ -144,3 +144,34 @@ def test_a_failure_in_the_overlapped_scoring_reaches_the_request(models):
 )
 def test_overlap_pays_only_where_the_cores_are_free(cores, threads, in_flight, pays):
     assert overlap_pays(cores, threads, in_flight) is pays
+
+
+@pytest.mark.parametrize(
+    ("scores", "gap", "top", "ties"),
+    [
+        ([0.9, 0.5, 0.1], 1e-3, 10, []),  # well apart: nothing to rescore
+        ([0.5, 0.9, 0.5004], 1e-3, 10, [0, 2]),  # two near-equal documents, wherever they stand
+        ([0.9, 0.8995, 0.899, 0.1], 1e-3, 10, [0, 1, 2]),  # a chain of near ties
+        ([0.9, 0.8, 0.7995, 0.1], 1e-3, 2, [1, 2]),  # the second and the third: the edge of the first two
+        ([0.9, 0.8, 0.7, 0.6995], 1e-3, 2, []),  # the third and fourth: the first two stay as they are
+        ([0.9, 0.8, 0.5, 0.4995], 1e-3, 1, []),  # below the first two: no place in the ranking's top moves
+        ([0.3, 0.3], 1e-3, 10, [0, 1]),  # equal
+        ([0.7], 1e-3, 10, []),
+    ],
+)
+def test_near_ties_are_the_documents_a_small_error_could_swap_in_the_top_of_the_ranking(scores, gap, top, ties):
+    from eduranker.pipeline.scoring import near_ties
+
+    assert near_ties(np.asarray(scores), gap, top).tolist() == ties
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 runs in fp32 on this CPU: nothing to rescore")
+@pytest.mark.parametrize("variant", ["bf16", "openvino"])
+def test_near_ties_of_a_bf16_variant_are_rescored_in_fp32(models, variant):
+    fp32, served = load(models, "v0001", "fp32"), load(models, "v0001", variant)
+    assert served.exact is not None and fp32.exact is None and load(models, "v0001", "onnx").exact is None
+    reference = fp32.score(QUERY, DOCS)
+    assert np.abs(served.score(QUERY, DOCS) - reference).max() > 1e-6  # bf16's own scores differ a little
+    every_one_a_tie = dataclasses.replace(served, tie_gap=1.0)
+    np.testing.assert_allclose(every_one_a_tie.score(QUERY, DOCS), reference, atol=1e-5, rtol=0)

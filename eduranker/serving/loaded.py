@@ -28,7 +28,7 @@ import torch
 from eduranker.pipeline.encoding import QUERY_TOKENS, EncodedPairs, encode_query_documents
 from eduranker.pipeline.model_io import load_cross_encoder, quiet_hub
 from eduranker.pipeline.precision import cpu_has_native_bf16
-from eduranker.pipeline.scoring import score_encoded
+from eduranker.pipeline.scoring import near_ties, score_encoded
 from eduranker.pipeline.variants import load_int8, read_description
 from eduranker.serving.graph import GraphRunner, runtime_available
 from eduranker.variants import BF16, FP32, GRAPH_FILE, GRAPH_VARIANTS, INT8, ONNX, OPENVINO, variant_dir
@@ -39,6 +39,11 @@ PROBE = ("how do plants make food", "Photosynthesis explained with diagrams")
 # Characters of a query or document kept before tokenising, as training's MAX_TEXT_CHARS (4000): a
 # megabyte of text costs no more than the model can read of it.
 MAX_TEXT_CHARS = 4000
+# A version served in bf16 rescores in fp32 the documents whose place in the first EXACT_TOP of a
+# request's ranking rests on a score difference under TIE_GAP: bf16's scores differed from fp32's by at
+# most 2.8e-4 on held-out text (bench/serving_latency.py), so within 1e-3 two documents may have swapped.
+TIE_GAP = 1e-3
+EXACT_TOP = 10
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class LoadedModel:
     variant: str = FP32  # what actually serves: fp32 where the asked variant's files are missing
     query_tokens: int | None = QUERY_TOKENS  # as the version was trained (None: no cut)
     reads: str = ""  # how it turns text into tokens: two models with the same `reads` share an encoding
+    exact: Any = None  # the same version in fp32, for near ties (None: `model` is exact already)
+    tie_gap: float = TIE_GAP
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Scores aligned with `documents`: every text clipped to `max_text_chars` before tokenising,
@@ -68,8 +75,14 @@ class LoadedModel:
 
     def score_encoded(self, encoded: EncodedPairs) -> np.ndarray:
         amp = self.device.type == "cuda" or self.variant == BF16  # on CUDA as scoring does for the gate
-        with _IN_FLIGHT, torch.inference_mode(), torch.autocast(self.device.type, enabled=amp, dtype=torch.bfloat16):
-            return score_encoded(self.model, encoded, device=self.device, batch_size=self.batch_size)
+        with _IN_FLIGHT, torch.inference_mode():
+            with torch.autocast(self.device.type, enabled=amp, dtype=torch.bfloat16):
+                scores = score_encoded(self.model, encoded, device=self.device, batch_size=self.batch_size)
+            ties = near_ties(scores, self.tie_gap, EXACT_TOP) if self.exact is not None else None
+            if ties is not None and ties.size:  # the top of the ranking as fp32 orders it
+                scores[ties] = score_encoded(self.exact, encoded, device=self.device, batch_size=self.batch_size,
+                                             indices=ties)  # fmt: skip
+            return scores
 
 
 class _Counter:
@@ -160,11 +173,23 @@ def load_checked(
     tokens = trained_query_tokens(path)
     reads = reads_fingerprint(tokenizer, max_length, MAX_TEXT_CHARS, tokens)
     loaded = LoadedModel(version, model, tokenizer, device, max_length, batch_size, variant=served,
-                         query_tokens=tokens, reads=reads)  # fmt: skip
+                         query_tokens=tokens, reads=reads, exact=_exact(model, path, served, device))  # fmt: skip
     probe = float(loaded.score(PROBE[0], [PROBE[1]])[0])
     if not math.isfinite(probe) or not 0.0 <= probe <= 1.0:
         raise ValueError(f"probe pair scored {probe!r}")
     return loaded
+
+
+def _exact(model: Any, path: str | Path, served: str, device: torch.device) -> Any:
+    """What rescores near ties in fp32: the same weights without autocast for bf16, the graph compiled in
+    fp32 for openvino where it runs in bf16; None where the scores are fp32's already (or on CUDA)."""
+    if device.type != "cpu":
+        return None
+    if served == BF16:
+        return model
+    if isinstance(model, GraphRunner) and model.precision == "bf16":
+        return GraphRunner(model.path, model.runtime, bf16=False, threads=model.threads)
+    return None
 
 
 def trained_query_tokens(path: str | Path) -> int | None:
