@@ -175,3 +175,10 @@ def test_near_ties_of_a_bf16_variant_are_rescored_in_fp32(models, variant):
     assert np.abs(served.score(QUERY, DOCS) - reference).max() > 1e-6  # bf16's own scores differ a little
     every_one_a_tie = dataclasses.replace(served, tie_gap=1.0)
     np.testing.assert_allclose(every_one_a_tie.score(QUERY, DOCS), reference, atol=1e-5, rtol=0)
+
+
+def test_a_model_the_exporter_cannot_trace_leaves_the_version_written_without_the_graph(tmp_path):
+    """The worker still registers the version (a new model family the exporter fails on, say)."""
+    described = build_variant(torch.nn.Linear(2, 1), tmp_path, "openvino")  # no config: the export fails
+    assert described["files"] == [] and "error" in described
+    assert read_description(tmp_path, "openvino") is None and not variant_dir(tmp_path, "openvino").exists()

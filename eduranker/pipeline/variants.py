@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ from eduranker.variants import BF16, BUILT_VARIANTS, DESCRIPTION, FP32, INT8, va
 if TYPE_CHECKING:  # types only: importing transformers costs seconds
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
 WEIGHTS = "model_int8.pt"
 
 
@@ -63,10 +66,17 @@ def build_variant(model: PreTrainedModel, version_folder: Path, name: str) -> di
 
 
 def _build_graph(model: PreTrainedModel, version_folder: Path, name: str) -> dict[str, Any]:
+    """The exported graph, or where the exporter cannot trace this model a description saying why and no
+    files: the version is still written, and served as the variant's fallback (`bf16` or `fp32`)."""
     began = time.perf_counter()
     folder = variant_dir(version_folder, name)
     folder.mkdir(parents=True)
-    inputs = export_onnx(model, folder / names.GRAPH_FILE)
+    try:
+        inputs = export_onnx(model, folder / names.GRAPH_FILE)
+    except Exception as exc:
+        log.exception("the %s variant could not be exported; the version is served without it", name)
+        shutil.rmtree(folder)
+        return {"variant": name, "files": [], "how": "not built", "error": f"{type(exc).__name__}: {exc}"}
     runtime = "OpenVINO, bf16 on a CPU with native bf16, fp32 otherwise" if name != names.ONNX else "ONNX Runtime, fp32"
     description = {
         "variant": name,
