@@ -1,28 +1,43 @@
 """Rerank latency of the search API: `ChampionReranker.rerank` per variant vs `CrossEncoder.predict`.
 
-    .venv/bin/python bench/serving_latency.py [--ks 10,20,50] [--requests 30] [--clients 4]
-        [--variants fp32,int8,bf16] [--threads 1,2] [--train-pairs 320] [--no-rss] [--profile] [--device cpu]
+    .venv/bin/python bench/serving_latency.py [--shapes short,long,mixed] [--ks 10,20,50] [--requests 30]
+        [--clients 4] [--variants fp32,int8,bf16] [--threads 1,2] [--interleaved openvino:8]
+        [--train-pairs 320] [--no-rss] [--profile] [--device cpu]
 
 One version folder, written as the worker writes it (a MiniLM fine-tuned on a few hundred judgements
-of the Debian packages corpus, `bench/packages_corpus.py`, then `save_cross_encoder` and the int8
-variant beside it). Every side serves that folder in the same process: `CrossEncoder(folder).predict`
-(the baseline: what the search API did before), and `ChampionReranker(variant=...)` for each variant.
+of the Debian packages corpus, `bench/packages_corpus.py`, then `save_cross_encoder` and the asked
+variants built beside it). Every side serves that folder in the same process:
+`CrossEncoder(folder).predict` (the baseline: what the search API did before), and
+`ChampionReranker(variant=...)` for each variant.
 
-1. One client: for each k, every held-out query's summary against k of its candidates (its own
-   package among them), the sides alternated request by request; p50 and p99 per side, ratio to the
+Text shapes (`--shapes`): `long`, a package's name and its whole description (one line to a few hundred
+words); `short`, its name and the first sentence(s) of the description, 15-40 words in all (a title and
+a sentence, as most educational resources are); `mixed`, each candidate short or long (half each, by a
+hash of its name). The query is always the held-out package's one-line summary.
+
+1. One client, per shape and k: every held-out query against k of its candidates (its own package
+   among them), the sides alternated request by request; p50 and p99 per side, ratio to the
    baseline's p50.
-2. Ranking agreement with fp32 (k = 20, held-out queries): same top-10 order, NDCG@10 and ROC-AUC of
-   each side against the fp32 reranker's scores on the same requests.
-3. Concurrent clients: `--clients` threads sending k = 20 requests, for each torch thread count in
-   `--threads`; requests/s and p50/p99 per side.
-4. Peak RSS: each side alone in a fresh process (load + 10 requests), its high-water mark (VmHWM).
+2. Ranking agreement with fp32 (k = 20, held-out queries, per shape): same top-10 order, NDCG@10 and
+   ROC-AUC of each side against the fp32 reranker's scores on the same requests (`--agreement-queries
+   N`: on N held-out queries, each scored once, untimed; fp32 is `CrossEncoder` where no fp32 side runs).
+3. Interleaved requests (`--interleaved SIDE`, k = 20, per shape): two versions score the same
+   documents (a second folder with the same weights: the cost is the same); champion-only, both one
+   after the other, and `score_both` (one tokenisation, the scorings overlapped), alternated.
+4. Concurrent clients: `--clients` threads sending k = 20 requests, for each torch thread count in
+   `--threads`, per shape; requests/s and p50/p99 per side.
+5. Peak RSS: each side alone in a fresh process (load + 10 requests), its high-water mark (VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,14 +60,34 @@ Side = Callable[[str, list[str]], np.ndarray]
 BASELINE = "CrossEncoder"
 
 
-def requests_for(names: Sequence[str], corpus: packages_corpus.Corpus, k: int) -> list[Request]:
+SHAPES = ("short", "long", "mixed")
+
+
+def short_text(p: packages_corpus.Package, least: int = 15, most: int = 40) -> str:
+    """A title and a sentence: the package's name and the first sentence(s) of its description, until
+    the whole has `least` words, cut at `most`."""
+    words = p.name.split()
+    for sentence in re.split(r"(?<=[.!?])\s+", p.description):
+        words += sentence.split()
+        if len(words) >= least:
+            break
+    return f"{p.name}\n\n{' '.join(words[len(p.name.split()) : most])}"
+
+
+def text(p: packages_corpus.Package, shape: str) -> str:
+    if shape == "mixed":
+        shape = "short" if hashlib.blake2b(p.name.encode(), digest_size=1).digest()[0] % 2 else "long"
+    return short_text(p) if shape == "short" else "\n\n".join(packages_corpus.document(p))
+
+
+def requests_for(names: Sequence[str], corpus: packages_corpus.Corpus, k: int, shape: str = "long") -> list[Request]:
     by_name = {p.name: p for p in corpus.packages}
     out = []
     for name in names:
         candidates = corpus.candidates[name][:k]
         if name not in candidates:  # keep the relevant document among the first k
             candidates = [name, *candidates[: k - 1]]
-        docs = ["\n\n".join(packages_corpus.document(by_name[c])) for c in candidates]
+        docs = [text(by_name[c], shape) for c in candidates]
         out.append((by_name[name].summary, docs, [1.0 if c == name else 0.0 for c in candidates]))
     return out
 
@@ -81,11 +116,34 @@ def write_version(models_dir: Path, corpus: packages_corpus.Corpus, train: Seque
     folder = version_dir(models_dir, "v0001")
     folder.mkdir(parents=True)
     save_cross_encoder(model.eval(), tokenizer, folder, args.max_length)
-    for name in BUILT_VARIANTS:
+    asked = {v.partition(":")[0] for v in args.variants.split(",") + [args.interleaved or ""]}
+    for name in [v for v in BUILT_VARIANTS if v in asked]:
         built = build_variant(model, folder, name)
         print(f"variant {name}: {built['bytes'] / 1e6:.1f} MB, built in {built['build_seconds']:.2f} s")
     point_champion(models_dir, "v0001")
+    shutil.copytree(folder, version_dir(models_dir, "v0002"))  # the interleaved part's second version
     return folder
+
+
+def interleaved_sides(models_dir: Path, side: str, args: Any) -> dict[str, Side]:
+    """Champion only; both versions one after the other, each tokenising; `score_both`."""
+    import torch
+
+    from eduranker.models_dir import version_dir
+    from eduranker.serving.loaded import load_checked, score_both
+
+    name, _, batch = side.partition(":")
+    device = torch.device(args.device)
+    first, second = (load_checked(version_dir(models_dir, v), v, device, args.max_length,
+                                  int(batch or args.batch_size), name) for v in ("v0001", "v0002"))  # fmt: skip
+    shared = first.reads == second.reads
+    print(f"interleaved: {side} served as {first.variant} and {second.variant}, one encoding for both: {shared}")
+    return {
+        "champion only": first.score,
+        "both in turn": lambda q, d: np.concatenate([first.score(q, d), second.score(q, d)]),
+        "score_both": lambda q, d: np.concatenate(score_both(first, second, q, d)),
+        "score_both, no overlap": lambda q, d: np.concatenate(score_both(first, second, q, d, overlap=False)),
+    }
 
 
 def make_sides(models_dir: Path, folder: Path, variants: Sequence[str], args: Any) -> tuple[dict[str, Side], list]:
@@ -103,10 +161,18 @@ def make_sides(models_dir: Path, folder: Path, variants: Sequence[str], args: An
 
     sides: dict[str, Side] = {BASELINE: baseline}
     rerankers = []
-    for v in variants:  # "int8:8": the int8 variant in length-sorted micro-batches of 8
+    for v in variants:  # "int8:8": the int8 variant in length-sorted micro-batches of 8; ":raw": no fp32 for ties
         name, _, batch = v.partition(":")
-        ranker = ChampionReranker(models_dir, device=args.device, variant=name, max_length=args.max_length,
-                                  batch_size=int(batch or args.batch_size), poll_seconds=3600)  # fmt: skip
+        batch, _, raw = batch.partition(":")
+        weights = name == "bf16weights"  # not a variant: the fp32 side with its weights cast to bf16 here
+        ranker = ChampionReranker(models_dir, device=args.device, variant="fp32" if weights else name,
+                                  max_length=args.max_length, batch_size=int(batch or args.batch_size),
+                                  poll_seconds=3600)  # fmt: skip
+        if weights:
+            ranker._serving.champion.model.to(torch.bfloat16)
+        if raw or weights:  # the variant's own scores, near ties as they come
+            champion = dataclasses.replace(ranker._serving.champion, exact=None)
+            ranker._serving = dataclasses.replace(ranker._serving, champion=champion)
         rerankers.append(ranker)
         sides[v] = lambda q, d, r=ranker: np.asarray(r.rerank(q, d).scores)
     return sides, rerankers
@@ -185,7 +251,7 @@ def rss_child(side: str, models_dir: str, k: int, max_length: int) -> None:
     corpus = packages_corpus.build(per_query=50, hard=30, seed=0)
     requests = requests_for([p.name for p in corpus.packages][-10:], corpus, k)
     folder = Path(models_dir) / "versions" / "v0001"
-    args = argparse.Namespace(max_length=max_length, batch_size=64, device="cpu")
+    args = argparse.Namespace(max_length=max_length, batch_size=64, device="cpu", variants=side, interleaved=None)
     sides, rerankers = make_sides(Path(models_dir), folder, [] if side == BASELINE else [side], args)
     for query, docs, _ in requests:
         sides[side](query, docs)
@@ -225,20 +291,26 @@ def profile(sides: dict[str, Side], requests: list[Request]) -> None:
         print(f"profile {side:<13} " + "   ".join(f"{g} {v / total:5.1%}" for g, v in shares.items()))
 
 
-def print_latency(k: int, times: dict[str, list[float]]) -> None:
+def print_latency(label: str, times: dict[str, list[float]]) -> None:
     base = percentiles(times[BASELINE])[0]
     for side, t in times.items():
         p50, p99 = percentiles(t)
-        print(f"k={k:<3} {side:<13} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   {base / p50:5.2f}x the baseline's p50")
+        print(f"{label} {side:<13} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   {base / p50:5.2f}x the baseline's p50")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="short, long, mixed (the text of the candidates)")
     parser.add_argument("--ks", default="10,20,50")
     parser.add_argument("--requests", type=int, default=30, help="held-out queries per k")
     parser.add_argument("--clients", type=int, default=4, help="0: no concurrent part")
     parser.add_argument("--variants", default="fp32,int8,bf16", help="NAME or NAME:BATCH (micro-batches of BATCH)")
-    parser.add_argument("--threads", default="1,2", help="torch threads; the first is used for parts 1, 2, 4")
+    parser.add_argument("--interleaved", help="NAME[:BATCH]: measure a request scored by two versions so served")
+    parser.add_argument("--threads", default="1,2", help="torch threads; the first is used for parts 1, 2, 3, 5")
+    parser.add_argument("--agreement-queries", type=int, default=0,
+                        help="held-out queries of the agreement part (0: the timed k = 20 requests)")  # fmt: skip
+    parser.add_argument("--reference", default="fp32", help="the fp32 side agreement is measured against "
+                        "(onnx:8 gives its scores to 6e-8, faster)")  # fmt: skip
     parser.add_argument("--train-pairs", type=int, default=320)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64, help="of sides named without :BATCH")
@@ -261,41 +333,77 @@ def main() -> None:
     train, held = names[: max(args.train_pairs // 8, 0)], names[max(args.train_pairs // 8, 0) :]
     models_dir = Path(tempfile.mkdtemp(prefix="serving-latency-"))
     folder = write_version(models_dir, corpus, train, args)
-    variants = args.variants.split(",")
-    sides, rerankers = make_sides(models_dir, folder, variants, args)
+    sides, rerankers = make_sides(models_dir, folder, args.variants.split(","), args)
     flags = Path("/proc/cpuinfo").read_text().split()
     native = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8") if f in flags]
     print(f"{len(os.sched_getaffinity(0))} cores ({', '.join(native) or 'no native bf16/int8'}), torch "
-          f"{torch.__version__}, max_length {args.max_length}, {args.requests} held-out queries per k")  # fmt: skip
-
-    for k in [int(k) for k in args.ks.split(",")]:
-        requests = requests_for(held[: args.requests], corpus, k)
-        tokens = np.mean([len(q.split()) + sum(len(d.split()) for d in docs) / len(docs) for q, docs, _ in requests])
-        print(f"-- one client, torch threads {args.threads[0]}, k = {k} (mean {tokens:.0f} words a pair)")
-        times, scores = one_client(sides, requests)
-        print_latency(k, times)
-        if k == 20:
-            agreed = agreement(scores, requests, "fp32" if "fp32" in sides else BASELINE)
-            for side, a in agreed.items():
-                print(f"agreement {side:<13} same top-10 {a['same_top10']:6.1%}   NDCG@10 {a['ndcg10']:.4f}   "
-                      f"ROC-AUC {a['auc']:.4f}   largest score difference {a['max_diff']:.1e}")  # fmt: skip
-            if args.profile:
-                profile(sides, requests)
-
-    requests = requests_for(held[: max(args.requests, 2 * args.clients)], corpus, 20)
-    for threads in args.threads if args.clients > 0 else []:
-        torch.set_num_threads(threads)
-        print(f"-- {args.clients} concurrent clients, k = 20, torch threads {threads}")
-        for side, fn in sides.items():
-            rate, latencies = concurrent(fn, requests, args.clients)
-            p50, p99 = percentiles(latencies)
-            print(f"clients={args.clients} threads={threads} {side:<13} {rate:6.2f} req/s   "
-                  f"p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")  # fmt: skip
+          f"{torch.__version__}, max_length {args.max_length}, {args.requests} held-out queries per k; "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    for shape in args.shapes.split(","):
+        measure_shape(shape, sides, corpus, held, args)
+        if rerankers:  # what tokenising costs of a request: the texts clipped, tokenised in one call, joined
+            requests = requests_for(held[: args.requests], corpus, 20, shape)
+            loaded = rerankers[0]._serving.champion
+            spent = []
+            for query, docs, _ in requests:
+                began = time.perf_counter()
+                loaded.encode(query, docs)
+                spent.append(time.perf_counter() - began)
+            print(f"tokenising {shape:<6} k=20: p50 {percentiles(spent)[0]:.1f} ms a request")
+    if args.interleaved:
+        both = interleaved_sides(models_dir, args.interleaved, args)
+        for shape in args.shapes.split(","):
+            times, _ = one_client(both, requests_for(held[: args.requests], corpus, 20, shape))
+            alone = percentiles(times["champion only"])[0]
+            for side, t in times.items():
+                p50, p99 = percentiles(t)
+                print(f"interleaved {shape:<6} k=20 {side:<23} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   "
+                      f"{p50 / alone:5.2f}x champion-only")  # fmt: skip
+    for shape in args.shapes.split(",") if args.clients > 0 else []:
+        requests = requests_for(held[: max(args.requests, 2 * args.clients)], corpus, 20, shape)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(f"-- {shape}: {args.clients} concurrent clients, k = 20, torch threads {threads}")
+            for side, fn in sides.items():
+                rate, latencies = concurrent(fn, requests, args.clients)
+                p50, p99 = percentiles(latencies)
+                print(f"{shape:<6} clients={args.clients} threads={threads} {side:<13} {rate:6.2f} req/s   "
+                      f"p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")  # fmt: skip
+        torch.set_num_threads(args.threads[0])
     for ranker in rerankers:
         ranker.close()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if not args.no_rss:
         for side, mb in peak_rss(list(sides), models_dir, args).items():
             print(f"peak RSS {side:<13} {mb:7.0f} MB (alone in a fresh process: load + 10 requests at k = 20)")
+
+
+def measure_shape(
+    shape: str, sides: dict[str, Side], corpus: packages_corpus.Corpus, held: list[str], args: Any
+) -> None:
+    for k in [int(k) for k in args.ks.split(",")]:
+        requests = requests_for(held[: args.requests], corpus, k, shape)
+        words = np.mean([len(q.split()) + sum(len(d.split()) for d in docs) / len(docs) for q, docs, _ in requests])
+        print(f"-- {shape}: one client, torch threads {args.threads[0]}, k = {k} (mean {words:.0f} words a pair; "
+              f"load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+        times, scores = one_client(sides, requests)
+        print_latency(f"{shape:<6} k={k:<3}", times)
+        if k == 20 and not args.agreement_queries:
+            print_agreement(shape, args.reference, scores, requests)
+        if k == 20 and args.profile:
+            profile(sides, requests)
+    if args.agreement_queries:  # more queries than are timed: each side scores each request once, untimed
+        requests = requests_for(held[: args.agreement_queries], corpus, 20, shape)
+        scored = {s: fn for s, fn in sides.items() if s != BASELINE or args.reference not in sides}  # its equal
+        scores = {side: [fn(q, docs) for q, docs, _ in requests] for side, fn in scored.items()}
+        print_agreement(shape, args.reference, scores, requests)
+
+
+def print_agreement(shape: str, reference: str, scores: dict[str, list], requests: list[Request]) -> None:
+    agreed = agreement(scores, requests, reference if reference in scores else BASELINE)
+    for side, a in agreed.items():
+        print(f"agreement {shape:<6} k=20, {len(requests)} queries: {side:<13} same top-10 {a['same_top10']:6.1%}"
+              f"   NDCG@10 {a['ndcg10']:.4f}   ROC-AUC {a['auc']:.4f}   max diff {a['max_diff']:.1e}")  # fmt: skip
 
 
 if __name__ == "__main__":

