@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 
 from eduranker import models_dir
-from eduranker.errors import UnknownVersion
+from eduranker.errors import Refused, UnknownVersion
 from eduranker.store import versions
+from eduranker.store.lease import LeaseFence
 from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,25 @@ def promote(
     return previous
 
 
-def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
-    """Restore the previous champion (its artifacts checked before anything changes)."""
-    record, target = versions.rollback_target(db)
+def rollback(
+    db: Db,
+    models: str | Path,
+    *,
+    by: str,
+    reason: str,
+    seen: versions.ChampionRecord | None = None,
+    fence: LeaseFence | None = None,
+) -> tuple[str, str]:
+    """Restore the previous champion (its artifacts checked before anything changes).
+
+    `seen`: the record a decision judged (the online guard's); the rollback applies to that exact
+    record or not at all (ChampionChanged), never to a champion switched in since. `fence`: the
+    lease the decision was made under (LeaseLapsed when it has moved on)."""
+    record, target = versions.rollback_target(db) if seen is None else (seen, seen.previous)
+    if target is None:
+        raise Refused(f"champion {record.version} has no previous champion to roll back to")
     models_dir.check_loadable(models, target)
-    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record)
+    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record, fence=fence)
     _follow(db, models)
     return demoted, restored
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from pymongo import ASCENDING
 
+from eduranker.store.clock import as_utc
+from eduranker.store.comparison_sums import ensure_sums_indexes
 from eduranker.store.connection import INFERENCES, MODEL_VERSIONS, USER_QUERIES, ensure_index
 from eduranker.store.jobs import now
 from eduranker.store.types import Db
@@ -27,15 +29,17 @@ def ensure_online_indexes(db: Db) -> None:
     )
     # The versions that served one search: tells an interleaved impression from a holdback one.
     ensure_index(db[INFERENCES], [("query_id", ASCENDING), ("model_version", ASCENDING)], "impression_versions")
+    ensure_sums_indexes(db)
 
 
-def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
-    """Results served by `version` since `since`, and the likes and dislikes users gave them."""
+def live_counts(db: Db, version: str | None, since: datetime, *, reactions: bool = True) -> dict[str, Any]:
+    """Results served by `version` since `since`, and (with `reactions`) the likes and dislikes users
+    gave them."""
 
     def count(**extra: Any) -> int:
         return db[INFERENCES].count_documents({"model_version": version, **extra, "created_at": {"$gte": since}})
 
-    likes, dislikes = count(feedback="like"), count(feedback="dislike")
+    likes, dislikes = (count(feedback="like"), count(feedback="dislike")) if reactions else (0, 0)
     return {
         "version": version,
         "since": since,
@@ -61,6 +65,7 @@ class ImpressionRow:
     served: set[str | None] = field(default_factory=set)
     likes: dict[str | None, int] = field(default_factory=dict)
     dislikes: dict[str | None, int] = field(default_factory=dict)
+    fed: list[Any] = field(default_factory=list)  # the results that drew the reactions counted
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
@@ -71,29 +76,44 @@ def _chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
 def impressions(db: Db, compared: Sequence[str | None], since: datetime) -> list[ImpressionRow]:
     """Searches since `since` whose results of `compared` versions drew feedback: per version the likes
     and dislikes, every version that served a result in it, and the user who searched (if known)."""
-    reactions = db[INFERENCES].aggregate([
+    reacted = db[INFERENCES].aggregate([
         {"$match": {"model_version": {"$in": list(compared)}, "feedback": {"$in": ["like", "dislike"]},
                     "created_at": {"$gte": since}}},
-        {"$group": {"_id": {"q": "$query_id", "v": "$model_version", "f": "$feedback"}, "n": {"$sum": 1}}},
+        {"$group": {"_id": "$query_id"}},
     ])  # fmt: skip
+    return impression_rows(db, compared, [doc["_id"] for doc in reacted], since)
+
+
+def impression_rows(
+    db: Db, compared: Sequence[str | None], query_ids: Sequence[Any], since: datetime
+) -> list[ImpressionRow]:
+    """`impressions` for the searches `query_ids` alone (those without feedback on `compared` versions
+    since `since` are left out): reads their results and their users, a thousand searches per command."""
     rows: dict[Any, ImpressionRow] = {}
-    for doc in reactions:
-        key = doc["_id"]
-        row = rows.setdefault(key["q"], ImpressionRow(key["q"]))
-        side = row.likes if key["f"] == "like" else row.dislikes
-        side[key.get("v")] = side.get(key.get("v"), 0) + int(doc["n"])
-    ids = list(rows)
-    for chunk in _chunks(ids):
-        served = db[INFERENCES].aggregate([
-            {"$match": {"query_id": {"$in": chunk}}},
-            {"$group": {"_id": {"q": "$query_id", "v": "$model_version"}}},
-        ])  # fmt: skip
-        for doc in served:
-            rows[doc["_id"]["q"]].served.add(doc["_id"].get("v"))
-        for query in db[USER_QUERIES].find({"_id": {"$in": chunk}}, {"user_id": 1}):
-            user = query.get("user_id")
-            rows[query["_id"]].user_id = None if user is None or user == "" else str(user)
+    for chunk in _chunks(list(query_ids)):
+        found = {"query_id": {"$in": chunk}}
+        fields = {"query_id": 1, "model_version": 1, "feedback": 1, "created_at": 1}
+        served: dict[Any, set[str | None]] = {}
+        for doc in db[INFERENCES].find(found, fields):
+            query, version = doc.get("query_id"), doc.get("model_version")
+            served.setdefault(query, set()).add(version)
+            reaction = doc.get("feedback")
+            if version in compared and reaction in ("like", "dislike") and _on_or_after(doc, since):
+                row = rows.setdefault(query, ImpressionRow(query))
+                side = row.likes if reaction == "like" else row.dislikes
+                side[version] = side.get(version, 0) + 1
+                row.fed.append(doc["_id"])
+        for query in [q for q in chunk if q in rows]:
+            rows[query].served = served.get(query, set())
+        for doc in db[USER_QUERIES].find({"_id": {"$in": [q for q in chunk if q in rows]}}, {"user_id": 1}):
+            user = doc.get("user_id")
+            rows[doc["_id"]].user_id = None if user is None or user == "" else str(user)
     return list(rows.values())
+
+
+def _on_or_after(doc: dict[str, Any], since: datetime) -> bool:
+    created = doc.get("created_at")
+    return isinstance(created, datetime) and as_utc(created) >= as_utc(since)
 
 
 def record_guard_decision(db: Db, version: str, decision: dict[str, Any]) -> None:
