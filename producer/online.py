@@ -4,7 +4,7 @@ users like less (the always-valid sequential test of `producer.guard`, through t
 The comparison is kept as running sums (`producer/live_comparison.py`): a refresh costs the feedback
 that changed since the last one. A rollback applies only to the champion record the guard judged (its
 `seq`, so the two versions compared) and only under the lease term it was judged in; a record switched
-since, or a lease that moved on, drops the decision (logged, counted on the comparison) and the next
+since, or a lease that moved on, drops the decision (logged, counted in `producer_state`) and the next
 refresh judges afresh."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from eduranker.errors import ChampionChanged, EduRankerError
 from eduranker.settings import Settings
 from eduranker.store import comparison_sums, versions
 from eduranker.store.lease import LeaseFence, LeaseLapsed
-from eduranker.store.online import ImpressionRow, live_counts, record_guard_decision, store_online
+from eduranker.store.online import ImpressionRow, live_counts, note_dropped, record_guard_decision, store_online
 from eduranker.store.types import Db
 from producer.comparison import from_sums
 from producer.guard import GuardDecision, Impression, LiveRate, compare, judge
-from producer.live_comparison import LeaseCheck, LiveSums, refresh_sums
+from producer.live_comparison import LeaseCheck, refresh_sums
 
 log = logging.getLogger(__name__)
 GUARD = "online guard"
@@ -79,13 +79,13 @@ def refresh_online(db: Db, settings: Settings, lease: LeaseCheck | None = None) 
     if theirs is not None and record.previous is not None:
         store_online(db, record.previous, {**_summary(theirs, conf), "as_holdback_of": record.version})
     if decision.rollback and settings.online_guard and sums is not None:
-        _roll_back(db, settings, record, decision, fence, sums)
+        _roll_back(db, settings, record, decision, fence)
     return decision
 
 
 def _roll_back(
     db: Db, settings: Settings, record: versions.ChampionRecord, decision: GuardDecision,
-    fence: LeaseFence | None, sums: LiveSums,
+    fence: LeaseFence | None,
 ) -> None:  # fmt: skip
     """Switch back from exactly the record judged, under the lease term it was judged in."""
     judged = f"{record.version} vs {record.previous} (record seq {record.seq})"
@@ -95,7 +95,7 @@ def _roll_back(
         )
     except (ChampionChanged, LeaseLapsed) as exc:
         log.warning("online guard dropped its rollback decision on %s: %s", judged, exc)
-        comparison_sums.note_dropped(db, sums.key, f"{judged}: {exc}")
+        note_dropped(db, f"{judged}: {exc}")
         return
     except EduRankerError as exc:  # the previous version's folder is gone, or nothing to roll back to
         log.warning("online guard wanted to roll back %s but could not: %s", judged, exc)

@@ -6,7 +6,7 @@ write, so a build that stops half way leaves nothing a reader sees):
 
 - `online_comparisons`: one document per comparison: the versions, `since`, the build, the change
   stream's `token` the sums are exact up to, `batches` (bumped by every batch: a batch written on a
-  stale read changes nothing), the totals, and dropped decisions.
+  stale read changes nothing) and the totals.
 - `online_impressions`: one per search with a contribution: its cluster, its last contribution `x`, and
   the results whose reactions it counts (`fed`, so a deleted result finds its search).
 - `online_clusters`: one per cluster: the sums of its searches' contributions.
@@ -277,9 +277,3 @@ def cluster_sums(db: Db, state: State) -> list[dict[str, int]]:
     """Every cluster's sums: costs the clusters, not the results."""
     found = {"key": state.key, "build": state.build}
     return [dict(doc.get("s") or {}) for doc in db[CLUSTERS].find(found, {"s": 1, "_id": 0})]
-
-
-def note_dropped(db: Db, key: str, reason: str) -> None:
-    """Count a decision dropped because what it judged changed before it could be applied."""
-    entry = {"reason": reason, "at": server_now(db)}
-    db[COMPARISONS].update_one({"_id": key}, {"$inc": {"dropped_decisions": 1}, "$set": {"last_dropped": entry}})

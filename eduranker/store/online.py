@@ -12,9 +12,9 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from eduranker.store.clock import as_utc
+from eduranker.store.clock import as_utc, server_now
 from eduranker.store.comparison_sums import ensure_sums_indexes
-from eduranker.store.connection import INFERENCES, MODEL_VERSIONS, USER_QUERIES, ensure_index
+from eduranker.store.connection import INFERENCES, MODEL_VERSIONS, PRODUCER_STATE, USER_QUERIES, ensure_index
 from eduranker.store.jobs import now
 from eduranker.store.types import Db
 
@@ -121,4 +121,16 @@ def record_guard_decision(db: Db, version: str, decision: dict[str, Any]) -> Non
     entry = {**decision, "at": now()}
     db[MODEL_VERSIONS].update_one(
         {"version": version}, {"$set": {"guard_decision": entry}, "$push": {"guard_decisions": entry}}
+    )
+
+
+GUARD_STATE_ID = "online-guard"
+
+
+def note_dropped(db: Db, reason: str) -> None:
+    """Count a guard decision dropped because what it judged changed before it could be applied (in
+    `producer_state`, `_id: "online-guard"`)."""
+    entry = {"reason": reason, "at": server_now(db)}
+    db[PRODUCER_STATE].update_one(
+        {"_id": GUARD_STATE_ID}, {"$inc": {"dropped_decisions": 1}, "$set": {"last_dropped": entry}}, upsert=True
     )
