@@ -75,7 +75,7 @@ def refresh_sums(
 def _catch_up(db: Db, state: store.State, to_impression: ToImpression, lease: LeaseCheck | None) -> LiveSums:
     assert state.token is not None
     events = batches = 0
-    for touched in store.changes(db, state.token, batch=BATCH):
+    for touched in store.changes(db, state.token, batch=BATCH, limit=MAX_BATCHES):
         if not touched.events:
             break
         fence = lease() if lease is not None else None  # renews the lease between batches
@@ -86,8 +86,6 @@ def _catch_up(db: Db, state: store.State, to_impression: ToImpression, lease: Le
         add(merged, totals)
         state = replace(state, batches=number, token=touched.token, totals=merged)
         events, batches = events + touched.events, batches + 1
-        if touched.caught_up or batches >= MAX_BATCHES:
-            break
     return LiveSums(state.key, store.cluster_sums(db, state), state.totals, False, events, batches)
 
 
@@ -113,7 +111,7 @@ def differences(
             add(totals, before.contribution, -1)
         add(clusters.setdefault(cluster, {}), new)
         add(totals, new)
-        changed.append(store.Change(query, cluster, new, list(row.fed) if row is not None else []))
+        changed.append(store.Change(query, cluster, new, list(row.results) if row is not None else []))
     moved = {k: {n: v for n, v in d.items() if v} for k, d in clusters.items()}
     return changed, {k: d for k, d in moved.items() if d}, {n: v for n, v in totals.items() if v}
 
@@ -122,6 +120,7 @@ def _build(
     db: Db, key: str, first: str, second: str, since: datetime, to_impression: ToImpression,
     previous: store.State | None, lease: LeaseCheck | None, purpose: str,
 ) -> LiveSums:  # fmt: skip
+    store.ensure_sums_indexes(db)  # idempotent; a build is rare, and the unique keys must hold
     token = store.stream_position(db)  # before reading: a change made during the read is read again
     changed: list[store.Change] = []
     clusters: dict[str, Sums] = {}
@@ -130,7 +129,7 @@ def _build(
         imp = to_impression(row)
         new = contribution(imp, first, second)
         if new:
-            changed.append(store.Change(row.query_id, imp.cluster, new, list(row.fed)))
+            changed.append(store.Change(row.query_id, imp.cluster, new, list(row.results)))
             add(clusters.setdefault(imp.cluster, {}), new)
             add(totals, new)
     build = store.write_build(db, key, changed, clusters)

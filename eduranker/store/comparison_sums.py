@@ -8,7 +8,7 @@ write, so a build that stops half way leaves nothing a reader sees):
   stream's `token` the sums are exact up to, `batches` (bumped by every batch: a batch written on a
   stale read changes nothing) and the totals.
 - `online_impressions`: one per search with a contribution: its cluster, its last contribution `x`, and
-  the results whose reactions it counts (`fed`, so a deleted result finds its search).
+  its results (`results`, so a deleted result finds its search).
 - `online_clusters`: one per cluster: the sums of its searches' contributions.
 
 A batch (the last contributions of some searches replaced by their new ones, the clusters' sums moved
@@ -18,7 +18,7 @@ by the difference, the token moved on) is one transaction, fenced by the lease w
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -59,7 +59,8 @@ class SumsMoved(EduRankerError):
 def ensure_sums_indexes(db: Db) -> None:
     ensure_index(db[IMPRESSIONS], [("key", ASCENDING), ("build", ASCENDING), ("q", ASCENDING)], "impression_sums",
                  unique=True)  # fmt: skip
-    ensure_index(db[IMPRESSIONS], [("key", ASCENDING), ("build", ASCENDING), ("fed", ASCENDING)], "impression_fed")
+    results = [("key", ASCENDING), ("build", ASCENDING), ("results", ASCENDING)]
+    ensure_index(db[IMPRESSIONS], results, "impression_results")
     ensure_index(db[CLUSTERS], [("key", ASCENDING), ("build", ASCENDING), ("k", ASCENDING)], "cluster_sums",
                  unique=True)  # fmt: skip
 
@@ -105,28 +106,31 @@ class Touched:
 
     queries: set[Any] = field(default_factory=set)
     results: set[Any] = field(default_factory=set)  # updated results: their search is looked up
-    deleted: set[Any] = field(default_factory=set)  # deleted results: their search is found by `fed`
+    deleted: set[Any] = field(default_factory=set)  # deleted results: their search is found by `results`
     events: int = 0
     token: Mapping[str, Any] | None = None
     caught_up: bool = False
 
 
-def changes(db: Db, token: Mapping[str, Any], *, batch: int) -> Iterator[Touched]:
-    """The changes since `token`, `batch` events at a time, until caught up. OperationFailure with a
-    code in RESUME_FAILED_CODES when the position is gone."""
+def changes(db: Db, token: Mapping[str, Any], *, batch: int, limit: int) -> list[Touched]:
+    """The changes since `token`, `batch` events to a stretch, at most `limit` stretches (the last one
+    says whether it caught up). The stream is read to the end first and closed before anything is
+    written. OperationFailure with a code in RESUME_FAILED_CODES when the position is gone."""
+    out: list[Touched] = []
     with db[INFERENCES].watch(CHANGES, resume_after=token, max_await_time_ms=1, batch_size=batch) as stream:
         touched = Touched()
-        while True:
+        while len(out) < limit:
             event = stream.try_next()
             if event is None:
                 touched.token, touched.caught_up = stream.resume_token, True
-                yield touched
-                return
+                out.append(touched)
+                break
             _note(touched, event)
             if touched.events >= batch:
                 touched.token = stream.resume_token
-                yield touched
+                out.append(touched)
                 touched = Touched()
+    return out
 
 
 def _note(touched: Touched, event: Document) -> None:
@@ -149,7 +153,7 @@ def searches_of(db: Db, state: State, touched: Touched) -> set[Any]:
             out.add(doc.get("query_id"))
     deleted = list(touched.deleted)
     for start in range(0, len(deleted), 1000):
-        found = {"key": state.key, "build": state.build, "fed": {"$in": deleted[start : start + 1000]}}
+        found = {"key": state.key, "build": state.build, "results": {"$in": deleted[start : start + 1000]}}
         out.update(doc["q"] for doc in db[IMPRESSIONS].find(found, {"q": 1}))
     return out
 
@@ -172,7 +176,7 @@ class Change:
     query: Any
     cluster: str
     contribution: dict[str, int]
-    fed: list[Any]
+    results: list[Any]
 
 
 def apply_batch(
@@ -199,7 +203,7 @@ def apply_batch(
         ops: list[Any] = []
         for c in changed:
             if c.contribution:
-                doc = {"$set": {"k": c.cluster, "x": c.contribution, "fed": c.fed}}
+                doc = {"$set": {"k": c.cluster, "x": c.contribution, "results": c.results}}
                 ops.append(UpdateOne({**base, "q": c.query}, doc, upsert=True))
             else:
                 ops.append(DeleteOne({**base, "q": c.query}))
@@ -222,7 +226,7 @@ def write_build(db: Db, key: str, changed: Sequence[Change], clusters: Mapping[s
     """A full recomputation's documents under a new build, not yet read by anyone; returns the build."""
     build = uuid.uuid4().hex
     base = {"key": key, "build": build}
-    docs = [{**base, "q": c.query, "k": c.cluster, "x": c.contribution, "fed": c.fed} for c in changed]
+    docs = [{**base, "q": c.query, "k": c.cluster, "x": c.contribution, "results": c.results} for c in changed]
     for start in range(0, len(docs), 5000):
         db[IMPRESSIONS].bulk_write([InsertOne(d) for d in docs[start : start + 5000]], ordered=False)
     rows = [{**base, "k": k, "s": dict(s)} for k, s in clusters.items()]

@@ -65,7 +65,7 @@ class ImpressionRow:
     served: set[str | None] = field(default_factory=set)
     likes: dict[str | None, int] = field(default_factory=dict)
     dislikes: dict[str | None, int] = field(default_factory=dict)
-    fed: list[Any] = field(default_factory=list)  # the results that drew the reactions counted
+    results: list[Any] = field(default_factory=list)  # every result of the search (`_id`s)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
@@ -94,17 +94,18 @@ def impression_rows(
         found = {"query_id": {"$in": chunk}}
         fields = {"query_id": 1, "model_version": 1, "feedback": 1, "created_at": 1}
         served: dict[Any, set[str | None]] = {}
+        results: dict[Any, list[Any]] = {}
         for doc in db[INFERENCES].find(found, fields):
             query, version = doc.get("query_id"), doc.get("model_version")
             served.setdefault(query, set()).add(version)
+            results.setdefault(query, []).append(doc["_id"])
             reaction = doc.get("feedback")
             if version in compared and reaction in ("like", "dislike") and _on_or_after(doc, since):
                 row = rows.setdefault(query, ImpressionRow(query))
                 side = row.likes if reaction == "like" else row.dislikes
                 side[version] = side.get(version, 0) + 1
-                row.fed.append(doc["_id"])
         for query in [q for q in chunk if q in rows]:
-            rows[query].served = served.get(query, set())
+            rows[query].served, rows[query].results = served.get(query, set()), results.get(query, [])
         for doc in db[USER_QUERIES].find({"_id": {"$in": [q for q in chunk if q in rows]}}, {"user_id": 1}):
             user = doc.get("user_id")
             rows[doc["_id"]].user_id = None if user is None or user == "" else str(user)
