@@ -4,11 +4,15 @@ The first refresh of a comparison (or one whose change-stream position the serve
 recomputes it from every search since `since`, as `producer.guard.compare` would, and stores per search
 its contribution and per cluster the sums (`eduranker/store/comparison_sums.py`), with the change
 stream's position taken before it read anything. Every later refresh reads the changes to `inferences`
-since that position (feedback set, changed, removed; results inserted with feedback, replaced or
-deleted), recomputes only the searches they touched, and moves each cluster's sums by the difference
-between a search's new contribution and its last, in transactions of `BATCH` changes, each fenced by
-the lease. Re-reading a change is harmless (a search recomputed twice has no difference the second
-time), so the position may lag what was applied, never lead it.
+since that position (feedback set, changed, removed; results inserted, replaced or deleted), recomputes
+only the searches whose feedback they touched, and moves each cluster's sums by the difference between
+a search's new contribution and its last, in transactions of `BATCH` changes, each fenced by the lease.
+Results inserted add to each version's served count (a deleted result is not taken off it until the
+next full recomputation, and a result inserted while the comparison is recomputed may be counted twice:
+the served count is a figure shown, never an input of the decision). A result inserted without a reaction into a search that already has one is
+seen at that search's next reaction (the search API writes a search's results together). Re-reading a
+change is harmless (a search recomputed twice has no difference the second time), so the position may
+lag what was applied, never lead it.
 
 Generic over the versions compared: the guard compares the champion with the previous champion; a
 challenge compares the champion with a challenger. The cluster of a search is the caller's
@@ -28,7 +32,7 @@ from pymongo.errors import OperationFailure
 from eduranker.store import comparison_sums as store
 from eduranker.store.clock import as_utc
 from eduranker.store.lease import LeaseFence
-from eduranker.store.online import ImpressionRow, impression_rows, impressions
+from eduranker.store.online import ImpressionRow, impression_rows, impressions, served_count
 from eduranker.store.types import Db
 from producer.comparison import Sums, add, contribution
 from producer.guard import Impression
@@ -75,12 +79,13 @@ def refresh_sums(
 def _catch_up(db: Db, state: store.State, to_impression: ToImpression, lease: LeaseCheck | None) -> LiveSums:
     assert state.token is not None
     events = batches = 0
-    for touched in store.changes(db, state.token, batch=BATCH, limit=MAX_BATCHES):
+    for touched in store.changes(db, state.token, state.since, batch=BATCH, limit=MAX_BATCHES):
         if not touched.events:
             break
         fence = lease() if lease is not None else None  # renews the lease between batches
         queries = store.searches_of(db, state, touched)
         changed, clusters, totals = differences(db, state, queries, to_impression)
+        add(totals, {"s1_served": touched.served.get(state.first, 0), "s2_served": touched.served.get(state.second, 0)})
         number = store.apply_batch(db, state, changed, clusters, totals, touched.token, fence)
         merged = dict(state.totals)
         add(merged, totals)
@@ -132,6 +137,7 @@ def _build(
             changed.append(store.Change(row.query_id, imp.cluster, new, list(row.results)))
             add(clusters.setdefault(imp.cluster, {}), new)
             add(totals, new)
+    totals.update(s1_served=served_count(db, first, since), s2_served=served_count(db, second, since))
     build = store.write_build(db, key, changed, clusters)
     try:
         fence = lease() if lease is not None else None

@@ -40,9 +40,10 @@ def _impression(row: ImpressionRow) -> Impression:
     return Impression(cluster, frozenset(row.served), dict(row.likes), dict(row.dislikes))
 
 
-def _counts(db: Db, version: str, since: Any, likes: int, feedback: int) -> dict[str, Any]:
-    """A version's live counts: served from the index, reactions from the comparison's running totals."""
-    served = live_counts(db, version, since, reactions=False)["served"]
+def _counts(version: str, since: Any, totals: dict[str, int], side: str) -> dict[str, Any]:
+    """A version's live counts, from the comparison's running totals (`side`: "1" or "2")."""
+    likes, feedback, served = (totals.get(f"{name}{side}_{what}", 0) for name, what in (("t", "likes"), ("t", "fb"),
+                                                                                          ("s", "served")))  # fmt: skip
     return {"version": version, "since": since, "served": served, "feedback": feedback, "likes": likes}
 
 
@@ -62,9 +63,8 @@ def refresh_online(db: Db, settings: Settings, lease: LeaseCheck | None = None) 
         sums = refresh_sums(db, record.version, record.previous, since, _impression, lease=lease)
         if sums.rebuilt:
             comparison_sums.forget_comparisons(db, "guard", keep=sums.key)
-        t = sums.totals
-        mine = _counts(db, record.version, since, t.get("t1_likes", 0), t.get("t1_fb", 0))
-        theirs = _counts(db, record.previous, since, t.get("t2_likes", 0), t.get("t2_fb", 0))
+        mine = _counts(record.version, since, sums.totals, "1")
+        theirs = _counts(record.previous, since, sums.totals, "2")
         comparison = from_sums(sums.clusters, record.version, record.previous)
     decision = judge(comparison, min_feedback=settings.online_guard_min_feedback, confidence=conf)
     fence = lease() if lease is not None else None  # the term this decision is made under

@@ -28,20 +28,20 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import OperationFailure
 
 from eduranker.errors import EduRankerError
-from eduranker.store.clock import server_now
+from eduranker.store.clock import as_utc, server_now
 from eduranker.store.connection import INFERENCES, ensure_index
 from eduranker.store.lease import LeaseFence, fenced
 from eduranker.store.types import Db, Document
 
 COMPARISONS, IMPRESSIONS, CLUSTERS = "online_comparisons", "online_impressions", "online_clusters"
 T = TypeVar("T")
-# The events that can change a search's contribution (as the producer's own stream): inserts carrying
-# feedback, updates that set or remove it, replaces and deletes.
+# The events that can change a search's contribution: inserts (those without feedback only count as
+# served), updates that set or remove feedback, replaces and deletes.
 CHANGES: list[dict[str, Any]] = [
     {
         "$match": {
             "$or": [
-                {"operationType": "insert", "fullDocument.feedback": {"$exists": True}},
+                {"operationType": "insert"},
                 {"operationType": "update", "updateDescription.updatedFields.feedback": {"$exists": True}},
                 {"operationType": "update", "updateDescription.removedFields": "feedback"},
                 {"operationType": {"$in": ["replace", "delete"]}},
@@ -107,12 +107,13 @@ class Touched:
     queries: set[Any] = field(default_factory=set)
     results: set[Any] = field(default_factory=set)  # updated results: their search is looked up
     deleted: set[Any] = field(default_factory=set)  # deleted results: their search is found by `results`
+    served: dict[Any, int] = field(default_factory=dict)  # results inserted since `since`, per version
     events: int = 0
     token: Mapping[str, Any] | None = None
     caught_up: bool = False
 
 
-def changes(db: Db, token: Mapping[str, Any], *, batch: int, limit: int) -> list[Touched]:
+def changes(db: Db, token: Mapping[str, Any], since: datetime, *, batch: int, limit: int) -> list[Touched]:
     """The changes since `token`, `batch` events to a stretch, at most `limit` stretches (the last one
     says whether it caught up). The stream is read to the end first and closed before anything is
     written. OperationFailure with a code in RESUME_FAILED_CODES when the position is gone."""
@@ -125,7 +126,7 @@ def changes(db: Db, token: Mapping[str, Any], *, batch: int, limit: int) -> list
                 touched.token, touched.caught_up = stream.resume_token, True
                 out.append(touched)
                 break
-            _note(touched, event)
+            _note(touched, event, since)
             if touched.events >= batch:
                 touched.token = stream.resume_token
                 out.append(touched)
@@ -133,13 +134,21 @@ def changes(db: Db, token: Mapping[str, Any], *, batch: int, limit: int) -> list
     return out
 
 
-def _note(touched: Touched, event: Document) -> None:
+def _note(touched: Touched, event: Document, since: datetime) -> None:
     touched.events += 1
     kind, key = event["operationType"], event.get("documentKey", {}).get("_id")
+    doc = event.get("fullDocument")
     if kind == "delete":
         touched.deleted.add(key)
-    elif kind in ("insert", "replace") and event.get("fullDocument") is not None:
-        touched.queries.add(event["fullDocument"].get("query_id"))
+    elif kind in ("insert", "replace") and doc is not None:
+        if kind == "insert":
+            created = doc.get("created_at")
+            if isinstance(created, datetime) and as_utc(created) >= as_utc(since):
+                version = doc.get("model_version")
+                touched.served[version] = touched.served.get(version, 0) + 1
+            if doc.get("feedback") is None:
+                return  # a result without a reaction changes no contribution
+        touched.queries.add(doc.get("query_id"))
     else:
         touched.results.add(key)
 

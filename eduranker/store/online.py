@@ -32,14 +32,13 @@ def ensure_online_indexes(db: Db) -> None:
     ensure_sums_indexes(db)
 
 
-def live_counts(db: Db, version: str | None, since: datetime, *, reactions: bool = True) -> dict[str, Any]:
-    """Results served by `version` since `since`, and (with `reactions`) the likes and dislikes users
-    gave them."""
+def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
+    """Results served by `version` since `since`, and the likes and dislikes users gave them."""
 
     def count(**extra: Any) -> int:
         return db[INFERENCES].count_documents({"model_version": version, **extra, "created_at": {"$gte": since}})
 
-    likes, dislikes = (count(feedback="like"), count(feedback="dislike")) if reactions else (0, 0)
+    likes, dislikes = count(feedback="like"), count(feedback="dislike")
     return {
         "version": version,
         "since": since,
@@ -47,6 +46,11 @@ def live_counts(db: Db, version: str | None, since: datetime, *, reactions: bool
         "feedback": likes + dislikes,
         "likes": likes,
     }
+
+
+def served_count(db: Db, version: str | None, since: datetime) -> int:
+    """Results served by `version` since `since` (one index range count)."""
+    return db[INFERENCES].count_documents({"model_version": version, "created_at": {"$gte": since}})
 
 
 def store_online(db: Db, version: str, online: dict[str, Any]) -> None:
