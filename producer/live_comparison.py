@@ -8,11 +8,11 @@ since that position (feedback set, changed, removed; results inserted, replaced 
 only the searches whose feedback they touched, and moves each cluster's sums by the difference between
 a search's new contribution and its last, in transactions of `BATCH` changes, each fenced by the lease.
 Results inserted add to each version's served count (a deleted result is not taken off it until the
-next full recomputation, and a result inserted while the comparison is recomputed may be counted twice:
-the served count is a figure shown, never an input of the decision). A result inserted without a reaction into a search that already has one is
-seen at that search's next reaction (the search API writes a search's results together). Re-reading a
-change is harmless (a search recomputed twice has no difference the second time), so the position may
-lag what was applied, never lead it.
+next full recomputation, and a result inserted while the comparison is recomputed may be counted
+twice: the served count is shown, never judged). A result inserted without a reaction into a search
+that already has one is seen at that search's next reaction (the search API writes a search's results
+together). Re-reading a change is harmless (a search recomputed twice has no difference the second
+time), so the position may lag what was applied, never lead it.
 
 Generic over the versions compared: the guard compares the champion with the previous champion; a
 challenge compares the champion with a challenger. The cluster of a search is the caller's
@@ -80,8 +80,10 @@ def _catch_up(db: Db, state: store.State, to_impression: ToImpression, lease: Le
     assert state.token is not None
     events = batches = 0
     for touched in store.changes(db, state.token, state.since, batch=BATCH, limit=MAX_BATCHES):
-        if not touched.events:
+        if not touched.events and touched.token == state.token:
             break
+        # (No events but a newer position: stored too, so a quiet stream's position never ages out of
+        # the server's history.)
         fence = lease() if lease is not None else None  # renews the lease between batches
         queries = store.searches_of(db, state, touched)
         changed, clusters, totals = differences(db, state, queries, to_impression)
