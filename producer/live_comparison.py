@@ -32,7 +32,7 @@ from pymongo.errors import OperationFailure
 from eduranker.store import comparison_sums as store
 from eduranker.store.clock import as_utc
 from eduranker.store.lease import LeaseFence
-from eduranker.store.online import ImpressionRow, impression_rows, impressions, served_count
+from eduranker.store.online import ImpressionRow, impression_rows, reacted_searches, served_count
 from eduranker.store.types import Db
 from producer.comparison import Sums, add, contribution
 from producer.guard import Impression
@@ -132,16 +132,25 @@ def _build(
     changed: list[store.Change] = []
     clusters: dict[str, Sums] = {}
     totals: Sums = {}
-    for row in impressions(db, [first, second], since):
-        imp = to_impression(row)
-        new = contribution(imp, first, second)
-        if new:
-            changed.append(store.Change(row.query_id, imp.cluster, new, list(row.results)))
-            add(clusters.setdefault(imp.cluster, {}), new)
-            add(totals, new)
-    totals.update(s1_served=served_count(db, first, since), s2_served=served_count(db, second, since))
-    build = store.write_build(db, key, changed, clusters)
+    wanted: list[Any] = []
+    for query in reacted_searches(db, [first, second], since):
+        wanted.append(query)
+        if lease is not None and len(wanted) % BATCH == 0:
+            lease()  # a long read renews the lease as it goes (it is not a write: nothing to fence)
+    for start in range(0, len(wanted), BATCH):
+        if lease is not None:
+            lease()
+        for row in impression_rows(db, [first, second], wanted[start : start + BATCH], since):
+            imp = to_impression(row)
+            new = contribution(imp, first, second)
+            if new:
+                changed.append(store.Change(row.query_id, imp.cluster, new, list(row.results)))
+                add(clusters.setdefault(imp.cluster, {}), new)
+                add(totals, new)
+    totals.update(s1_served=served_count(db, first, since, lease), s2_served=served_count(db, second, since, lease))
+    build = store.new_build()
     try:
+        store.write_build(db, key, build, changed, clusters, lease)
         fence = lease() if lease is not None else None
         store.switch_build(db, previous, key, first, second, since, build, token, totals, fence, purpose)
     except BaseException:

@@ -231,17 +231,29 @@ def _prefixed(totals: Mapping[str, int]) -> dict[str, int]:
     return {f"totals.{name}": value for name, value in totals.items() if value}
 
 
-def write_build(db: Db, key: str, changed: Sequence[Change], clusters: Mapping[str, Mapping[str, int]]) -> str:
-    """A full recomputation's documents under a new build, not yet read by anyone; returns the build."""
-    build = uuid.uuid4().hex
+def write_build(
+    db: Db,
+    key: str,
+    build: str,
+    changed: Sequence[Change],
+    clusters: Mapping[str, Mapping[str, int]],
+    between: Callable[[], object] | None = None,
+) -> None:
+    """A full recomputation's documents under a new `build` (`new_build()`), not yet read by anyone.
+    `between` (a lease's renewal) is called between the bulk writes."""
     base = {"key": key, "build": build}
     docs = [{**base, "q": c.query, "k": c.cluster, "x": c.contribution, "results": c.results} for c in changed]
     for start in range(0, len(docs), 5000):
         db[IMPRESSIONS].bulk_write([InsertOne(d) for d in docs[start : start + 5000]], ordered=False)
+        if between is not None:
+            between()
     rows = [{**base, "k": k, "s": dict(s)} for k, s in clusters.items()]
     for start in range(0, len(rows), 5000):
         db[CLUSTERS].bulk_write([InsertOne(d) for d in rows[start : start + 5000]], ordered=False)
-    return build
+
+
+def new_build() -> str:
+    return uuid.uuid4().hex
 
 
 def switch_build(

@@ -5,7 +5,7 @@ costs the results counted, never a scan of the collection. The impressions the o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,9 +48,18 @@ def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
     }
 
 
-def served_count(db: Db, version: str | None, since: datetime) -> int:
-    """Results served by `version` since `since` (one index range count)."""
-    return db[INFERENCES].count_documents({"model_version": version, "created_at": {"$gte": since}})
+def served_count(db: Db, version: str | None, since: datetime, between: Callable[[], object] | None = None) -> int:
+    """Results served by `version` since `since`: one index range, streamed so that `between` (a lease's
+    renewal) is called every 10,000 results."""
+    found = {"model_version": version, "created_at": {"$gte": since}}
+    if between is None:
+        return db[INFERENCES].count_documents(found)
+    n = 0
+    for _ in db[INFERENCES].find(found, {"_id": 1}, batch_size=10_000):
+        n += 1
+        if n % 10_000 == 0:
+            between()
+    return n
 
 
 def store_online(db: Db, version: str, online: dict[str, Any]) -> None:
@@ -86,6 +95,19 @@ def impressions(db: Db, compared: Sequence[str | None], since: datetime) -> list
         {"$group": {"_id": "$query_id"}},
     ])  # fmt: skip
     return impression_rows(db, compared, [doc["_id"] for doc in reacted], since)
+
+
+def reacted_searches(db: Db, compared: Sequence[str | None], since: datetime) -> Iterator[Any]:
+    """The searches `impressions` reads, streamed in batches (each once): a caller can renew a lease
+    between them."""
+    seen: set[Any] = set()
+    found = {"model_version": {"$in": list(compared)}, "feedback": {"$in": ["like", "dislike"]},
+             "created_at": {"$gte": since}}  # fmt: skip
+    for doc in db[INFERENCES].find(found, {"query_id": 1, "_id": 0}, batch_size=CHUNK):
+        query = doc.get("query_id")
+        if query not in seen:
+            seen.add(query)
+            yield query
 
 
 def impression_rows(
