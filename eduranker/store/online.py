@@ -1,7 +1,9 @@
 """Live metrics per version, from `inferences` (`model_version`, `feedback`): what users think of each
-version since the current champion was promoted. Each count is a range of one index, so a refresh
-costs the results counted, never a scan of the collection. The impressions the online guard compares
-(`impressions`) cost the feedback since the promotion and the results of the searches it was given on."""
+version since the current champion was promoted. Each count is a range of one index, so it costs the
+results counted, never a scan of the collection. The impressions the online guard compares
+(`impressions`) cost the feedback since the promotion and the results of the searches it was given on;
+`impression_rows` reads given searches alone (what the running sums of `producer/live_comparison.py`
+read for the searches a change touched)."""
 
 from __future__ import annotations
 
