@@ -1,6 +1,13 @@
 """What the producer's live-metrics refresh costs as `inferences` grows.
 
     .venv/bin/python bench/online_refresh.py [--total 1000000] [--window 20000]
+    .venv/bin/python bench/online_refresh.py --since-promotion 100000,1000000 [--changes 1000]
+
+`--since-promotion`: `N` results served since the promotion (searches of four results, interleaved or
+held back, a third of the results with a reaction, from 5,000 users). For each `N` it times, side by
+side in one run, the guard's comparison read in full from the promotion (what every refresh did
+before the running sums) and a refresh of the running sums after `--changes` reactions changed (set,
+flipped or removed), plus the first refresh that builds the sums.
 
 Starts SecantusDB on loopback (or uses MONGODB_URL), promotes a champion, then grows `inferences` in
 steps up to `--total` documents: old versions' results from before the promotion, plus `--window`
@@ -59,10 +66,68 @@ def full_scan(db) -> list:
     )
 
 
+def serve_since(db, n: int, since: datetime, rng: random.Random, users: int = 5000) -> list:
+    """`n` results in searches of four since `since`; returns the ids of a sample of results."""
+    shapes = [["v0002", "v0001", "v0001", "v0002"]] * 4 + [["v0002"] * 4] * 3 + [["v0001"] * 4]
+    sample, at = [], since + timedelta(seconds=1)
+    for start in range(0, n, 20_000):
+        queries, results = [], []
+        for _ in range(min(20_000, n - start) // 4):
+            query = {"_id": ObjectId(), "query_text": "q", "created_at": at, "user_id": f"u{rng.randrange(users)}"}
+            queries.append(query)
+            for rank, version in enumerate(rng.choice(shapes), start=1):
+                doc = {"_id": ObjectId(), "query_id": query["_id"], "resource_id": ObjectId(), "rank": rank,
+                       "model_version": version, "created_at": at}  # fmt: skip
+                if rng.random() < 0.33:
+                    doc.update(feedback="like" if rng.random() < 0.6 else "dislike", feedback_at=at)
+                results.append(doc)
+        db.user_queries.insert_many(queries, ordered=False)
+        db[INFERENCES].insert_many(results, ordered=False)
+        sample += [doc["_id"] for doc in rng.sample(results, min(len(results), 2000))]
+    return sample
+
+
+def change(db, sample: list, k: int, rng: random.Random) -> None:
+    for inference in rng.sample(sample, k):
+        roll = rng.random()
+        if roll < 0.8:
+            db[INFERENCES].update_one({"_id": inference}, {"$set": {"feedback": rng.choice(["like", "dislike"])}})
+        else:
+            db[INFERENCES].update_one({"_id": inference}, {"$unset": {"feedback": ""}})
+
+
+def since_promotion(db, settings: Settings, sizes: list[int], changes: int) -> None:
+    from eduranker.store.online import impressions, live_counts
+    from producer.guard import compare
+    from producer.online import impression_of
+
+    print(f"refresh with N results since the promotion; the running sums after {changes} changed reactions")
+    print(f"{'results':>10}{'full read s':>13}{'build s':>10}{'incremental s':>15}{'idle s':>9}{'full/incr':>11}")
+    rng, served = random.Random(1), 0
+    promoted = versions.get_version(db, "v0002")["promoted_at"]
+    sample: list = []
+    for n in sizes:
+        sample += serve_since(db, n - served, promoted, rng)
+        served = n
+        began = time.perf_counter()
+        compare([impression_of(r) for r in impressions(db, ["v0002", "v0001"], promoted)], "v0002", "v0001")
+        live_counts(db, "v0002", promoted), live_counts(db, "v0001", promoted)
+        full = time.perf_counter() - began
+        db.online_comparisons.delete_many({})  # the first refresh after this builds the sums from the promotion
+        build = timed(lambda: refresh_online(db, settings), repeat=1)
+        change(db, sample, changes, rng)
+        incremental = timed(lambda: refresh_online(db, settings), repeat=1)
+        idle = timed(lambda: refresh_online(db, settings), repeat=1)
+        print(f"{n:>10,}{full:>13.2f}{build:>10.2f}{incremental:>15.2f}{idle:>9.2f}{full / incremental:>11.1f}",
+              flush=True)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=1_000_000)
     parser.add_argument("--window", type=int, default=20_000)
+    parser.add_argument("--since-promotion", default=None, help="sizes, e.g. 100000,1000000")
+    parser.add_argument("--changes", type=int, default=1000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="online-bench-"))
     server = None
@@ -80,6 +145,12 @@ def main() -> int:
         versions.insert_version(db, {"version": v, "job_id": v})
     champion.promote(db, settings.models_dir, "v0001", by="bench", reason="bench")
     champion.promote(db, settings.models_dir, "v0002", by="bench", reason="bench")
+    if args.since_promotion:
+        since_promotion(db, settings, [int(x) for x in args.since_promotion.split(",")], args.changes)
+        db.client.drop_database(settings.mongodb_db)
+        if server is not None:
+            server.stop()
+        return 0
     promoted = versions.get_version(db, "v0002")["promoted_at"]
     rng = random.Random(0)
     insert(db, int(args.window * 0.95), "v0002", promoted + timedelta(seconds=1), rng)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from eduranker import models_dir
-from eduranker.errors import UnknownVersion, VersionUnusable
+from eduranker.errors import Refused, UnknownVersion, VersionUnusable
 from eduranker.records import ChallengeOutcome
 from eduranker.store import challenge, versions
+from eduranker.store.lease import LeaseFence
 from eduranker.store.types import Db
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,25 @@ def pointer_problem(db: Db, models: str | Path) -> str | None:
     return None
 
 
-def rollback(db: Db, models: str | Path, *, by: str, reason: str) -> tuple[str, str]:
-    """Restore the previous champion (its artifacts checked before anything changes)."""
-    record, target = versions.rollback_target(db)
+def rollback(
+    db: Db,
+    models: str | Path,
+    *,
+    by: str,
+    reason: str,
+    seen: versions.ChampionRecord | None = None,
+    fence: LeaseFence | None = None,
+) -> tuple[str, str]:
+    """Restore the previous champion (its artifacts checked before anything changes).
+
+    `seen`: the record a decision judged (the online guard's); the rollback applies to that exact
+    record or not at all (ChampionChanged), never to a champion switched in since. `fence`: the
+    lease the decision was made under (LeaseLapsed when it has moved on)."""
+    record, target = versions.rollback_target(db) if seen is None else (seen, seen.previous)
+    if target is None:
+        raise Refused(f"champion {record.version} has no previous champion to roll back to")
     models_dir.check_loadable(models, target)
-    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record)
+    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record, fence=fence)
     _follow(db, models)
     return demoted, restored
 
@@ -164,10 +179,12 @@ def end_challenge(
     reason: str,
     figures: dict[str, Any],
     by: str,
+    fence: LeaseFence | None = None,
 ) -> None:
     """End the challenge `seen` (only that one, and only if no champion switch happened since it was
-    judged): its challenger becomes the champion (artifacts checked first) or is rejected."""
+    judged; with `fence`, only under that lease term): its challenger becomes the champion (artifacts
+    checked first) or is rejected."""
     if promote:
         models_dir.check_loadable(models, seen.version)
-    challenge.end(db, seen, promote=promote, outcome=outcome, reason=reason, figures=figures, by=by)
+    challenge.end(db, seen, promote=promote, outcome=outcome, reason=reason, figures=figures, by=by, fence=fence)
     _follow(db, models)

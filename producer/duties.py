@@ -3,7 +3,8 @@
 A duty that raises is logged and counted, its error is kept (and stored in `producer_state.duties`,
 which `eduranker status` shows), and the next duty runs anyway: one broken thing (a champion record
 naming a version that is gone, an unreadable models volume, a refused command) never stops the others,
-nor the producer. Only `stop_on` exceptions (the lease lost) leave the loop.
+nor the producer. Only `stop_on` exceptions (the lease lost) leave the loop; `before_each` checks the
+lease before every duty.
 
 Intervals are measured on this process's monotonic clock: they say how often this process acts, never
 compare a time with another process. Each duty gets the database server's now, read once per pass.
@@ -52,6 +53,9 @@ class Duties:
 
     stop_on: tuple[type[BaseException], ...] = ()
     duties: list[Duty] = field(default_factory=list)
+    # Called before each duty: renews the lease when due and raises (a `stop_on` exception) once it is
+    # lost, so no duty starts after the lease lapsed, however long the ones before it took.
+    before_each: Callable[[], object] | None = None
 
     def add(self, name: str, interval_s: float, run: Callable[[datetime], object]) -> Duty:
         if any(d.name == name for d in self.duties):
@@ -71,6 +75,8 @@ class Duties:
         """Run every duty that is due; returns those that failed this pass."""
         failed = []
         for duty in self.due():
+            if self.before_each is not None:
+                self.before_each()
             duty.due_at = time.monotonic() + duty.interval_s
             if not self._run_one(duty, server_now):
                 failed.append(duty)

@@ -22,6 +22,7 @@ from eduranker.store import jobs
 from eduranker.store.types import Db
 from producer.challenge_refresh import refresh_challenge
 from producer.duties import Duties, Duty
+from producer.live_comparison import LeaseCheck
 from producer.online import refresh_online
 from producer.outbox import send_unsent
 from producer.state import save_state
@@ -33,9 +34,12 @@ HOUSEKEEPING_S = 1.0  # requeue, resend, send, reconcile (and the job history's 
 RETENTION_S = 86400.0  # the models volume grows by a job's folder a retrain: once a day keeps it bounded
 
 
-def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_s: float) -> Duties:
+def add_duties(
+    duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_s: float, lease: LeaseCheck | None = None
+) -> Duties:
     """The housekeeping duties, in the order they run. A new duty: `duties.add(name, interval_s, fn)`
-    with `fn(server_now)`."""
+    with `fn(server_now)`. `lease`: renews the leader's lease and returns its fence (raising once it is
+    lost); the online guard fences its writes with it."""
 
     def requeue(now: datetime) -> None:
         for job_id in jobs.requeue_silent(db, silent_after_s=s.job_requeue_after_s, at=now):
@@ -54,9 +58,9 @@ def add_duties(duties: Duties, s: Settings, db: Db, app: Celery, *, send_budget_
     duties.add("send", HOUSEKEEPING_S, lambda _at: send_unsent(app, db, max_wait_s=send_budget_s))
     # reconcile: a models volume that cannot be read (EACCES, EIO, ESTALE) fails this duty alone.
     duties.add("reconcile", HOUSEKEEPING_S, lambda _at: champion.reconcile(db, s.models_dir, by=PRODUCER))
-    duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(db, s))
+    duties.add("online", s.online_refresh_seconds, lambda _at: refresh_online(db, s, lease))
     # A running challenge: users' verdict on the challenger, applied only to the state it judged.
-    duties.add("challenge", s.online_refresh_seconds, lambda _at: refresh_challenge(db, s))
+    duties.add("challenge", s.online_refresh_seconds, lambda _at: refresh_challenge(db, s, lease))
     # retention (docs/retention.md): old rejected and retired folders, finished jobs' expiry; daily.
     duties.add("retention", RETENTION_S, lambda at: retention.prune(db, s, now=at, by=PRODUCER))
     return duties

@@ -34,7 +34,7 @@ from eduranker.store import ensure_indexes, jobs
 from eduranker.store.clock import ServerClock
 from eduranker.store.connection import CommandCounter
 from eduranker.store.feedback import latest_feedback_at
-from eduranker.store.lease import Lease
+from eduranker.store.lease import Lease, LeaseFence, LeaseLapsed
 from eduranker.store.online import ensure_online_indexes
 from eduranker.store.types import Db
 from producer.backoff import back_off_leading
@@ -79,7 +79,10 @@ class Producer:
         # A broker outage never holds the leader past its lease: sending gives up after a fifth of it
         # (at most 2 s); the job stays recorded unsent and the next pass sends it.
         self.send_budget_s = min(2.0, settings.producer_lease_seconds / 5)
-        self.duties = add_duties(Duties(stop_on=(LeaseLost,)), settings, db, app, send_budget_s=self.send_budget_s)
+        # Every duty starts only while the lease is held (renewed when due); the guard's writes are fenced
+        # by the lease's term.
+        duties = Duties(stop_on=(LeaseLost, LeaseLapsed), before_each=self.leading)
+        self.duties = add_duties(duties, settings, db, app, send_budget_s=self.send_budget_s, lease=self.leading)
         self.duties_report = DutiesReport(db, self.duties)
         self.trigger = TriggerState(self.thresholds, idle_eval_s)
         self.history: JobHistory | None = None  # read with housekeeping, and before every enqueue
@@ -90,6 +93,12 @@ class Producer:
         self.last_read_s = 0.0  # how long the last evaluation's reads took
         self.state_writes = StateWrites()
         self.indexed, self.standby_logged = False, False
+
+    def leading(self) -> LeaseFence:
+        """The lease's fence while this producer leads (renewed when due); LeaseLost once it does not."""
+        if not self.lease.keep():
+            raise LeaseLost("lease lost during housekeeping")
+        return self.lease.fence()
 
     def housekeeping(self, now: datetime) -> None:
         """The duties that are due (producer/housekeeping.py), then the job history. `now` is the
@@ -212,7 +221,7 @@ class Producer:
                 if self._lead_once():
                     backoff = 0.5
                 continue
-            except LeaseLost as exc:
+            except (LeaseLost, LeaseLapsed) as exc:
                 log.warning("%s; standing by", exc)
                 continue
             except OperationFailure as exc:

@@ -54,6 +54,32 @@ def test_the_loops_own_end_is_not_contained():
         duties.run_due(AT)
 
 
+@pytest.mark.parametrize(
+    ("lease_lost_after", "ran"),
+    [(None, ["requeue", "online", "retention"]), (0, []), (1, ["requeue"]), (2, ["requeue", "online"])],
+)
+def test_no_duty_starts_once_the_lease_is_lost(lease_lost_after, ran):
+    """The lease is checked (and renewed) before each duty: a long duty that outlived the lease is the
+    last one to run; the loop ends there."""
+    done: list[str] = []
+    checks = {"n": 0}
+
+    def leading():
+        if lease_lost_after is not None and checks["n"] >= lease_lost_after:
+            raise Stop()
+        checks["n"] += 1
+
+    duties = Duties(stop_on=(Stop,), before_each=leading)
+    for name in ("requeue", "online", "retention"):
+        duties.add(name, 0, lambda at, name=name: done.append(name))
+    if lease_lost_after is None:
+        duties.run_due(AT)
+    else:
+        with pytest.raises(Stop):
+            duties.run_due(AT)
+    assert done == ran
+
+
 def test_each_duty_runs_on_its_own_interval():
     counts = {"often": 0, "rarely": 0}
     duties = Duties()

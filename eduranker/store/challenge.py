@@ -20,6 +20,7 @@ from eduranker.records import ChallengeOutcome, VersionStatus
 from eduranker.store import versions
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CHAMPION_RECORD, INFERENCES, MODEL_VERSIONS
+from eduranker.store.lease import LeaseFence, fenced
 from eduranker.store.types import Db
 
 RECORD_ID = versions.RECORD_ID
@@ -101,9 +102,12 @@ def end(
     reason: str,
     figures: dict[str, Any],
     by: str,
+    fence: LeaseFence | None = None,
 ) -> None:
     """End the challenge `seen`, promoting its challenger or not, only if the record is still the one the
-    decision judged (same `seq`, same challenge). Raises ChampionChanged, changing nothing, otherwise."""
+    decision judged (same `seq`, same challenge), and, with `fence`, only while the producer's lease is
+    held in the term the decision was made under. Raises ChampionChanged or LeaseLapsed, changing
+    nothing, otherwise."""
     at = server_now(db)
     query = {"_id": RECORD_ID, "seq": seen.seq, "challenge.id": seen.id}
     if promote:
@@ -117,7 +121,12 @@ def end(
         query["version"] = seen.against  # with seq, this already holds; said for the reader
     else:
         update = {"$unset": {"challenge": ""}}
-    if db[CHAMPION_RECORD].update_one(query, update).matched_count != 1:
+    record_doc = db[CHAMPION_RECORD]
+    if fence is None:
+        matched = record_doc.update_one(query, update).matched_count
+    else:
+        matched = fenced(db, fence, lambda session: record_doc.update_one(query, update, session=session).matched_count)
+    if matched != 1:
         raise ChampionChanged(f"the challenge of {seen.version} changed while it was judged; nothing changed")
     _close(db, seen, outcome, reason, figures, by=by, at=at, promoted=promote)
     if promote:

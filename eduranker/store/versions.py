@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from pymongo import ReturnDocument
+from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import ChampionChanged, Refused, StaleCandidate, UnknownVersion, VersionUnusable
 from eduranker.records import RegisteredVersion, VersionDoc, VersionEvent, VersionStatus
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
+from eduranker.store.lease import LeaseFence, fenced
 from eduranker.store.types import Db
 
 # Each status under its own name (`versions.CHAMPION`): the members of VersionStatus.
@@ -227,17 +229,38 @@ def rollback_target(db: Db) -> tuple[ChampionRecord, str]:
     return record, record.previous
 
 
-def rollback(db: Db, *, by: str, reason: str, seen: ChampionRecord | None = None) -> tuple[str, str]:
+def rollback(
+    db: Db, *, by: str, reason: str, seen: ChampionRecord | None = None, fence: LeaseFence | None = None
+) -> tuple[str, str]:
     """Restore the champion before the current one and drop the current from the chain, so a second
-    rollback goes one further back; returns (demoted, restored). With `seen`, only from that record."""
+    rollback goes one further back; returns (demoted, restored). With `seen`, only from that record: a
+    record switched since raises ChampionChanged and nothing changes. With `fence`, the switch and the
+    proof that the fence still holds the lease commit together, or LeaseLapsed and nothing changes."""
     record, restored = rollback_target(db) if seen is None else (seen, seen.previous)
     if record.version is None or restored is None:
         raise Refused("nothing to roll back to")
     new = ChampionRecord(restored, record.chain[:-1], record.seq + 1)
-    if not _switch(db, record, new, by=by, reason=reason):
+    if fence is None:
+        switched = _switch(db, record, new, by=by, reason=reason)
+    else:
+        switched = fenced(db, fence, lambda session: _fenced_rollback(db, record, new, by, reason, fence, session))
+    if not switched:
         raise ChampionChanged("the champion changed while the rollback was prepared; nothing changed")
     _after_switch(db, record.version, restored, by=by, reason=reason, demoted_status=ROLLED_BACK)
     return record.version, restored
+
+
+def _fenced_rollback(
+    db: Db, seen: ChampionRecord, new: ChampionRecord, by: str, reason: str, fence: LeaseFence, session: ClientSession
+) -> bool:
+    """The rollback's conditional write on `seq`, inside the lease's transaction; it names the fence."""
+    update = {
+        "$set": {"version": new.version, "chain": new.chain, "switched_at": server_now(db), "by": by, "reason": reason,
+                 "fence": fence.as_doc()},
+        "$inc": {"seq": 1},
+    }  # fmt: skip
+    result = db[CHAMPION_RECORD].update_one({"_id": RECORD_ID, "seq": seen.seq}, update, session=session)
+    return result.matched_count == 1
 
 
 def _after_switch(
