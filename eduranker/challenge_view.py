@@ -25,8 +25,7 @@ def end_by_hand(db: Db, models: str | Path, version: str | None, *, promote: boo
         raise Refused("no challenge is running")
     if version is not None and version != running.version:
         raise Refused(f"{version} is not the challenger ({running.version} is)")
-    champion.end_challenge(db, models, running, promote=promote, outcome=ChallengeOutcome.BY_HAND,
-                           reason=reason, figures={}, by="cli")  # fmt: skip
+    champion.end_challenge(db, models, running, challenge.Ending(promote, ChallengeOutcome.BY_HAND, reason), by="cli")
     return running
 
 

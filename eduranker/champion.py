@@ -10,11 +10,9 @@ from __future__ import annotations
 import fcntl
 import logging
 from pathlib import Path
-from typing import Any
 
 from eduranker import models_dir
 from eduranker.errors import Refused, UnknownVersion, VersionUnusable
-from eduranker.records import ChallengeOutcome
 from eduranker.store import challenge, versions
 from eduranker.store.lease import LeaseFence
 from eduranker.store.types import Db
@@ -173,18 +171,15 @@ def end_challenge(
     db: Db,
     models: str | Path,
     seen: challenge.Challenge,
+    ending: challenge.Ending,
     *,
-    promote: bool,
-    outcome: ChallengeOutcome,
-    reason: str,
-    figures: dict[str, Any],
     by: str,
     fence: LeaseFence | None = None,
 ) -> None:
     """End the challenge `seen` (only that one, and only if no champion switch happened since it was
     judged; with `fence`, only under that lease term): its challenger becomes the champion (artifacts
     checked first) or is rejected."""
-    if promote:
+    if ending.promote:
         models_dir.check_loadable(models, seen.version)
-    challenge.end(db, seen, promote=promote, outcome=outcome, reason=reason, figures=figures, by=by, fence=fence)
+    challenge.end(db, seen, ending, by=by, fence=fence)
     _follow(db, models)

@@ -97,8 +97,8 @@ def _end(
     outcome = OUTCOMES[decision.action]
     judged = seen if seq is None else store.Challenge(seen.id, seen.version, seen.against, seen.started_at, seq)
     try:
-        champion.end_challenge(db, settings.models_dir, judged, promote=decision.promote, outcome=outcome,
-                               reason=decision.reason, figures=decision.figures, by=BY, fence=fence)  # fmt: skip
+        ending = store.Ending(decision.promote, outcome, decision.reason, decision.figures)
+        champion.end_challenge(db, settings.models_dir, judged, ending, by=BY, fence=fence)
     except (ChampionChanged, LeaseLapsed) as exc:
         log.info("challenge of %s: decision dropped, the state it judged changed: %s", seen.version, exc)
         return False

@@ -130,8 +130,8 @@ def test_a_decision_is_applied_only_to_the_state_it_judged(challenged, isettings
     assert decision.action is Action.PROMOTE
     champion.promote(challenged, isettings.models_dir, "v0003", by="cli", reason="by hand")
     with pytest.raises(ChampionChanged):
-        champion.end_challenge(challenged, isettings.models_dir, seen, promote=True, outcome=ChallengeOutcome.PROMOTED,
-                               reason=decision.reason, figures=decision.figures, by="challenge")  # fmt: skip
+        ending = challenge.Ending(True, ChallengeOutcome.PROMOTED, decision.reason, decision.figures)
+        champion.end_challenge(challenged, isettings.models_dir, seen, ending, by="challenge")
     assert challenge.read(challenged)[0].version == "v0003"
     assert status(challenged, "v0002") == "challenger" and pointer(isettings, "champion") == "v0003"
     assert refresh_challenge(challenged, isettings).applied  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ keeps the challenge's figures and, once it ends, its outcome and reason (`challe
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,16 @@ class Challenge:
     def as_doc(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "against": self.against, "started_at": self.started_at,
                 "seq": self.seq}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a challenge ends: its challenger promoted or not, the outcome, the reason, the figures."""
+
+    promote: bool
+    outcome: ChallengeOutcome
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse(doc: dict[str, Any] | None) -> Challenge | None:
@@ -80,7 +90,7 @@ def start(db: Db, version: str, *, against: str | None, by: str, reason: str) ->
             versions.set_status(db, version, VersionStatus.CHALLENGER, by=by, reason=reason, at=at,
                                 challenge={"against": against, "started_at": at, "id": new.id})  # fmt: skip
             if running is not None and running.version != version:
-                _close(db, running, ChallengeOutcome.REPLACED, f"replaced by {version}", {}, by=by, at=at)
+                _close(db, running, Ending(False, ChallengeOutcome.REPLACED, f"replaced by {version}"), by=by, at=at)
             return new, running
     raise RuntimeError(f"could not start the challenge of {version}: the champion record kept changing")
 
@@ -93,24 +103,15 @@ def store_figures(db: Db, challenge: Challenge, figures: dict[str, Any]) -> None
     )
 
 
-def end(
-    db: Db,
-    seen: Challenge,
-    *,
-    promote: bool,
-    outcome: ChallengeOutcome,
-    reason: str,
-    figures: dict[str, Any],
-    by: str,
-    fence: LeaseFence | None = None,
-) -> None:
-    """End the challenge `seen`, promoting its challenger or not, only if the record is still the one the
-    decision judged (same `seq`, same challenge), and, with `fence`, only while the producer's lease is
-    held in the term the decision was made under. Raises ChampionChanged or LeaseLapsed, changing
+def end(db: Db, seen: Challenge, ending: Ending, *, by: str, fence: LeaseFence | None = None) -> None:
+    """End the challenge `seen` as `ending` says, only if the record is still the one the decision judged
+    (same `seq`, same challenge), and, with `fence`, only while the producer's lease is held in the term
+    the decision was made under. Raises ChampionChanged or LeaseLapsed, changing
     nothing, otherwise."""
     at = server_now(db)
     query = {"_id": RECORD_ID, "seq": seen.seq, "challenge.id": seen.id}
-    if promote:
+    reason = ending.reason
+    if ending.promote:
         record, _ = read(db)
         chain = [*record.chain, seen.version][-versions.CHAIN_LIMIT :]
         update: dict[str, Any] = {
@@ -128,34 +129,24 @@ def end(
         matched = fenced(db, fence, lambda session: record_doc.update_one(query, update, session=session).matched_count)
     if matched != 1:
         raise ChampionChanged(f"the challenge of {seen.version} changed while it was judged; nothing changed")
-    _close(db, seen, outcome, reason, figures, by=by, at=at, promoted=promote)
-    if promote:
+    _close(db, seen, ending, by=by, at=at)
+    if ending.promote:
         db[MODEL_VERSIONS].update_one({"version": seen.version}, {"$set": {"previous_champion": seen.against}})
         if seen.against is not None:
             versions.set_status(db, seen.against, versions.RETIRED, by=by, reason=reason, at=at, retired_at=at)
         versions.sync_statuses(db, by=by, reason=reason, forced=False)
 
 
-def _close(
-    db: Db,
-    challenge: Challenge,
-    outcome: ChallengeOutcome,
-    reason: str,
-    figures: dict[str, Any],
-    *,
-    by: str,
-    at: datetime,
-    promoted: bool = False,
-) -> None:
+def _close(db: Db, challenge: Challenge, ending: Ending, *, by: str, at: datetime) -> None:
     """The ended challenge's outcome on its challenger; a challenger not promoted is rejected (an
     operator may still promote it by hand, with --force)."""
-    fields = {"challenge.outcome": outcome, "challenge.reason": reason, "challenge.ended_at": at}
-    if figures:
-        fields["challenge.figures"] = figures
+    fields = {"challenge.outcome": ending.outcome, "challenge.reason": ending.reason, "challenge.ended_at": at}
+    if ending.figures:
+        fields["challenge.figures"] = ending.figures
     db[MODEL_VERSIONS].update_one({"version": challenge.version, "challenge.id": challenge.id}, {"$set": fields})
-    if not promoted:
-        versions.set_status(db, challenge.version, versions.REJECTED, by=by, reason=f"challenge {outcome}: {reason}",
-                            at=at, gate_reason=f"challenge {outcome}: {reason}")  # fmt: skip
+    if not ending.promote:
+        why = f"challenge {ending.outcome}: {ending.reason}"
+        versions.set_status(db, challenge.version, versions.REJECTED, by=by, reason=why, at=at, gate_reason=why)
 
 
 def sync_challenger(db: Db, *, by: str = "reconcile") -> list[str]:
