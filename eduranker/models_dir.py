@@ -17,7 +17,8 @@ from pathlib import Path
 
 from eduranker.errors import UnknownVersion, VersionUnusable
 
-VERSION_PATTERN = re.compile(r"^v\d{4,}$")
+# `v0003`; another index than the default prefixes its name: `fr-v0003` (eduranker/indexes.py).
+VERSION_PATTERN = re.compile(r"^([a-z][a-z0-9_]{0,31}-)?v\d{4,}$")
 POINTER = "champion"
 PREVIOUS = "previous"  # the champion before it: what a holdback share of requests is served by
 CHALLENGER = "challenger"  # the running challenge's version: served interleaved with the champion

@@ -10,9 +10,10 @@ from kombu.exceptions import OperationalError
 
 import celeryconfig
 from celeryconfig import TASK_NAME, TRAINING_QUEUE
+from eduranker.indexes import DEFAULT_INDEX, Index
 from eduranker.settings import Settings
 from eduranker.store import jobs
-from eduranker.store.types import Db
+from eduranker.store.types import Db, index_of
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
     return app
 
 
-def send_training_job(app: Celery, job_id: str) -> None:
+def send_training_job(app: Celery, job_id: str, index: Index = DEFAULT_INDEX) -> None:
     """Send the task for an already recorded job; the job id doubles as Celery's task id (Flower shows it).
+    It goes to its index's queue (`training`, `training.<name>`): a worker can serve some indexes only.
 
     The result is stored by the worker under the job id, so a manual job sent here once its slot freed
     ends the `AsyncResult` its `delay()` returned; the sender itself needs only the broker (`make_celery`).
     """
-    app.send_task(
-        TASK_NAME, kwargs={"job_id": job_id}, task_id=job_id, queue=TRAINING_QUEUE, retry=True, ignore_result=False
-    )
+    kwargs = {"job_id": job_id} if index.is_default else {"job_id": job_id, "index": index.name}
+    app.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=index.queue, retry=True, ignore_result=False)
 
 
 def announce_waiting(app: Celery, job_id: str, behind: str | None) -> None:
@@ -70,7 +71,7 @@ def send_with_retry(app: Celery, db: Db, job_id: str, *, max_wait_s: float | Non
     delay, started = 0.5, time.monotonic()
     while True:
         try:
-            send_training_job(app, job_id)
+            send_training_job(app, job_id, index_of(db))
             jobs.mark_sent(db, job_id)
             return True
         except (OperationalError, ConnectionError, OSError) as exc:

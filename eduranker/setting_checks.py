@@ -3,6 +3,7 @@ by the field's own check (declared beside its default in `eduranker/settings.py`
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import urllib.parse
@@ -163,3 +164,14 @@ def weakened_concern(url: str) -> str | None:
     if level not in {"majority", "linearizable"}:
         return f"readConcernLevel={level} weakens the trainer's majority reads (omit it)"
     return None
+
+
+def json_object_or_empty(v: str) -> str | None:
+    """Text that is empty or a JSON object (what it holds is checked by its reader: INDEXES, eduranker/indexes.py)."""
+    if not v.strip():
+        return None
+    try:
+        value = json.loads(v)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at character {exc.pos})"
+    return None if isinstance(value, dict) else "expected a JSON object"

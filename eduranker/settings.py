@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from eduranker.base_models import default_base, language_problem
+from eduranker.indexes import DEFAULT, Index, IndexConfigError, SettingRules, name_problem, parse
 from eduranker.secrets import SecretFileError, shown, with_secret_files
 from eduranker.setting_checks import (
     absolute_path_or_empty,
@@ -24,6 +25,7 @@ from eduranker.setting_checks import (
     gpu_index,
     hub_revision,
     is_hex_key,
+    json_object_or_empty,
     model_list,
     mongo_url,
     no_cap_or_at_least,
@@ -56,6 +58,12 @@ class Settings:
         "redis://127.0.0.1:6379/1", secret_url("redis://", "rediss://", "rpc://", "db+")
     )
     models_dir: str = setting("models", nonempty("a folder"))
+    # Several search indexes, each learning on its own (docs/indexes.md): a JSON object of name →
+    # {"owns": {...}, SETTING: value}; empty = one index, `default`, owning all feedback.
+    indexes: str = setting("", json_object_or_empty)
+    # The index these settings are for: set by `for_index` (never read from the environment), which also
+    # applies the index's own settings and points MODELS_DIR at its folder.
+    index: str = setting(DEFAULT, name_problem)
 
     # Training job (worker).
     base_model_name: str = setting("cross-encoder/ms-marco-MiniLM-L-6-v2", nonempty("a model"))
@@ -184,6 +192,44 @@ class Settings:
             problem = problem_of(f, value)
             if problem:
                 raise SettingsError(f"{f.name.upper()}={shown(f.name, value)}: {problem}")
+        if self.index not in {i.name for i in self.all_indexes}:
+            raise SettingsError(f"index {self.index!r} is not configured (INDEXES names: "
+                                f"{', '.join(i.name for i in self.all_indexes)})")  # fmt: skip
+
+    @functools.cached_property
+    def all_indexes(self) -> tuple[Index, ...]:
+        """The configured indexes, `default` first (eduranker/indexes.py); checked when settings are made."""
+        per_index = {f.name.upper(): f for f in fields(self) if f.name not in PROCESS_WIDE}
+        try:
+            rules = SettingRules(frozenset(per_index), lambda key, value: problem_of(per_index[key], value),
+                                 frozenset(name.upper() for name in PROCESS_WIDE))  # fmt: skip
+            return parse(self.indexes, rules)
+        except IndexConfigError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
+    def index_spec(self) -> Index:
+        """The index these settings are for."""
+        return next(i for i in self.all_indexes if i.name == self.index)
+
+    def for_index(self, name: str) -> Settings:
+        """The settings of index `name`: its own values over these, MODELS_DIR pointed at its folder."""
+        if self.index != DEFAULT:
+            raise ValueError(f"settings already for index {self.index!r}")
+        found = [i for i in self.all_indexes if i.name == name]
+        if not found:
+            raise SettingsError(f"index {name!r} is not configured (INDEXES names: "
+                                f"{', '.join(i.name for i in self.all_indexes)})")  # fmt: skip
+        values = dict(found[0].overrides)
+        if "base_language" in values and "base_model_name" not in values:
+            base = default_base(values["base_language"])
+            values.setdefault("base_model_name", base.name)
+            values.setdefault("base_model_revision", base.revision)
+        return self.with_overrides(index=name, models_dir=found[0].models_dir(self.models_dir), **values)
+
+    def each_index(self) -> list[Settings]:
+        """The settings of every configured index, `default` first."""
+        return [self.for_index(i.name) for i in self.all_indexes]
 
     # Timings derived from the ones above, in one place so that broker, worker and producer agree.
     @property
@@ -225,7 +271,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
-            if raw is None:
+            if raw is None or f.name == "index":
                 continue
             try:
                 values[f.name] = coerce(f.type, raw)
@@ -246,6 +292,32 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(overrides)
         return type(self)(**values)
+
+
+# Settings of the process, not of an index: an index's configuration may not set them.
+PROCESS_WIDE = frozenset(
+    {
+        "mongodb_url",
+        "mongodb_db",
+        "celery_broker_url",
+        "celery_result_backend",
+        "models_dir",
+        "indexes",
+        "index",
+        "metrics_port",
+        "metrics_refresh_seconds",
+        "producer_lease_seconds",
+        "worker_gpu",
+        "torch_threads",
+        "worker_soft_shutdown_seconds",
+        "task_time_limit",
+        "job_heartbeat_seconds",
+        "job_retention_days",
+        "models_gid",
+        "base_models_root",
+        "allowed_base_models",
+    }
+)
 
 
 def _language_default(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from eduranker.store import jobs, monitoring
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CommandCounter
 from eduranker.store.feedback import count_labels
-from eduranker.store.types import Db
+from eduranker.store.types import Db, for_index
 from producer.history import read_history
 from producer.policy import is_first_model
 from producer.state import load_state
@@ -270,12 +270,23 @@ def _volume_families(r: Reading) -> Iterator[Metric]:
         yield _gauge("eduranker_models_dir_size_bytes", "Size of the models volume in bytes.", r.disk[1])
 
 
+def labelled(per_index: list[tuple[str, list[Metric]]]) -> list[Metric]:
+    """One family per name, its samples from every index, each labelled `index` with its index's name."""
+    merged: dict[str, Metric] = {}
+    for index, found in per_index:
+        for family in found:
+            out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            out.samples += [sample._replace(labels={**sample.labels, "index": index}) for sample in family.samples]
+    return list(merged.values())
+
+
 class MetricsCache(Collector):
     """The last reading's families, served to every scrape; refreshed by `refresh` on a tick."""
 
     def __init__(self, db: Db, settings: Settings, holder: str, *, commands: CommandCounter | None = None,
                  workers: Callable[[], int | None] | None = None):  # fmt: skip
         self.db, self.settings, self.holder, self.workers = db, settings, holder, workers
+        self.indexes = settings.each_index()  # each read from its own records, labelled with its name
         self.commands = commands or CommandCounter()
         self.lock = threading.Lock()
         self.cached: list[Metric] = []
@@ -291,9 +302,9 @@ class MetricsCache(Collector):
         before = self.commands.total
         fresh: list[Metric] | None = None
         try:
-            reading = read(self.db, self.settings, self.workers)
-            fresh = families(reading, self.holder)
-            self.standing_by = leader_elsewhere(reading, self.holder)
+            readings = [(s.index, read(for_index(self.db, s.index_spec), s, self.workers)) for s in self.indexes]
+            fresh = labelled([(index, families(reading, self.holder)) for index, reading in readings])
+            self.standing_by = any(leader_elsewhere(reading, self.holder) for _, reading in readings)
         except Exception:  # contained: the endpoint keeps serving and says the database is down
             log.warning("metrics refresh failed", exc_info=self.errors == 0)
         with self.lock:

@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 
 from eduranker.errors import Refused
+from eduranker.indexes import DEFAULT_INDEX, Index
 from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting, make_celery, send_unsent, send_with_retry
 from eduranker.settings import Settings
@@ -21,9 +22,9 @@ log = logging.getLogger(__name__)
 __all__ = ["enqueue", "job_id_for", "request_training", "send_unsent"]
 
 
-def job_id_for(watermark: datetime, retry: int = 0) -> str:
+def job_id_for(watermark: datetime, retry: int = 0, index: Index = DEFAULT_INDEX) -> str:
     """Same watermark → same id; the unique _id then makes a second enqueue impossible."""
-    return "auto-" + watermark.strftime("%Y%m%dT%H%M%S.%fZ") + (f"-retry{retry}" if retry else "")
+    return index.named("auto-" + watermark.strftime("%Y%m%dT%H%M%S.%fZ") + (f"-retry{retry}" if retry else ""))
 
 
 def enqueue(
@@ -61,7 +62,7 @@ def request_training(reason: str = "manual", *, settings: Settings | None = None
     db = connect(settings)
     ensure_indexes(db)
     app = make_celery(settings, "eduranker-producer")
-    job_id = f"manual-{uuid.uuid4().hex[:12]}"
+    job_id = settings.index_spec.named(f"manual-{uuid.uuid4().hex[:12]}")
     trigger = {"reason": reason, "source": "request_training"}
     if enqueue(app, db, job_id, trigger, overrides, max_waiting=settings.max_waiting_jobs) == jobs.WAITING:
         active = jobs.active_job(db)

@@ -196,13 +196,13 @@ class Producer:
     def _enqueue(self, decision: Decision, history: JobHistory, count: Count, now: datetime) -> None:
         if decision.retry_of is not None:
             watermark = decision.retry_of.watermark
-            job_id = job_id_for(watermark, decision.retry_of.failures)
+            job_id = job_id_for(watermark, decision.retry_of.failures, self.settings.index_spec)
         else:
             # The window ended at the server's now: feedback a skewed client dated later was not counted,
             # and the watermark is never beyond it, so that feedback is counted once its time comes.
             newest = latest_feedback_at(self.db, since=history.window_since, until=count.until) or count.until
             watermark = min(newest, count.until)
-            job_id = job_id_for(watermark)
+            job_id = job_id_for(watermark, index=self.settings.index_spec)
         # The fresh count is uncapped (trigger_state.count_cap): its split is the window's own.
         counts = {"like": count.counts.likes, "dislike": count.counts.dislikes}
         trigger = {"reason": decision.reason, "source": "producer", "watermark": watermark, "counts": counts}

@@ -230,7 +230,7 @@ def test_a_stopped_database_turns_health_and_database_up_off_and_keeps_the_last_
         assert not cache.refresh()
         fams = list(cache.collect())
         assert value(fams, "eduranker_database_up") == 0
-        assert value(fams, "eduranker_jobs", status="failed") == 0  # the last figures are still served
+        assert value(fams, "eduranker_jobs", status="failed", index="default") == 0  # the last figures are still served
         assert value(fams, "eduranker_metrics_refresh_errors_total") == 1
         assert health(cache, 0.0)[0] == 503  # the last refresh that reached it is older than allowed
         cache.db.client.close()

@@ -32,8 +32,11 @@ def pin_gpu(**_: object) -> None:
 
 @worker_ready.connect
 def reconcile_champion(**_: object) -> None:
-    """A pointer left behind by a crash between registry write and symlink switch is repaired at start."""
-    try:
-        champion.reconcile(connect(settings), settings.models_dir, by="worker start")
-    except (PyMongoError, OSError):
-        log.warning("champion pointer not reconciled at start (MongoDB unreachable?)", exc_info=True)
+    """A pointer left behind by a crash between registry write and symlink switch is repaired at start,
+    for every index."""
+    for index in settings.each_index():
+        try:
+            champion.reconcile(connect(index), index.models_dir, by="worker start")
+        except (PyMongoError, OSError):
+            log.warning("index %s: champion pointer not reconciled at start (MongoDB unreachable?)", index.index,
+                        exc_info=True)  # fmt: skip

@@ -20,6 +20,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from eduranker.errors import Refused
+from eduranker.indexes import DEFAULT, DEFAULT_INDEX, Index
 from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting
 from eduranker.settings import Settings, process_settings
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 WAITING_STATE = "WAITING"  # a custom Celery state: not ready, so `r.get()` goes on waiting
 
 
-def new_manual_id() -> str:
-    return f"manual-{uuid.uuid4().hex[:12]}"
+def new_manual_id(index: Index = DEFAULT_INDEX) -> str:
+    return index.named(f"manual-{uuid.uuid4().hex[:12]}")
 
 
 def record_manual_job(db: Db, job_id: str, overrides: dict[str, Any], source: str, *, settings: Settings) -> str | None:
@@ -68,8 +69,9 @@ class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
         kwargs = dict(kwargs or {})
         if args or "job_id" in kwargs or self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        job_id = task_id or new_manual_id()
-        settings = process_settings()
+        # `train_reranker.delay(index="fr")`: the job is the index's, recorded in its jobs, sent to its queue.
+        settings = process_settings().for_index(kwargs.pop("index", DEFAULT))
+        job_id = task_id or new_manual_id(settings.index_spec)
         db = connect(settings)
         try:
             ensure_indexes(db)
@@ -81,7 +83,9 @@ class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
                 log.warning("job %s exists already; not sent again", job_id)
                 return self.AsyncResult(job_id)
             # If the broker is down this raises; the job stays recorded and unsent, and the outbox sends it.
-            result = super().apply_async(kwargs={"job_id": job_id}, task_id=job_id, **options)
+            index = settings.index_spec
+            sent = {"job_id": job_id} if index.is_default else {"job_id": job_id, "index": index.name}
+            result = super().apply_async(kwargs=sent, task_id=job_id, **{"queue": index.queue, **options})
             jobs.mark_sent(db, job_id)
             return result
         finally:

@@ -14,10 +14,12 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from eduranker.errors import JobBusy, RetryableError
+from eduranker.indexes import DEFAULT
 from eduranker.queue import TASK_NAME, hand_on
 from eduranker.store import connect, jobs
 from eduranker.store.types import Db
-from worker.app import app, settings
+from worker.app import app
+from worker.app import settings as worker_settings
 from worker.job import outcome, run_training_job
 from worker.manual import RecordsItsJob, record_manual_job, show_waiting
 from worker.results import JobEnded, TaskEnd, failure_for, task_end
@@ -61,9 +63,11 @@ def describe_progress(progress: dict[str, Any]) -> str:
     retry_jitter=True,
     max_retries=5,
 )
-def train_reranker(self: Task, job_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Train, evaluate and register a reranker; returns the job's outcome (worker/results.py says how a
-    run ends otherwise). Without `job_id` (a message sent by name) it records a job of its own."""
+def train_reranker(self: Task, job_id: str | None = None, index: str = DEFAULT, **overrides: Any) -> dict[str, Any]:
+    """Train, evaluate and register a reranker of search index `index`; returns the job's outcome
+    (worker/results.py says how a run ends otherwise). Without `job_id` (a message sent by name) it
+    records a job of its own."""
+    settings = worker_settings.for_index(index)
     db = connect(settings)
     if job_id is None:
         job_id = self.request.id or f"manual-{uuid.uuid4().hex}"

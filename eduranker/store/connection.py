@@ -23,7 +23,7 @@ from pymongo.errors import (
 from eduranker.errors import AccessDenied, RetryableError
 from eduranker.records import VersionStatus
 from eduranker.settings import Settings
-from eduranker.store.types import Db, Document
+from eduranker.store.types import Db, Document, IndexDb
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class CommandCounter(monitoring.CommandListener):
 def connect(
     settings: Settings, *, timeout_ms: int = 10_000, listeners: Sequence[monitoring.CommandListener] = ()
 ) -> Db:
-    """Open a client lazily (pymongo connects on first use) and return the configured database."""
+    """Open a client lazily (pymongo connects on first use) and return the configured database as the
+    settings' index sees it (eduranker/store/types.py)."""
     client: MongoClient[Document] = MongoClient(
         settings.mongodb_url,
         tz_aware=True,
@@ -80,7 +81,7 @@ def connect(
         journal=True,
         readConcernLevel="majority",
     )
-    return client[settings.mongodb_db]
+    return IndexDb(client, settings.mongodb_db, settings.index_spec)
 
 
 # IndexOptionsConflict, IndexKeySpecsConflict: an index with this key pattern (or this name) exists.

@@ -1,5 +1,8 @@
 """Counting feedback: the producer's trigger windows and watermark, each a range of one index.
 
+Each count is of the feedback the database's index owns (`claimed`: all of it for an index that claims
+everything, the default one alone).
+
 A window ends at `until`, the database server's now: feedback dated later (an API host whose clock is
 ahead) is not counted until the server's time reaches it, so it can neither trigger a job early nor,
 sitting beyond every watermark, trigger one after another (`count_future_dated` reports it).
@@ -10,9 +13,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from eduranker.indexes import Claim
 from eduranker.records import LABELS
-from eduranker.store.connection import INFERENCES
-from eduranker.store.types import Db
+from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
+from eduranker.store.types import Db, index_of
+
+
+def claimed(claim: Claim) -> list[dict[str, Any]]:
+    """Aggregation stages keeping the inferences an index's claim owns: each joined to its search (`q`)
+    and its result (`r`), only where the claim names their fields, then matched (eduranker/indexes.py).
+    A join costs one indexed lookup an inference: an index that owns all feedback needs none."""
+    stages: list[dict[str, Any]] = []
+    for source, collection, local, prefix in (("query", USER_QUERIES, "query_id", "q"),
+                                              ("resource", RESOURCES, "resource_id", "r")):  # fmt: skip
+        names = claim.fields(source)
+        if names:
+            stages.append({"$lookup": {"from": collection, "localField": local, "foreignField": "_id",
+                                       "pipeline": [{"$project": dict.fromkeys(names, 1)}], "as": prefix}})  # fmt: skip
+    return [*stages, {"$match": claim.match()}] if stages else []
+
+
+def _count(db: Db, query: dict[str, Any], limit: int | None) -> int:
+    """Inferences matching `query` that `db`'s index owns, at most `limit`."""
+    claim = index_of(db).claim
+    collection = db[INFERENCES]
+    if claim.everything:  # pymongo turns `limit` into a $limit stage, which must not be 0: none is no argument
+        return collection.count_documents(query, limit=limit) if limit else collection.count_documents(query)
+    stages = [{"$match": query}, *claimed(claim), *([{"$limit": limit}] if limit else []), {"$count": "n"}]
+    found = list(collection.aggregate(stages))
+    return int(found[0]["n"]) if found else 0
 
 
 def _set_when(label: str, when: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
@@ -60,11 +89,7 @@ def count_labels(
             left = None if cap is None else cap - sum(counts.values())
             if left is not None and left <= 0:
                 return counts
-            # pymongo turns `limit` into a $limit stage, which must not be 0: no limit is no argument.
-            collection = db[INFERENCES]
-            counts[label] += (
-                collection.count_documents(query, limit=left) if left else collection.count_documents(query)
-            )
+            counts[label] += _count(db, query, left)
     return counts
 
 
@@ -77,9 +102,20 @@ def latest_feedback_at(db: Db, since: datetime | None = None, until: datetime | 
     """
     after = _range(since, until) if since is not None or until is not None else {"$type": "date"}
     newest = None
+    claim = index_of(db).claim
     for label in LABELS:
         for query, key in _set_when(label, after):
-            doc = db[INFERENCES].find_one(query, {key: 1}, sort=[(key, -1)])
+            if claim.everything:
+                doc = db[INFERENCES].find_one(query, {key: 1}, sort=[(key, -1)])
+            else:  # newest first, joined until one is the index's own
+                stages = [
+                    {"$match": query},
+                    {"$sort": {key: -1}},
+                    *claimed(claim),
+                    {"$limit": 1},
+                    {"$project": {key: 1}},
+                ]
+                doc = next(iter(db[INFERENCES].aggregate(stages)), None)
             if doc is not None and (newest is None or doc[key] > newest):
                 newest = doc[key]
     return newest
@@ -87,4 +123,4 @@ def latest_feedback_at(db: Db, since: datetime | None = None, until: datetime | 
 
 def count_future_dated(db: Db, now: datetime) -> int:
     """Usable feedback dated after `now` (the server's): what a skewed API host wrote."""
-    return sum(db[INFERENCES].count_documents(query) for label in LABELS for query, _ in _set_when(label, {"$gt": now}))
+    return sum(_count(db, query, None) for label in LABELS for query, _ in _set_when(label, {"$gt": now}))

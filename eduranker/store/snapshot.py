@@ -4,6 +4,9 @@ Inferences stream in batches. Query and resource texts are cut server-side to `m
 megabyte text never travels, and no inference costs a query of its own: a text collection of up to
 CACHE_LIMIT documents is read once, whole; a larger one one `$in` query per batch, cached up to the limit.
 
+Only the rows the database's index owns are kept (its claim, eduranker/indexes.py, read on the texts'
+documents): another index's feedback is never a row of this one's snapshot.
+
 `iter_feedback_rows` reads every inference with feedback, in no order. `FeedbackReader.newest_first`
 reads them newest first, by feedback time, in windows of time that each are one range of an index, so
 a job can stop once it has what its caps can use and never touches older feedback; `without_time`
@@ -19,10 +22,11 @@ from typing import Any
 from bson import ObjectId
 from pymongo import DESCENDING
 
+from eduranker.indexes import Claim
 from eduranker.records import LABELS
 from eduranker.store.clock import as_utc
 from eduranker.store.connection import INFERENCES, RESOURCES, USER_QUERIES
-from eduranker.store.types import Db, Document
+from eduranker.store.types import Db, Document, index_of
 
 # Any inference a user reacted to, malformed values included, so the snapshot can count them.
 FEEDBACK_PRESENT: dict[str, Any] = {"feedback": {"$exists": True, "$ne": None}}
@@ -96,6 +100,7 @@ class _Texts:
         extra: dict[str, Any] | None = None,
     ):  # fmt: skip
         self.db, self.collection, self.fields, self.max_chars = db, collection, fields, max_chars
+        self.claim = index_of(db).claim
         self.projection = {**_text_fields(fields, max_chars), **(extra or {})}
         if slice_field:  # a short label (e.g. the resource's subject), cut like the texts
             self.projection["slice"] = _label(f"${slice_field}")
@@ -140,10 +145,19 @@ def _row(inference: Document, query: Document | None, resource: Document | None)
     }
 
 
+def _claim_fields(claim: Claim, source: str) -> dict[str, Any]:
+    # The fields the index's claim names, under `claim`, for `_joined` to keep the index's own rows.
+    names = claim.fields(source)
+    return {"claim": {name: f"${name}" for name in names}} if names else {}
+
+
 def _text_caches(db: Db, max_text_chars: int, slice_field: str) -> tuple[_Texts, _Texts]:
     # user_id: whose reaction it is, for the per-user cap (eduranker/pipeline/caps.py).
-    queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars, extra={"user_id": _short_label("$user_id")})
-    resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars, slice_field)
+    claim = index_of(db).claim
+    queries = _Texts(db, USER_QUERIES, ("query_text",), max_text_chars,
+                     extra={"user_id": _short_label("$user_id"), **_claim_fields(claim, "query")})  # fmt: skip
+    resources = _Texts(db, RESOURCES, ("title", "description"), max_text_chars, slice_field,
+                       extra=_claim_fields(claim, "resource"))  # fmt: skip
     return queries, resources
 
 
@@ -167,6 +181,13 @@ def _streamed(
             yield from _joined(batch, queries, resources)
             batch = []
     yield from _joined(batch, queries, resources)
+
+
+def _claimed_by(claim: Claim, query: Document | None, resource: Document | None) -> bool:
+    if claim.everything:
+        return True
+    return claim.holds(None if query is None else query.get("claim", {}),
+                       None if resource is None else resource.get("claim", {}))  # fmt: skip
 
 
 def _time_of(inference: Document) -> datetime:
@@ -259,4 +280,6 @@ def _joined(batch: list[Document], queries: _Texts, resources: _Texts) -> Iterat
     queries.load(i.get("query_id") for i in batch)
     resources.load(i.get("resource_id") for i in batch)
     for inference in batch:
-        yield _row(inference, queries.get(inference.get("query_id")), resources.get(inference.get("resource_id")))
+        query, resource = queries.get(inference.get("query_id")), resources.get(inference.get("resource_id"))
+        if _claimed_by(queries.claim, query, resource):  # another index's feedback is not this one's to count
+            yield _row(inference, query, resource)

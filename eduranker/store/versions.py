@@ -22,7 +22,7 @@ from eduranker.records import RegisteredVersion, VersionDoc, VersionEvent, Versi
 from eduranker.store.clock import server_now
 from eduranker.store.connection import CHAMPION_RECORD, COUNTERS, MODEL_VERSIONS
 from eduranker.store.lease import LeaseFence, fenced
-from eduranker.store.types import Db
+from eduranker.store.types import Db, index_of
 
 # Each status under its own name (`versions.CHAMPION`): the members of VersionStatus.
 CANDIDATE, CHAMPION, REJECTED = VersionStatus.CANDIDATE, VersionStatus.CHAMPION, VersionStatus.REJECTED
@@ -48,7 +48,7 @@ def allocate_version(db: Db) -> str:
         {"_id": "model_version"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
     )
     assert counter is not None  # upsert with ReturnDocument.AFTER always returns the document
-    return f"v{counter['seq']:04d}"
+    return index_of(db).named(f"v{counter['seq']:04d}")
 
 
 def _event(status: VersionStatus, by: str, reason: str, at: datetime) -> VersionEvent:
