@@ -1,5 +1,6 @@
-"""`eduranker`: status, versions, train, watch, cancel, promote, reject, rollback, report, prune and new-epoch
-(`COMMANDS`), over the store and the task name; `serve` runs the reranking endpoints.
+"""`eduranker [--index NAME]`: indexes, status, versions, train, watch, cancel, promote, reject, rollback,
+report, prune and new-epoch (`COMMANDS`), over the store and the task name, each on one search index's
+records and folder (`--index`, default `default`); `serve` runs the reranking endpoints.
 
 Exit codes: 0 ok, 1 the request cannot be done (unknown version, nothing to roll back), 2 usage,
 3 a server is unreachable, 130 interrupted; `EXIT_CODES` says it in each --help.
@@ -16,6 +17,7 @@ from typing import Any
 
 from eduranker import challenge_view, champion, models_dir
 from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
+from eduranker.indexes import DEFAULT, describe_claim
 from eduranker.progress import follow_jobs
 from eduranker.registry_view import (
     fmt,
@@ -27,20 +29,22 @@ from eduranker.registry_view import (
     version_row,
     versions_header,
 )
-from eduranker.settings import Settings, load_or_exit
+from eduranker.settings import Settings, SettingsError, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.clock import server_now
 from eduranker.store.connection import redact_url
 from eduranker.store.feedback import count_future_dated, count_labels
-from eduranker.store.types import Db
+from eduranker.store.types import Db, for_index
 from eduranker.unreachable import unreachable_line
 
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def cmd_status(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
     from producer.trigger import describe_next_trigger
 
+    if len(settings.all_indexes) > 1:  # several searches: say whose figures these are
+        print(f"index: {settings.index} ({describe_claim(settings.index_spec)}; `eduranker indexes` lists all)")
     totals = count_labels(db)
     print(f"feedback: {sum(totals.values())} usable (like {totals['like']}, dislike {totals['dislike']})")
     print(f"next trigger: {describe_next_trigger(db, settings)}")
@@ -225,14 +229,35 @@ EXIT_CODES = (
 def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
     """A subcommand whose --help says what it does, each option, and the exit codes."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary, epilog=EXIT_CODES)
+    # Also after the command (`eduranker status --index fr`); given there, it wins.
+    parser.add_argument("--index", default=argparse.SUPPRESS, help=INDEX_HELP)
     return parser
+
+
+INDEX_HELP = "the search index to act on (a name of INDEXES, docs/indexes.md; default: default)"
+
+
+def cmd_indexes(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
+    """Every configured index: what it owns, its queue and folder, its feedback, champion and jobs."""
+    for index in settings.each_index():
+        spec, own = index.index_spec, for_index(db, index.index_spec)
+        totals = count_labels(own)
+        record = versions.read_champion(own)
+        active = jobs.unfinished_jobs(own)
+        print(f"{spec.name}: {describe_claim(spec)}")
+        print(f"  queue {spec.queue}, models {index.models_dir}, base {index.base_model_name}")
+        print(f"  feedback {sum(totals.values())} (like {totals['like']}, dislike {totals['dislike']}); champion "
+              f"{record.version or 'none (the base model)'}; jobs unfinished {len(active)}")  # fmt: skip
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eduranker", description="Operate the EduRanker trainer. Settings come "
                                      "from the environment (docs/configuration.md).", epilog=EXIT_CODES)  # fmt: skip
+    parser.add_argument("--index", default=DEFAULT, help=INDEX_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(sub, "status", "feedback counts, distance to the next trigger, jobs, champion")
+    _command(sub, "indexes", "every search index: what feedback it owns, its queue, folder, feedback, champion, jobs")
     _command(sub, "versions", "table of model versions with key metrics")
     train = _command(
         sub, "train", "record and send a manual training job (it waits behind an active one); prints its id"
@@ -279,12 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, "promote": cmd_promote,
             "rollback": cmd_rollback, "cancel": cmd_cancel, "watch": cmd_watch, "report": cmd_report,
-            "prune": cmd_prune, "reject": cmd_reject, "new-epoch": cmd_new_epoch}  # fmt: skip
+            "prune": cmd_prune, "reject": cmd_reject, "new-epoch": cmd_new_epoch,
+            "indexes": cmd_indexes}  # fmt: skip
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings or load_or_exit()
+    try:  # every command acts on one index's records, folder and queue
+        settings = settings.for_index(args.index)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "serve":  # the search API's side: no broker, a database only for resource ids
         from eduranker.serve import run
 

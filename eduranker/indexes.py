@@ -122,11 +122,35 @@ class Index:
         return name if self.is_default else f"{self.name}.{name}"
 
     @property
+    def base_tag(self) -> dict[str, Any]:
+        """What marks a result the base model served (`model_version` null) as this index's: the base
+        serves every index until it has a champion, so beside other indexes its results are told apart
+        by the `index` field ChampionReranker(index=...) writes (none for the default index). Alone,
+        the default index needs none."""
+        if self.claim.everything:
+            return {}
+        return {"index": None if self.is_default else self.name}
+
+    @property
     def queue(self) -> str:
         return "training" if self.is_default else f"training.{self.name}"
 
     def models_dir(self, root: str) -> str:
         return root if self.is_default else f"{root.rstrip('/')}/{self.name}"
+
+
+def describe_claim(index: Index) -> str:
+    """The feedback `index` owns, in words: `query.index in [fr]`, `everything`, `what no other claims`."""
+
+    def words(conditions: tuple[Condition, ...]) -> str:
+        return " and ".join(f"{c.key} in {list(c.values)}" for c in conditions)
+
+    claim = index.claim
+    if claim.everything:
+        return "all feedback"
+    if claim.require:
+        return f"feedback with {words(claim.require)}"
+    return "feedback no other index claims"
 
 
 def name_problem(name: Any) -> str | None:

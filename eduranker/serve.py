@@ -62,8 +62,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def load() -> ChampionReranker:
-        return ChampionReranker(settings.models_dir, base_model=settings.base_model_name, poll_seconds=poll_seconds,
-                                max_length=settings.max_length, variant=settings.serving_variant)  # fmt: skip
+        return ChampionReranker(settings.models_root, base_model=settings.base_model_name, poll_seconds=poll_seconds,
+                                max_length=settings.max_length, variant=settings.serving_variant,
+                                index=settings.index)  # fmt: skip
 
     app = create_app(load, limits=Limits(max_documents=max_documents), resources=resources, threads=threads)
     uvicorn.run(app, host=host, port=port, workers=1, log_level="info", access_log=False)

@@ -227,6 +227,11 @@ class Settings:
             values.setdefault("base_model_revision", base.revision)
         return self.with_overrides(index=name, models_dir=found[0].models_dir(self.models_dir), **values)
 
+    @property
+    def models_root(self) -> str:
+        """MODELS_DIR as configured (`models_dir` is this index's folder in it)."""
+        return self.models_dir if self.index_spec.is_default else os.path.dirname(self.models_dir.rstrip("/"))
+
     def each_index(self) -> list[Settings]:
         """The settings of every configured index, `default` first."""
         return [self.for_index(i.name) for i in self.all_indexes]

@@ -11,6 +11,9 @@ default) gets a team-draft interleaving of the champion's and the challenger's r
 decides the challenge on what users do with those lists (docs/online.md). Each shown document carries
 the version that contributed it: the API writes `result.inference_fields()` on the inferences.
 
+`index` (a name of INDEXES, docs/indexes.md): the search index this reranker serves; it follows that
+index's folder, MODELS_DIR/<index>, and names the index in each result's inference fields.
+
 Comparing with the previous champion (`MODELS_DIR/previous`), for the producer's online guard:
 `compare="holdback"` serves a `share` of users (stable per `key`, the hash salted with the champion's
 version, so each promotion draws a new group; a request without a key is drawn at random with the same
@@ -25,6 +28,7 @@ served in fp32, with a warning in the log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -37,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eduranker.indexes import DEFAULT, Index, name_problem
 from eduranker.models_dir import CHALLENGER, POINTER, PREVIOUS, champion_target, version_dir
 from eduranker.serving.interleave import team_draft
 from eduranker.serving.loaded import LoadedModel, load_checked
@@ -59,12 +64,16 @@ class RerankResult:
     versions: list[str | None] = field(default_factory=list)  # aligned with `order`: who contributed each
     interleaved: bool = False  # a team-draft interleaving of two versions' lists
     challenger: str | None = None  # the challenger interleaved into this list, if any
+    index: str = DEFAULT  # the search index whose reranker served it (eduranker/indexes.py)
 
     def inference_fields(self) -> list[dict[str, object]]:
         """What the API writes on the inference of each shown document, aligned with `order`: the
         document `documents[order[i]]` gets `inference_fields()[i]` (docs/collections.md)."""
+        # Another index than the default names itself: its base model's results (`model_version` null)
+        # are then told from another index's base (docs/indexes.md).
+        tag = {} if self.index == DEFAULT else {"index": self.index}
         return [
-            {"rank": rank, "score": self.scores[doc], "model_version": version}
+            {"rank": rank, "score": self.scores[doc], "model_version": version, **tag}
             for rank, (doc, version) in enumerate(zip(self.order, self.versions, strict=True), start=1)
         ]
 
@@ -92,12 +101,18 @@ class ChampionReranker:
         batch_size: int = SERVING_BATCH_SIZE,
         variant: str = DEFAULT_SERVING_VARIANT,
         challenge_share: float = 1.0,
+        index: str = DEFAULT,
     ):
         self.compare, self.share = _comparison(holdback, compare, share)
         if not 0.0 <= challenge_share <= 1.0:
             raise ValueError(f"challenge_share must be in [0, 1], got {challenge_share}")
         self.challenge_share = challenge_share  # requests interleaved with a running challenge's challenger
-        self.models_dir, self.base_model = Path(models_dir), base_model
+        problem = name_problem(index)
+        if problem:
+            raise ValueError(f"index {index!r}: {problem}")
+        # `models_dir` is MODELS_DIR; index `fr` follows the pointers of its own folder, MODELS_DIR/fr.
+        self.index = index
+        self.models_dir, self.base_model = Path(Index(index).models_dir(str(models_dir))), base_model
         self.poll_seconds = poll_seconds
         self.holdback = self.share if self.compare == HOLDBACK else 0.0
         self._rng = random.Random(seed)  # the interleaving's share and coins (no need to be unpredictable)
@@ -126,6 +141,10 @@ class ChampionReranker:
         return challenger.version if challenger is not None else None
 
     def rerank(self, query: str, documents: Sequence[str], *, key: str | None = None) -> RerankResult:
+        result = self._rerank(query, documents, key)
+        return result if self.index == DEFAULT else dataclasses.replace(result, index=self.index)
+
+    def _rerank(self, query: str, documents: Sequence[str], key: str | None) -> RerankResult:
         """Scores and order for `documents`. While a challenge runs, a `challenge_share` of requests gets
         the champion's and the challenger's lists interleaved. Otherwise `key` (a user id, say) puts a
         stable holdback share of users on the previous champion (a request without a key is drawn at

@@ -31,7 +31,7 @@ from eduranker.errors import EduRankerError
 from eduranker.store.clock import as_utc, server_now
 from eduranker.store.connection import INFERENCES, ensure_index
 from eduranker.store.lease import LeaseFence, fenced
-from eduranker.store.types import Db, Document
+from eduranker.store.types import Db, Document, index_of
 
 COMPARISONS, IMPRESSIONS, CLUSTERS = "online_comparisons", "online_impressions", "online_clusters"
 T = TypeVar("T")
@@ -126,7 +126,7 @@ def changes(db: Db, token: Mapping[str, Any], since: datetime, *, batch: int, li
                 touched.token, touched.caught_up = stream.resume_token, True
                 out.append(touched)
                 break
-            _note(touched, event, since)
+            _note(touched, event, since, index_of(db).base_tag)
             if touched.events >= batch:
                 touched.token = stream.resume_token
                 out.append(touched)
@@ -134,7 +134,7 @@ def changes(db: Db, token: Mapping[str, Any], since: datetime, *, batch: int, li
     return out
 
 
-def _note(touched: Touched, event: Document, since: datetime) -> None:
+def _note(touched: Touched, event: Document, since: datetime, tag: Mapping[str, Any]) -> None:
     touched.events += 1
     kind, key = event["operationType"], event.get("documentKey", {}).get("_id")
     doc = event.get("fullDocument")
@@ -145,7 +145,8 @@ def _note(touched: Touched, event: Document, since: datetime) -> None:
             created = doc.get("created_at")
             if isinstance(created, datetime) and as_utc(created) >= as_utc(since):
                 version = doc.get("model_version")
-                touched.served[version] = touched.served.get(version, 0) + 1
+                if version is not None or all(doc.get(k) == v for k, v in tag.items()):  # not another index's base
+                    touched.served[version] = touched.served.get(version, 0) + 1
             if doc.get("feedback") is None:
                 return  # a result without a reaction changes no contribution
         touched.queries.add(doc.get("query_id"))

@@ -18,7 +18,7 @@ from eduranker.store.clock import as_utc, server_now
 from eduranker.store.comparison_sums import ensure_sums_indexes
 from eduranker.store.connection import INFERENCES, MODEL_VERSIONS, PRODUCER_STATE, USER_QUERIES, ensure_index
 from eduranker.store.jobs import now
-from eduranker.store.types import Db
+from eduranker.store.types import Db, index_of
 
 
 def ensure_online_indexes(db: Db) -> None:
@@ -34,11 +34,23 @@ def ensure_online_indexes(db: Db) -> None:
     ensure_sums_indexes(db)
 
 
+def served_by(db: Db, versions: Sequence[str | None]) -> dict[str, Any]:
+    """The filter on results served by `versions` (names unique to one index; null for its base)."""
+    named = [v for v in versions if v is not None]
+    tag = index_of(db).base_tag
+    if None not in versions:
+        return {"model_version": {"$in": named}} if len(named) != 1 else {"model_version": named[0]}
+    if not tag:
+        return {"model_version": {"$in": list(versions)}} if len(versions) != 1 else {"model_version": None}
+    base = {"model_version": None, **tag}
+    return {"$or": [{"model_version": {"$in": named}}, base]} if named else base
+
+
 def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
     """Results served by `version` since `since`, and the likes and dislikes users gave them."""
 
     def count(**extra: Any) -> int:
-        return db[INFERENCES].count_documents({"model_version": version, **extra, "created_at": {"$gte": since}})
+        return db[INFERENCES].count_documents({**served_by(db, [version]), **extra, "created_at": {"$gte": since}})
 
     likes, dislikes = count(feedback="like"), count(feedback="dislike")
     return {
@@ -53,7 +65,7 @@ def live_counts(db: Db, version: str | None, since: datetime) -> dict[str, Any]:
 def served_count(db: Db, version: str | None, since: datetime, between: Callable[[], object] | None = None) -> int:
     """Results served by `version` since `since`: one index range, streamed so that `between` (a lease's
     renewal) is called every 10,000 results."""
-    found = {"model_version": version, "created_at": {"$gte": since}}
+    found = {**served_by(db, [version]), "created_at": {"$gte": since}}
     if between is None:
         return db[INFERENCES].count_documents(found)
     n = 0
@@ -92,7 +104,7 @@ def impressions(db: Db, compared: Sequence[str | None], since: datetime) -> list
     """Searches since `since` whose results of `compared` versions drew feedback: per version the likes
     and dislikes, every version that served a result in it, and the user who searched (if known)."""
     reacted = db[INFERENCES].aggregate([
-        {"$match": {"model_version": {"$in": list(compared)}, "feedback": {"$in": ["like", "dislike"]},
+        {"$match": {**served_by(db, compared), "feedback": {"$in": ["like", "dislike"]},
                     "created_at": {"$gte": since}}},
         {"$group": {"_id": "$query_id"}},
     ])  # fmt: skip
@@ -103,7 +115,7 @@ def reacted_searches(db: Db, compared: Sequence[str | None], since: datetime) ->
     """The searches `impressions` reads, streamed in batches (each once): a caller can renew a lease
     between them."""
     seen: set[Any] = set()
-    found = {"model_version": {"$in": list(compared)}, "feedback": {"$in": ["like", "dislike"]},
+    found = {**served_by(db, compared), "feedback": {"$in": ["like", "dislike"]},
              "created_at": {"$gte": since}}  # fmt: skip
     for doc in db[INFERENCES].find(found, {"query_id": 1, "_id": 0}, batch_size=CHUNK):
         query = doc.get("query_id")
