@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
-from producer.metrics import MetricsCache, Reading, families
+from eduranker.settings import Settings
+from producer.metrics import MetricsCache, Reading, families, labelled
 from tests.celery_worker import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -58,8 +59,8 @@ def test_every_alert_is_explained_in_the_alerts_doc():
         assert anchor in anchors, f"{rule['alert']}: docs/alerts.md has no section #{anchor}"
 
 
-def _exported() -> set[str]:
-    """Every sample name the producer exports (a reading with every kind of figure) and Flower's."""
+def _reading() -> Reading:
+    """A reading with every kind of figure."""
     at = datetime(2026, 1, 1, tzinfo=UTC)
     online = {
         "version": "v0002",
@@ -67,7 +68,7 @@ def _exported() -> set[str]:
         "likes": 2,
         "holdback": {"version": "v0001", "feedback": 1, "likes": 1},
     }
-    reading = Reading(
+    return Reading(
         at=at, feedback={"like": 1}, jobs={"succeeded": (1, at)}, durations={"train": (1, 2.0, [1] * 12)},
         champion={"version": "v0002", "switched_at": at},
         lease={"holder": "me", "expires_at": at + timedelta(seconds=9)},
@@ -76,8 +77,20 @@ def _exported() -> set[str]:
                    "gate": {"intervals": {"roc_auc": {"delta": 0.1, "low": 0.0, "high": 0.2}}}}],
         disk=(1, 2), workers=1,
     )  # fmt: skip
-    names = {s.name for m in families(reading, "me") for s in m.samples}
-    names |= {s.name for m in MetricsCache(None, None, "me").collect() for s in m.samples}  # type: ignore[arg-type]
+
+
+def _indexed() -> set[str]:
+    """The sample names the producer labels `index`: every figure read from an index's records."""
+    return {
+        s.name for m in labelled([("fr", families(_reading(), "me"))]) for s in m.samples if s.labels["index"] == "fr"
+    }
+
+
+def _exported() -> set[str]:
+    """Every sample name the producer exports and Flower's."""
+    names = {s.name for m in families(_reading(), "me") for s in m.samples}
+    # The process's own figures, served beside the cached ones (no refresh: no database is needed).
+    names |= {s.name for m in MetricsCache(None, Settings(), "me").collect() for s in m.samples}  # type: ignore[arg-type]
     from flower.events import get_prometheus_metrics
     from prometheus_client import CollectorRegistry
 
@@ -117,6 +130,34 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric():
     for expr in exprs:
         unknown = metric_names(expr) - exported
         assert not unknown, f"{expr!r} reads {sorted(unknown)}, which nothing exports"
+
+
+# Alerts on figures that are the same under every index: the broadcast ping, the one models volume.
+PROCESS_WIDE_ALERTS = {"EduRankerNoWorker", "EduRankerModelsVolumeFilling"}
+
+
+def test_alerts_on_an_indexs_figures_fire_per_index_and_name_it():
+    indexed = _indexed()
+    assert "eduranker_job_failures_in_a_row" in indexed and "eduranker_database_up" not in indexed
+    per_index = [rule for rule in _rules() if metric_names(rule["expr"]) <= indexed]
+    assert {rule["alert"] for rule in per_index} >= PROCESS_WIDE_ALERTS | {"EduRankerJobsFailing"}
+    for rule in per_index:
+        if rule["alert"] in PROCESS_WIDE_ALERTS:
+            continue
+        assert re.search(r"\bby \((\w+, )*index\b", rule["expr"]), f"{rule['alert']}: not aggregated by index"
+        assert "{{ $labels.index }}" in rule["annotations"]["summary"], f"{rule['alert']}: summary names no index"
+
+
+def test_the_dashboard_filters_every_indexed_figure_by_the_chosen_indexes():
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "eduranker.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "label_values(eduranker_" in variables["index"]["definition"]
+    assert variables["index"]["multi"] and variables["index"]["includeAll"]
+    indexed = _indexed()
+    for expr in _dashboard_exprs():
+        for found in re.finditer(r"\b([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?", expr):
+            if found.group(1) in indexed:
+                assert 'index=~"$index"' in (found.group(2) or ""), f"{expr!r}: {found.group(1)} not filtered"
 
 
 def test_the_dashboard_shows_what_operators_need():
