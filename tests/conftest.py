@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "test_job_indexes.py",  # 73
     "test_notebooks.py",  # 50-100: a real job run from a notebook, two kernels
     "test_api.py",  # 62: the trained demo image, a uvicorn process, a swap under load
+    "test_indexes_loop.py",  # 60: three indexes' real jobs
     "test_celery_e2e.py",  # 45
     "test_mongo_auth.py",  # 44
     "test_fenced_registration.py",  # 41
