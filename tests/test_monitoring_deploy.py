@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from eduranker.settings import Settings
 from producer.metrics import MetricsCache, Reading, families
 from tests.celery_worker import ROOT
 
@@ -77,7 +78,7 @@ def _exported() -> set[str]:
         disk=(1, 2), workers=1,
     )  # fmt: skip
     names = {s.name for m in families(reading, "me") for s in m.samples}
-    names |= {s.name for m in MetricsCache(None, None, "me").collect() for s in m.samples}  # type: ignore[arg-type]
+    names |= {s.name for m in MetricsCache(None, Settings(), "me").collect() for s in m.samples}  # type: ignore[arg-type]
     from flower.events import get_prometheus_metrics
     from prometheus_client import CollectorRegistry
 
@@ -147,4 +148,5 @@ def test_the_monitoring_profile_validates_and_mounts_deploy(monitoring_config):
 def test_producer_and_worker_have_health_checks(monitoring_config):
     services = monitoring_config["services"]
     assert "/healthz" in " ".join(services["producer"]["healthcheck"]["test"])
-    assert "inspect ping -d" in " ".join(services["worker"]["healthcheck"]["test"])
+    for name in ("gpu0", "gpu1"):
+        assert "inspect ping -d" in " ".join(services[name]["healthcheck"]["test"])
