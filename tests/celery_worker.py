@@ -1,4 +1,4 @@
-"""A real Celery worker process for tests: `celery -A worker worker -Q training -c 1`."""
+"""A real Celery worker process for tests: `celery -A worker worker -Q training -c 1` (or other queues)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,24 @@ PATIENCE = float(os.environ.get("TEST_PATIENCE", "3"))
 __all__ = ["PATIENCE", "ROOT", "settings_env", "start_worker", "stop_worker", "training", "wait_for_job"]
 
 
-def start_worker(settings: Settings, log_path: Path, name: str = "test") -> subprocess.Popen:
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training", "-c", "1"]
+def start_worker(
+    settings: Settings,
+    log_path: Path,
+    name: str = "test",
+    queues: str = "training",
+    *,
+    main: str = "celery",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """`queues` as `-Q` takes them (`training.a,training.b`); `main` the module run as `celery` (one that
+    wraps it, such as tests.gated_worker); `env` added to the settings' environment."""
+    argv = [sys.executable, "-m", main, "-A", "worker", "worker", "-Q", queues, "-c", "1"]
     argv += ["--loglevel", "INFO", "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        argv, cwd=ROOT, env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+        argv, cwd=ROOT, env={**settings_env(settings), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> None:

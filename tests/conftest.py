@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "test_manual_jobs.py",  # 37
     "test_serving.py",  # 35
     "test_prometheus_live.py",  # 29
+    "test_index_workers.py",  # 26 run alone: two workers training at once, then two refused jobs
     "test_stop_within_step.py",  # 26
     "test_no_worker.py",  # 23
     "test_bad_input.py",  # 21

@@ -1,5 +1,6 @@
 """docker-compose.yml validated by a real compose implementation, and the security settings it must keep."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ import pytest
 import yaml
 
 from tests.celery_worker import ROOT
+
+WORKERS = ("gpu0", "gpu1")  # one Celery worker per GPU
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +30,50 @@ def test_compose_has_every_service_and_waits_for_health(compose_config):
     services = compose_config["services"]
     # Services of an opt-in profile (monitoring: tests/test_monitoring_deploy.py) start only when asked for.
     assert {name for name, service in services.items() if not service.get("profiles")} == {
-        "mongo", "redis", "worker", "producer", "flower"}  # fmt: skip
-    for name in ("worker", "producer"):
+        "mongo", "redis", *WORKERS, "producer", "flower"}  # fmt: skip
+    for name in (*WORKERS, "producer"):
         assert services[name]["depends_on"]["mongo"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "--replSet" in " ".join(services["mongo"]["entrypoint"])
 
 
-def test_worker_reserves_one_gpu_and_runs_one_job_at_a_time(compose_config):
-    worker = compose_config["services"]["worker"]
+def _arg(worker, flag):
+    return worker["command"][worker["command"].index(flag) + 1]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_each_worker_reserves_one_gpu_of_its_own_and_runs_one_job_at_a_time(compose_config, name):
+    worker = compose_config["services"][name]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["capabilities"] == ["gpu"] and len(devices[0]["device_ids"]) == 1
-    assert worker["command"][worker["command"].index("-c") + 1] == "1"
-    assert worker["command"][worker["command"].index("-Q") + 1] == "training"
+    # Its own GPU of the host (gpu0 → 0, gpu1 → 1), pinned: inside the container it is the only one, GPU 0.
+    assert devices == [{"driver": "nvidia", "capabilities": ["gpu"], "device_ids": [name.removeprefix("gpu")]}]
+    assert worker["environment"]["WORKER_GPU"] == "0"
+    assert _arg(worker, "-c") == "1"
+    assert _arg(worker, "-n") == f"{name}@%h"
+    assert f'-d "{name}@' in " ".join(worker["healthcheck"]["test"])  # its own node answers its healthcheck
+    assert _arg(worker, "-Q") == "training"  # the example: both serve the default index
 
 
-def test_a_stopping_worker_hands_its_job_back_within_the_grace_period(compose_config):
-    worker = compose_config["services"]["worker"]
+def test_each_worker_takes_its_own_queues_and_gpu_from_the_environment():
+    """A worker dedicated to some indexes: gpu1 to index fr's queue on the host's GPU 3, gpu0 to the
+    default index's and en's on GPU 2."""
+    env = {**os.environ, "WORKER_GPU0_QUEUES": "training,training.en", "WORKER_GPU0_ID": "2",
+           "WORKER_GPU1_QUEUES": "training.fr", "WORKER_GPU1_ID": "3"}  # fmt: skip
+    out = subprocess.run(
+        ["docker-compose", "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    gpu0, gpu1 = services["gpu0"], services["gpu1"]
+    assert (_arg(gpu0, "-Q"), _arg(gpu1, "-Q")) == ("training,training.en", "training.fr")
+    ids = [w["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for w in (gpu0, gpu1)]
+    assert ids == [["2"], ["3"]]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_a_stopping_worker_hands_its_job_back_within_the_grace_period(compose_config, name):
+    worker = compose_config["services"][name]
     assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"  # SIGTERM → soft shutdown, then cancel
     soft = float(worker["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"])
     grace = worker["stop_grace_period"]
@@ -92,7 +122,7 @@ def test_flower_gets_no_database_credentials_keeps_no_pickle_and_cannot_control_
 def test_the_trainer_uses_its_own_user_and_only_mongo_holds_the_root_account(compose_config):
     services = compose_config["services"]
     root_password = "change-me-mongo"
-    for name in ("worker", "producer"):
+    for name in (*WORKERS, "producer"):
         url = services[name]["environment"]["MONGODB_URL"]
         assert url.startswith("mongodb://eduranker_trainer:change-me-trainer@"), url
     for name, service in services.items():
@@ -106,7 +136,7 @@ def _refusal(service_name, service):
     """Start what the service starts first, with its compose environment, as far as it gets without
     docker: the secrets check of the mongo, redis and flower entrypoints; the trainer's own processes."""
     env = {"PATH": f"{ROOT / 'deploy'}:/usr/bin:/bin", **{k: str(v) for k, v in service["environment"].items()}}
-    if service_name in ("worker", "producer"):
+    if service_name in (*WORKERS, "producer"):
         argv = [sys.executable, "-m", "producer"] if service_name == "producer" else [
             sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training"]  # fmt: skip
         env["PYTHONPATH"] = str(ROOT)
@@ -117,7 +147,7 @@ def _refusal(service_name, service):
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("name", ["mongo", "redis", "worker", "producer", "flower"])
+@pytest.mark.parametrize("name", ["mongo", "redis", *WORKERS, "producer", "flower"])
 def test_each_service_started_with_an_example_value_exits_2_with_one_line(compose_config, name):
     out = _refusal(name, compose_config["services"][name])
     assert out.returncode == 2, out.stderr
@@ -163,10 +193,10 @@ def test_any_setting_in_settings_env_reaches_the_worker_and_the_producer_and_com
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     services = yaml.safe_load(out.stdout)["services"]
-    for name in ("worker", "producer"):
+    for name in (*WORKERS, "producer"):
         env = services[name]["environment"]
         assert (env["GATE_CONFIDENCE"], env["RETAIN_VERSIONS"], env["MODELS_DIR"]) == ("0.9", "4", "/models"), name
-    assert services["worker"]["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"] == "10"
+    assert {services[name]["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"] for name in WORKERS} == {"10"}
     assert "GATE_CONFIDENCE" not in services["flower"]["environment"]
 
 

@@ -188,4 +188,5 @@ def test_the_monitoring_profile_validates_and_mounts_deploy(monitoring_config):
 def test_producer_and_worker_have_health_checks(monitoring_config):
     services = monitoring_config["services"]
     assert "/healthz" in " ".join(services["producer"]["healthcheck"]["test"])
-    assert "inspect ping -d" in " ".join(services["worker"]["healthcheck"]["test"])
+    for name in ("gpu0", "gpu1"):
+        assert "inspect ping -d" in " ".join(services[name]["healthcheck"]["test"])
