@@ -17,9 +17,10 @@ Check = Callable[[Any], str | None]  # a value's problem in words, or None when 
 T = TypeVar("T")
 
 
-def setting(default: T, check: Check | None = None) -> T:
-    """A settings field: its default and the check its values must pass, declared in one place."""
-    declared: T = field(default=default, metadata={"check": check})
+def setting(default: T, check: Check | None = None, *, environment: bool = True) -> T:
+    """A settings field: its default and the check its values must pass, declared in one place.
+    `environment=False`: a field code sets (`Settings.for_index`), never read from the environment."""
+    declared: T = field(default=default, metadata={"check": check, "environment": environment})
     return declared
 
 

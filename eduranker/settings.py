@@ -63,7 +63,7 @@ class Settings:
     indexes: str = setting("", json_object_or_empty)
     # The index these settings are for: set by `for_index` (never read from the environment), which also
     # applies the index's own settings and points MODELS_DIR at its folder.
-    index: str = setting(DEFAULT, name_problem)
+    index: str = setting(DEFAULT, name_problem, environment=False)
 
     # Training job (worker).
     base_model_name: str = setting("cross-encoder/ms-marco-MiniLM-L-6-v2", nonempty("a model"))
@@ -276,7 +276,7 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
-            if raw is None or f.name == "index":
+            if raw is None or not f.metadata["environment"]:
                 continue
             try:
                 values[f.name] = coerce(f.type, raw)

@@ -130,7 +130,7 @@ def configuration_table() -> dict[str, str]:
 def setting_defaults() -> dict[str, object]:
     """Every setting as its environment variable (field `foo_bar` is read from `FOO_BAR`), with its
     default (MISSING for one made by a factory)."""
-    return {f.name.upper(): f.default for f in fields(Settings)}
+    return {f.name.upper(): f.default for f in fields(Settings) if f.metadata["environment"]}
 
 
 def documents(cell: str, default: object) -> bool:

@@ -109,8 +109,11 @@ def test_a_claim_owns_the_same_feedback_in_python_and_in_mongodb(mongo_server_ur
         b = (Condition("query", "index", ("b", None)), Condition("resource", "language", ("fr", None)))
         for claim in (Claim(a), Claim(b), Claim(exclude=(a, b))):
             found = {d["_id"] for d in db.inferences.aggregate([*claimed(claim), {"$project": {"_id": 1}}])}
-            held = {d["_id"] for d in db.inferences.find() if claim.holds(by_query.get(d["query_id"]),
-                                                                         by_resource.get(d["resource_id"]))}  # fmt: skip
+            held = {
+                d["_id"]
+                for d in db.inferences.find()
+                if claim.holds(by_query.get(d["query_id"]), by_resource.get(d["resource_id"]))
+            }
             assert found == held and 0 < len(held) < 300, claim
     finally:
         client.drop_database(db.name)
