@@ -260,8 +260,8 @@ def end_to_end(days: int, seed: int) -> None:
 
     from pymongo import MongoClient
 
+    from console.localservers import mongo_url, secantus_server
     from eduranker import champion
-    from eduranker.localservers import mongo_url, secantus_server
     from eduranker.settings import Settings
     from eduranker.store import ensure_indexes, versions
     from producer.online import refresh_online

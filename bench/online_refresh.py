@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from bson import ObjectId  # noqa: E402
 
+from console.localservers import mongo_url, secantus_server  # noqa: E402
 from eduranker import champion  # noqa: E402
-from eduranker.localservers import mongo_url, secantus_server  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, versions  # noqa: E402
 from eduranker.store.connection import INFERENCES  # noqa: E402

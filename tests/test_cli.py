@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eduranker import cli
+from console import cli
 from eduranker.store import jobs, versions
 from tests.celery_worker import ROOT
 from tests.fake_versions import champion_link
@@ -202,7 +202,7 @@ def test_watch_prints_a_line_per_stage_and_epoch_off_a_terminal_then_the_outcome
 def test_on_a_terminal_a_job_is_a_progress_bar():
     import io
 
-    from eduranker.progress import JobView
+    from console.progress import JobView
 
     out = io.StringIO()
     view = JobView("j", out, bar=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from eduranker import cli
+from console import cli
 from eduranker.pipeline.bootstrap import paired_bootstrap
 from eduranker.pipeline.evaluation import (
     METRICS,

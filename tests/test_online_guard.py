@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from eduranker import champion, cli
+from console import cli
+from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, versions
 from producer.guard import Impression, LiveRate, Mode, compare, describe, judge

@@ -163,7 +163,7 @@ def test_a_champion_without_its_folder_is_reported_by_status_and_reconcile_goes_
     """A folder deleted by hand: the pointer does not dangle, `status` names the problem, reconcile goes on."""
     import shutil
 
-    from eduranker import cli
+    from console import cli
 
     s = retired_v1
     shutil.rmtree(Path(s.models_dir) / "versions" / "v0003")
