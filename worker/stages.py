@@ -1,6 +1,6 @@
 """The stages of a training job, each a named function with typed inputs and outputs.
 
-`worker.pipeline.train_and_register` calls them in order; torch is imported by the modules they use,
+`worker.steps.train_and_register` calls them in order; torch is imported by the modules they use,
 which only the job's process loads.
 """
 
@@ -258,7 +258,7 @@ def fine_tune_candidate(
     the batch and start again from the untouched start weights. A run that loses its job stops within
     a step (worker/stop_check.py) and raises StoppedTraining, saying how far it got."""
     source = baseline.source if (s.warm_start and baseline.champion_version) else s.base_model_name
-    config = config or s.config(TrainConfig)  # the job's, built once (worker/pipeline.py)
+    config = config or s.config(TrainConfig)  # the job's, built once (worker/steps.py)
     pairs, left_out = _capped(split.train, s.train_max_pairs)  # TRAIN_MAX_PAIRS, the newest
     run.update("recording the training cap", train_cap=left_out)
     oom_retries: list[dict[str, int]] = []
