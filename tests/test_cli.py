@@ -123,7 +123,7 @@ import os, signal, sys
 from eduranker.settings import Settings
 from eduranker.store import connect, versions
 s = Settings(mongodb_url=sys.argv[1], mongodb_db=sys.argv[2], models_dir=sys.argv[3])
-versions.promote(connect(s), "v0003", by="doomed", reason="test")
+versions.record_promotion(connect(s), "v0003", by="doomed", reason="test")
 os.kill(os.getpid(), signal.SIGKILL)  # before the pointer follows
 """
 

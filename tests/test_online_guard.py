@@ -220,7 +220,7 @@ def test_interleaved_results_the_champion_loses_roll_it_back_through_the_safe_sw
     assert figures["high"] < 0 and figures["restored"] == "v0001" and len(demoted["guard_decisions"]) == 1
     assert 100 < figures["users"][0] < 135  # clustered by user_id; anonymous searches by their hour
     with pytest.raises(Exception, match="online guard"):  # never promoted again automatically
-        versions.promote(db, "v0002", by="job x", reason="x", expected_champion="v0001")
+        versions.record_promotion(db, "v0002", by="job x", reason="x", expected_champion="v0001")
     champion.promote(db, settings.models_dir, "v0002", by="cli", reason="checked by hand")  # an operator may
     again = versions.get_version(db, "v0002")
     assert again["status"] == "champion" and again["history"][-1]["reason"] == "checked by hand"
