@@ -23,7 +23,7 @@ from eduranker.store.types import Db
 from producer.challenge_refresh import refresh_challenge
 from producer.duties import Duties, Duty
 from producer.live_comparison import LeaseCheck
-from producer.online import refresh_online
+from producer.online_refresh import refresh_online
 from producer.outbox import send_unsent
 from producer.state import save_state
 from producer.workers import workers_alive

@@ -13,7 +13,7 @@ from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, versions
 from producer.guard import Impression, LiveRate, Mode, compare, describe, judge
-from producer.online import refresh_online
+from producer.online_refresh import refresh_online
 from producer.sequential import Clustered, log_mixture_ratio, radius, ratio_estimate, sequential_test
 from tests.fake_versions import champion_link, make_version
 
@@ -204,7 +204,7 @@ def test_interleaved_results_the_champion_loses_roll_it_back_through_the_safe_sw
     rng = np.random.default_rng(1)
     after = promoted + timedelta(seconds=1)
     rates = {"v0002": 0.3, "v0001": 0.7}
-    # Anonymous searches count as a cluster per hour (producer.online.cluster_key), not one each: the
+    # Anonymous searches count as a cluster per hour (producer.online_refresh.cluster_key), not one each: the
     # 100-cluster floor is met by the users alone here.
     _serve(db, after, rng, versions_of=INTERLEAVED, like_rate=rates, users=130, searches=2, anonymous=0.2)
     decision = refresh_online(db, settings)
