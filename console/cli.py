@@ -208,7 +208,7 @@ def _print_retention(db: Db, settings: Settings) -> None:
 
 
 def cmd_prune(db: Db, settings: Settings, args: argparse.Namespace) -> int:
-    from eduranker.retention import prune  # docs/retention.md
+    from eduranker.pruning import prune  # docs/retention.md
 
     report = prune(db, settings, now=server_now(db), dry_run=args.dry_run, by="cli")
     verb = "would prune" if args.dry_run else "pruned"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eduranker.retention import RetentionRule, VersionView, prune, to_prune
+from eduranker.pruning import RetentionRule, VersionView, prune, to_prune
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OLD = NOW - timedelta(days=30)
