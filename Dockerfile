@@ -8,5 +8,6 @@ COPY pyproject.toml README.md celeryconfig.py ./
 COPY eduranker ./eduranker
 COPY producer ./producer
 COPY worker ./worker
+COPY console ./console
 RUN pip install ".[trainer]" && useradd --create-home --uid 1000 eduranker && mkdir -p /models /cache /data && chown eduranker /models /cache /data
 USER eduranker

@@ -240,7 +240,7 @@ def main() -> None:
     if args.serving:
         print("rerank 20 documents, best of 5 (seconds):", json.dumps(serving_ratio()))
         return
-    from eduranker.localservers import mongo_url, secantus_server
+    from console.localservers import mongo_url, secantus_server
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

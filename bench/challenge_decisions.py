@@ -13,7 +13,7 @@ Users: each has a like propensity (a relevant result examined is liked with prob
 an examination depth (rank r is examined with probability (1/r)^eta, eta uniform in [0.7, 1.5]); an
 examined non-relevant result is disliked half the time; 2% of reactions are flipped. A user makes 1 to
 12 searches; `--anonymous` of the searches carry no user (clustered by the hour they were made in, as
-`producer.online.cluster_key` does). Searches arrive at `--rate` a minute and the producer looks every
+`producer.online_refresh.cluster_key` does). Searches arrive at `--rate` a minute and the producer looks every
 minute, for at most 30,000 searches (interleaving also stops at CHALLENGE_MAX_IMPRESSIONS, 20,000
 interleaved searches with feedback). Figures count searches served (impressions), with or without
 feedback.

@@ -49,8 +49,8 @@ from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, so
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
 from packages_corpus import SHIPPED, load_shipped  # noqa: E402
 
-from eduranker.cluster import child_env, default_base_model  # noqa: E402
-from eduranker.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
+from console.cluster import child_env, default_base_model  # noqa: E402
+from console.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
 from eduranker.pipeline.pairs import query_key  # noqa: E402
 from eduranker.pipeline.split import SplitKey, is_heldout  # noqa: E402
 from eduranker.queue import make_celery, send_training_job  # noqa: E402

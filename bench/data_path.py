@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eduranker.localservers import mongo_url, secantus_server  # noqa: E402
+from console.localservers import mongo_url, secantus_server  # noqa: E402
 from eduranker.pipeline.pairs import build_snapshot, clean_text  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes  # noqa: E402

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eduranker.pipeline.gate import Comparison, GateRule, decide_promotion  # noqa: E402
+from eduranker.pipeline.gate import GateRule, PairedScores, decide_promotion  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def held_out(rng: np.random.Generator, queries: int, per_query: int, gain: float) -> Comparison:
+def held_out(rng: np.random.Generator, queries: int, per_query: int, gain: float) -> PairedScores:
     n = queries * per_query
     labels = (rng.random(n) < 0.5).astype(float)
     query_of = np.repeat(np.arange(queries), per_query)
@@ -43,10 +43,10 @@ def held_out(rng: np.random.Generator, queries: int, per_query: int, gain: float
     skill = 1.2  # ≈ ROC-AUC 0.75 for the champion
     champion = skill * labels + query_effect + 0.8 * shared + 0.6 * rng.normal(size=n)
     candidate = (skill + gain) * labels + query_effect + 0.8 * shared + 0.6 * rng.normal(size=n)
-    return Comparison(labels.tolist(), champion.tolist(), candidate.tolist(), [f"q{q}" for q in query_of])
+    return PairedScores(labels.tolist(), champion.tolist(), candidate.tolist(), [f"q{q}" for q in query_of])
 
 
-def point_gain(c: Comparison) -> float:
+def point_gain(c: PairedScores) -> float:
     from sklearn.metrics import roc_auc_score
 
     return roc_auc_score(c.labels, c.candidate) - roc_auc_score(c.labels, c.champion)

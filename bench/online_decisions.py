@@ -252,7 +252,7 @@ def _small_site_day(db, rng, day, at, worse: float, propensity: np.ndarray) -> i
 
 
 def end_to_end(days: int, seed: int) -> None:
-    """The producer's own refresh (`producer.online.refresh_online`) on a real SecantusDB, once a
+    """The producer's own refresh (`producer.online_refresh.refresh_online`) on a real SecantusDB, once a
     simulated day: interleaving every request at 50 feedbacks a day, the champion's documents 30% less often
     liked (a small case: it decides within weeks), then equal models."""
     import tempfile
@@ -260,11 +260,11 @@ def end_to_end(days: int, seed: int) -> None:
 
     from pymongo import MongoClient
 
+    from console.localservers import mongo_url, secantus_server
     from eduranker import champion
-    from eduranker.localservers import mongo_url, secantus_server
     from eduranker.settings import Settings
     from eduranker.store import ensure_indexes, versions
-    from producer.online import refresh_online
+    from producer.online_refresh import refresh_online
     from tests.fake_versions import make_version
 
     print("3. end to end: the producer's refresh and guard on a real SecantusDB, once a simulated day,")

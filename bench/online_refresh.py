@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from bson import ObjectId  # noqa: E402
 
+from console.localservers import mongo_url, secantus_server  # noqa: E402
 from eduranker import champion  # noqa: E402
-from eduranker.localservers import mongo_url, secantus_server  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, versions  # noqa: E402
 from eduranker.store.connection import INFERENCES  # noqa: E402
 from eduranker.store.online import ensure_online_indexes  # noqa: E402
-from producer.online import refresh_online  # noqa: E402
+from producer.online_refresh import refresh_online  # noqa: E402
 from tests.fake_versions import make_version  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def change(db, sample: list, k: int, rng: random.Random) -> None:
 def since_promotion(db, settings: Settings, sizes: list[int], changes: int) -> None:
     from eduranker.store.online import impressions, live_counts
     from producer.guard import compare
-    from producer.online import impression_of
+    from producer.online_refresh import impression_of
 
     print(f"refresh with N results since the promotion; the running sums after {changes} changed reactions")
     print(f"{'results':>10}{'full read s':>13}{'build s':>10}{'incremental s':>15}{'idle s':>9}{'full/incr':>11}")

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eduranker import demo  # noqa: E402
-from eduranker.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
+from console import demo  # noqa: E402
+from console.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, jobs  # noqa: E402
 from eduranker.store.connection import INFERENCES, TRAINING_JOBS  # noqa: E402

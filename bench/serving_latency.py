@@ -100,7 +100,7 @@ def write_version(models_dir: Path, corpus: packages_corpus.Corpus, train: Seque
     from eduranker.models_dir import point_champion, version_dir
     from eduranker.pipeline.model_io import load_cross_encoder, save_cross_encoder
     from eduranker.pipeline.training import TrainConfig, fine_tune
-    from eduranker.pipeline.variants import build_variant
+    from eduranker.pipeline.variant_io import build_variant
     from eduranker.variants import BUILT_VARIANTS
 
     cpu = torch.device("cpu")

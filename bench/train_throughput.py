@@ -35,7 +35,7 @@ def make_pairs(n: int, seed: int, long_documents: bool = False):
     """Demo judgements; with `long_documents`, descriptions run from one line to a few hundred tokens."""
     import random
 
-    from eduranker.demo import labelled_pairs
+    from console.demo import labelled_pairs
 
     rows = []
     s = seed

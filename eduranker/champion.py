@@ -68,7 +68,9 @@ def promote(
     returns the previous champion. The registry's switch is refused for a version retention pruned,
     and no prune pass may mark the version while it is being promoted (`versions.mark_promoting`)."""
     models_dir.check_loadable(models, version)
-    previous = versions.promote(db, version, by=by, reason=reason, expected_champion=expected_champion, force=force)
+    previous = versions.record_promotion(
+        db, version, by=by, reason=reason, expected_champion=expected_champion, force=force
+    )
     _follow(db, models)
     problem = pointer_problem(db, models)
     if problem:
@@ -111,7 +113,7 @@ def rollback(
     if target is None:
         raise Refused(f"champion {record.version} has no previous champion to roll back to")
     models_dir.check_loadable(models, target)
-    demoted, restored = versions.rollback(db, by=by, reason=reason, seen=record, fence=fence)
+    demoted, restored = versions.record_rollback(db, by=by, reason=reason, seen=record, fence=fence)
     _follow(db, models)
     return demoted, restored
 

@@ -8,8 +8,7 @@ import time
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-import celeryconfig
-from celeryconfig import TASK_NAME, TRAINING_QUEUE
+from eduranker.celery_settings import TASK_NAME, TRAINING_QUEUE, from_settings
 from eduranker.indexes import DEFAULT_INDEX, Index
 from eduranker.settings import Settings
 from eduranker.store import jobs
@@ -35,7 +34,7 @@ def make_celery(settings: Settings, main: str = "eduranker") -> Celery:
     one subscription per job). The worker still stores each result (the message asks it to), so
     `AsyncResult(job_id)` in any process with the backend configured reads the job's outcome."""
     app = Celery(main)
-    app.conf.update(celeryconfig.from_settings(settings))
+    app.conf.update(from_settings(settings))
     # As the app's backend class: Celery lets a CELERY_RESULT_BACKEND variable in the environment (our own
     # setting's name, so always set in our processes) override any configured result backend, not this.
     app.backend_cls = "disabled"

@@ -1,7 +1,7 @@
 """The serving variants of a version: their names, the default, and where a version folder keeps them.
 
 No torch here: the settings validate `SERVING_VARIANT` against these names, the worker builds the
-chosen variant beside each version it writes (`eduranker.pipeline.variants`), and serving loads it.
+chosen variant beside each version it writes (`eduranker.pipeline.variant_io`), and serving loads it.
 
 - `fp32`: the version's own weights, as trained and judged.
 - `int8`: the Linear layers' weights quantized to int8 (torch's dynamic quantization: activations are

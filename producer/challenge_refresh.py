@@ -26,7 +26,7 @@ from eduranker.store.types import Db
 from producer.challenge import Action, ChallengeDecision, ChallengeRule, decide
 from producer.comparison import from_sums
 from producer.live_comparison import LeaseCheck, refresh_sums
-from producer.online import impression_of
+from producer.online_refresh import impression_of
 
 log = logging.getLogger(__name__)
 BY = "challenge"

@@ -16,14 +16,14 @@ from datetime import datetime
 from celery import Celery
 from pymongo.errors import PyMongoError
 
-from eduranker import champion, retention
+from eduranker import champion, pruning
 from eduranker.settings import Settings
 from eduranker.store import jobs
 from eduranker.store.types import Db
 from producer.challenge_refresh import refresh_challenge
 from producer.duties import Duties, Duty
 from producer.live_comparison import LeaseCheck
-from producer.online import refresh_online
+from producer.online_refresh import refresh_online
 from producer.outbox import send_unsent
 from producer.state import save_state
 from producer.workers import workers_alive
@@ -62,7 +62,7 @@ def add_duties(
     # A running challenge: users' verdict on the challenger, applied only to the state it judged.
     duties.add("challenge", s.online_refresh_seconds, lambda _at: refresh_challenge(db, s, lease))
     # retention (docs/retention.md): old rejected and retired folders, finished jobs' expiry; daily.
-    duties.add("retention", RETENTION_S, lambda at: retention.prune(db, s, now=at, by=PRODUCER))
+    duties.add("retention", RETENTION_S, lambda at: pruning.prune(db, s, now=at, by=PRODUCER))
     return duties
 
 

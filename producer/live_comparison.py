@@ -16,7 +16,7 @@ time), so the position may lag what was applied, never lead it.
 
 Generic over the versions compared: the guard compares the champion with the previous champion; a
 challenge compares the champion with a challenger. The cluster of a search is the caller's
-`to_impression` (one function, `producer.online._impression`).
+`to_impression` (one function, `producer.online_refresh._impression`).
 """
 
 from __future__ import annotations

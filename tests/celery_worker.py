@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from eduranker.cluster import ROOT
-from eduranker.cluster import child_env as settings_env
+from console.cluster import ROOT
+from console.cluster import child_env as settings_env
 from eduranker.settings import Settings
 from eduranker.store import jobs
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from eduranker.demo import DEMO_SPLIT_KEY
-from eduranker.localservers import ServerProcess, mongo_url, redis_server, secantus_server
+from console.demo import DEMO_SPLIT_KEY
+from console.localservers import ServerProcess, mongo_url, redis_server, secantus_server
 from eduranker.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -19,7 +19,7 @@ from pymongo import monitoring
 from eduranker.queue import make_celery
 from eduranker.settings import Settings
 from eduranker.store import connect
-from producer.online import refresh_online
+from producer.online_refresh import refresh_online
 from producer.watcher import Producer
 
 

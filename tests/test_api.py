@@ -15,8 +15,8 @@ import httpx
 import pymongo
 import pytest
 
-from eduranker import demo
-from eduranker.localservers import free_port
+from console import demo
+from console.localservers import free_port
 from eduranker.models_dir import point_champion, version_dir
 from tests.celery_worker import PATIENCE, ROOT
 
@@ -50,7 +50,7 @@ def served(trained_demo, tiny_model_path, tmp_path_factory, mongo_server_url, re
     env = {**os.environ, "MODELS_DIR": str(models), "BASE_MODEL_NAME": tiny_model_path, "MAX_LENGTH": "48",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     env.update(MONGODB_URL=mongo_server_url, MONGODB_DB=resources_db[0])
-    argv = [sys.executable, "-m", "eduranker.cli", "serve", "--port", str(port), "--poll-seconds", "0.2",
+    argv = [sys.executable, "-m", "console.cli", "serve", "--port", str(port), "--poll-seconds", "0.2",
             "--threads", "2", "--max-documents", "30", "--resources-from-mongodb"]  # fmt: skip
     log = open(models.parent / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from eduranker import demo
+from console import demo
 from eduranker.pipeline.pairs import SKIP_REASONS, build_snapshot
 from eduranker.store import jobs
 from eduranker.store.snapshot import iter_feedback_rows

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eduranker import demo
+from console import demo
 from eduranker.store import versions
 from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker
 

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from eduranker import champion, demo, models_dir
+from console import demo
+from eduranker import champion, models_dir
 from eduranker.records import ChallengeOutcome
 from eduranker.store import challenge, jobs, versions
 from tests.challenge_traffic import write_interleaved

@@ -152,7 +152,7 @@ def test_no_interleaved_search_falls_back_to_the_offline_gate(challenged, isetti
     assert challenge.read(challenged)[0].version == ("v0002" if offline_promote else "v0001")
     ended = versions.get_version(challenged, "v0002")["challenge"]
     assert ended["outcome"] == ChallengeOutcome.OFFLINE and "decided offline" in ended["reason"]
-    from eduranker.challenge_view import status_lines
+    from console.challenge_view import status_lines
 
     assert status_lines(challenged)[0].startswith("last challenge: v0002 decided offline")
 
@@ -176,7 +176,7 @@ def test_anonymous_searches_are_clustered_so_a_flood_cannot_reach_the_user_floor
 
 
 def test_an_operator_ends_a_challenge_by_hand(challenged, isettings, capsys):
-    from eduranker import cli
+    from console import cli
 
     write_interleaved(challenged, "v0001", "v0002", users=30, p_challenger=0.6, p_champion=0.5)
     refresh_challenge(challenged, isettings)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eduranker import cli
+from console import cli
 from eduranker.store import jobs, versions
 from tests.celery_worker import ROOT
 from tests.fake_versions import champion_link
@@ -123,7 +123,7 @@ import os, signal, sys
 from eduranker.settings import Settings
 from eduranker.store import connect, versions
 s = Settings(mongodb_url=sys.argv[1], mongodb_db=sys.argv[2], models_dir=sys.argv[3])
-versions.promote(connect(s), "v0003", by="doomed", reason="test")
+versions.record_promotion(connect(s), "v0003", by="doomed", reason="test")
 os.kill(os.getpid(), signal.SIGKILL)  # before the pointer follows
 """
 
@@ -202,7 +202,7 @@ def test_watch_prints_a_line_per_stage_and_epoch_off_a_terminal_then_the_outcome
 def test_on_a_terminal_a_job_is_a_progress_bar():
     import io
 
-    from eduranker.progress import JobView
+    from console.progress import JobView
 
     out = io.StringIO()
     view = JobView("j", out, bar=True)

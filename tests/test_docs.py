@@ -206,7 +206,7 @@ def test_the_readmes_two_commands_are_the_scripts_ci_and_a_newcomer_run() -> Non
     test_script = script_commands(ROOT / "scripts/test")
     assert any(c[:3] == [".venv/bin/python", "-m", "pytest"] for c in test_script)
     assert any(c[:1] == [".venv/bin/mypy"] for c in test_script)  # beside the tests; it decides too
-    assert any("eduranker.localcluster" in c for c in script_commands(ROOT / "scripts/demo"))
+    assert any("console.localcluster" in c for c in script_commands(ROOT / "scripts/demo"))
 
 
 def store_sources() -> str:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from eduranker import cli
-from eduranker.localcluster import build_parser as demo_parser
-from eduranker.localservers import free_port
+from console import cli
+from console.localcluster import build_parser as demo_parser
+from console.localservers import free_port
 from producer.__main__ import build_parser as producer_parser
 from tests.celery_worker import ROOT, settings_env
 
@@ -23,7 +23,7 @@ def _unreachable_env():
     return env
 
 
-@pytest.mark.parametrize("argv", [["-m", "producer", "--help"], ["-m", "eduranker.cli", "--help"]])
+@pytest.mark.parametrize("argv", [["-m", "producer", "--help"], ["-m", "console.cli", "--help"]])
 def test_help_answers_and_starts_nothing_even_with_no_server(argv):
     done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=_unreachable_env(), capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -67,7 +67,7 @@ def test_a_producer_with_no_server_says_so_in_one_line_and_exits_3():
 @pytest.mark.parametrize("reader", ["head -1", "(exec 0<&-; sleep 3)"], ids=["head", "closed-at-once"])
 def test_status_into_a_closed_pipe_prints_no_traceback(settings, db, reader):
     env = settings_env(settings)
-    done = subprocess.run(["bash", "-c", f"{sys.executable} -m eduranker.cli status | {reader}"], cwd=ROOT, env=env,
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m console.cli status | {reader}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     if reader.startswith("head"):
@@ -80,7 +80,7 @@ def test_ctrl_c_in_watch_ends_it_with_130_and_no_traceback(settings, db):
 
     ensure_indexes(db)
     jobs.create_job(db, "j-watched", trigger={})
-    argv = [sys.executable, "-m", "eduranker.cli", "watch", "j-watched"]
+    argv = [sys.executable, "-m", "console.cli", "watch", "j-watched"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     # Ctrl-C as in a terminal: SIGINT at its default in the child even where the suite itself was started
     # with it ignored (a background job of a script), which Python would inherit and keep ignoring.

@@ -56,7 +56,7 @@ def _run(db, settings, job_id: str) -> dict:
 
 @pytest.mark.integration
 def test_a_lost_or_recreated_epoch_stops_jobs_until_an_operator_starts_a_new_one(db, settings, capsys):
-    from eduranker import cli
+    from console import cli
     from eduranker.store import ensure_indexes
     from worker.stages import lineage_of
 

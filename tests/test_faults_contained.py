@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pymongo import ASCENDING, DESCENDING, MongoClient
 
-from eduranker import cli, demo
-from eduranker.localservers import mongo_url, secantus_server
+from console import cli, demo
+from console.localservers import mongo_url, secantus_server
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.clock import server_now
 from eduranker.store.feedback import count_future_dated

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eduranker import demo
+from console import demo
 from eduranker.store import jobs
 from tests.test_unattended import superseded_while_stopped, usettings  # noqa: F401 - fixture
 

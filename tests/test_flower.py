@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
-from eduranker.localservers import free_port, wait_for_port
+from console.localservers import free_port, wait_for_port
 from tests.celery_worker import ROOT
 
 LOGIN = "admin:a-real-secret"

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import pytest
 
-from eduranker.cluster import FLOWER_COLUMNS, child_env
-from eduranker.localservers import free_port, wait_for_port
+from console.cluster import FLOWER_COLUMNS, child_env
+from console.localservers import free_port, wait_for_port
 from eduranker.queue import announce_waiting, make_celery, send_training_job
 from eduranker.store import ensure_indexes, jobs
 from tests.celery_worker import PATIENCE, ROOT, start_worker, stop_worker

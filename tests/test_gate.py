@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from eduranker.pipeline.bootstrap import paired_bootstrap
 from eduranker.pipeline.evaluation import weighted_auc
-from eduranker.pipeline.gate import Comparison, GateRule, decide_promotion
+from eduranker.pipeline.gate import GateRule, PairedScores, decide_promotion
 
 RULE = GateRule(min_improvement=0.005, confidence=0.95, samples=1000, min_pairs=40, min_queries=8, seed=0,
                 max_regression=0.02, slice_min_pairs=100)  # fmt: skip
@@ -20,7 +20,7 @@ def comparison(n_queries, per_query, champion_skill, candidate_skill, seed=0, fl
     signed = -labels if flip_candidate else labels
     champion = champion_skill * labels + rng.normal(size=len(labels))
     candidate = candidate_skill * signed + rng.normal(size=len(labels))
-    return Comparison(labels.tolist(), champion.tolist(), candidate.tolist(), queries)
+    return PairedScores(labels.tolist(), champion.tolist(), candidate.tolist(), queries)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_gate_table(heldout, reference, promote, refused, reason):
 
 def test_one_class_held_out_is_refused_with_a_reason():
     c = comparison(12, 5, 0.0, 3.0)
-    decision = decide_promotion(Comparison([1.0] * 60, c.champion, c.candidate, c.queries), RULE)
+    decision = decide_promotion(PairedScores([1.0] * 60, c.champion, c.candidate, c.queries), RULE)
     assert decision.refused and "one class" in decision.reason
 
 
@@ -96,7 +96,7 @@ def sliced(parts):
         candidate += c.candidate
         queries += [f"{name}:{q}" for q in c.queries]
         slices += [name] * len(c.labels)
-    return Comparison(labels, champion, candidate, queries, slices)
+    return PairedScores(labels, champion, candidate, queries, slices)
 
 
 SLICED = GateRule(**{**RULE.__dict__, "slice_min_pairs": 60})

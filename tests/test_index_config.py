@@ -120,7 +120,7 @@ def test_a_claim_owns_the_same_feedback_in_python_and_in_mongodb(mongo_server_ur
         client.close()
 
 
-@pytest.mark.parametrize("command", [["-m", "producer"], ["-m", "eduranker.cli", "status"]])
+@pytest.mark.parametrize("command", [["-m", "producer"], ["-m", "console.cli", "status"]])
 def test_a_bad_index_configuration_stops_a_process_with_one_line_and_exit_2(command):
     env = {"PATH": "/usr/bin:/bin", "INDEXES": json.dumps({"fr": FR, "x": {"owns": {"resource.language": "fr"}}})}
     out = subprocess.run([sys.executable, *command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -131,6 +131,6 @@ def test_a_bad_index_configuration_stops_a_process_with_one_line_and_exit_2(comm
 
 def test_an_unknown_index_on_the_command_line_is_a_usage_error():
     env = {"PATH": "/usr/bin:/bin", "INDEXES": json.dumps({"fr": FR})}
-    out = subprocess.run([sys.executable, "-m", "eduranker.cli", "--index", "de", "status"], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "console.cli", "--index", "de", "status"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "index 'de' is not configured (INDEXES names: default, fr)" in out.stderr

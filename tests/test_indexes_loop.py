@@ -9,8 +9,8 @@ import pytest
 import redis
 from pymongo import MongoClient
 
-from eduranker import demo
-from eduranker.cli import main as cli
+from console import demo
+from console.cli import main as cli
 from eduranker.pipeline.artifacts import HELDOUT_PAIRS
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs, versions

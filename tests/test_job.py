@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from eduranker import demo
+from console import demo
 from eduranker.errors import JobRefused, PermanentError
 from eduranker.store import jobs, versions
 from tests.trained_image import restore

@@ -18,7 +18,7 @@ from eduranker.store.online import ensure_online_indexes, impressions, live_coun
 from producer.comparison import add, contribution, from_sums
 from producer.guard import Comparison, Impression, compare
 from producer.live_comparison import refresh_sums
-from producer.online import impression_of, refresh_online
+from producer.online_refresh import impression_of, refresh_online
 from tests.fake_versions import make_version
 
 FIRST, SECOND = "v0003", "v0002"

@@ -14,7 +14,7 @@ import urllib.request
 import pymongo
 import pytest
 
-from eduranker.localservers import mongo_url, secantus_server
+from console.localservers import mongo_url, secantus_server
 from tests.celery_worker import PATIENCE, ROOT
 
 
@@ -45,11 +45,11 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
     # Default epochs: one epoch over ~300 demo pairs sometimes leaves a model the gate rightly rejects.
     env.pop("NUM_EPOCHS", None)
     env.update(MAX_LENGTH="48", TORCH_THREADS="1")  # one thread, as every test process (tests/conftest.py)
-    from eduranker.localservers import free_port
+    from console.localservers import free_port
 
     env["FLOWER_PORT"] = str(free_port())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--keep-running", "--seed", "1"],
+        [sys.executable, "-m", "console.localcluster", "--data-dir", str(tmp_path), "--keep-running", "--seed", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = []
@@ -121,10 +121,10 @@ def test_local_cluster_retrains_from_feedback_and_stops_everything(tmp_path):
 
 def _cluster(tmp_path, *args, timeout=1500):
     env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "CELERY_BROKER_URL", "NUM_EPOCHS")}
-    from eduranker.localservers import free_port
+    from console.localservers import free_port
 
     env.update(MAX_LENGTH="48", TORCH_THREADS="1", FLOWER_PORT=str(free_port()))
-    argv = [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--seed", "1", *args]
+    argv = [sys.executable, "-m", "console.localcluster", "--data-dir", str(tmp_path), "--seed", "1", *args]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -159,7 +159,7 @@ def test_started_again_on_its_data_it_shows_a_job_from_before_and_ends_after_its
 
 
 def test_fresh_removes_what_a_run_wrote_and_nothing_else(tmp_path):
-    from eduranker.localcluster import RUN_FILES, clear_data_dir
+    from console.localcluster import RUN_FILES, clear_data_dir
 
     for name in ("secantus", "redis", "logs", "models"):
         (tmp_path / name / "inner").mkdir(parents=True)
@@ -174,7 +174,7 @@ def test_fresh_removes_what_a_run_wrote_and_nothing_else(tmp_path):
 def test_a_stop_cancels_only_the_automatic_jobs_this_run_started():
     from datetime import UTC, datetime, timedelta
 
-    from eduranker.cluster import started_by_this_run
+    from console.cluster import started_by_this_run
 
     attached = datetime(2026, 1, 1, tzinfo=UTC)
     later, earlier = attached + timedelta(seconds=5), attached - timedelta(seconds=5)
@@ -187,7 +187,7 @@ def test_a_stop_cancels_only_the_automatic_jobs_this_run_started():
 def test_an_invalid_flag_stops_the_demo_with_one_line_and_status_2(tmp_path):
     # As --help says: 2 for an invalid setting, one line naming it, before anything is started.
     env = {k: v for k, v in os.environ.items() if k not in ("NUM_EPOCHS",)}
-    argv = [sys.executable, "-m", "eduranker.localcluster", "--data-dir", str(tmp_path), "--epochs", "0"]
+    argv = [sys.executable, "-m", "console.localcluster", "--data-dir", str(tmp_path), "--epochs", "0"]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip().splitlines() == ["invalid setting: NUM_EPOCHS=0: must be at least 1"], done.stderr
@@ -195,7 +195,7 @@ def test_an_invalid_flag_stops_the_demo_with_one_line_and_status_2(tmp_path):
 
 
 def test_the_cluster_env_names_flower_and_its_login(tmp_path):
-    from eduranker.cluster import FLOWER_PASSWORD, FLOWER_USER, Cluster
+    from console.cluster import FLOWER_PASSWORD, FLOWER_USER, Cluster
     from eduranker.settings import Settings
 
     Cluster(tmp_path, Settings(), 5601).write_env(tmp_path / "cluster.env")

@@ -13,7 +13,7 @@ import redis
 from celery import Celery
 
 import celeryconfig
-from eduranker import demo
+from console import demo
 from eduranker.store import ensure_indexes, jobs
 from producer.outbox import request_training
 from tests.celery_worker import ROOT, settings_env, start_worker, stop_worker, training, wait_for_job

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from eduranker import cli
+from console import cli
 from eduranker.pipeline.bootstrap import paired_bootstrap
 from eduranker.pipeline.evaluation import (
     METRICS,
@@ -22,7 +22,7 @@ from eduranker.pipeline.evaluation import (
     compute_metrics,
     mean_over_queries,
 )
-from eduranker.pipeline.gate import Comparison, GateRule, decide_promotion
+from eduranker.pipeline.gate import GateRule, PairedScores, decide_promotion
 from eduranker.pipeline.report import render_report
 
 RNG = np.random.default_rng(3)
@@ -95,7 +95,7 @@ def _version(before: dict, after: dict, intervals: dict) -> dict:
 def _everything() -> tuple[dict, dict, dict, str, str]:
     """What a job stores and shows, from the same scores: metrics, evidence, report, versions table."""
     before, after = compute_metrics(LABELS, CHAMPION, QUERIES), compute_metrics(LABELS, CANDIDATE, QUERIES)
-    decision = decide_promotion(Comparison(LABELS, CHAMPION, CANDIDATE, QUERIES), RULE)
+    decision = decide_promotion(PairedScores(LABELS, CHAMPION, CANDIDATE, QUERIES), RULE)
     intervals = decision.evidence["intervals"]
     report = render_report(_meta(before, after, intervals))
     table = cli.versions_header() + "\n" + cli.version_row(_version(before, after, intervals))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eduranker.localservers import mongo_url, secantus_server
+from console.localservers import mongo_url, secantus_server
 from eduranker.settings import Settings, SettingsError
 from eduranker.store import ensure_indexes
 from eduranker.store.clock import server_now

@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 from pymongo import MongoClient
 
-from eduranker import cli, demo
+from console import cli, demo
+from console.localservers import secantus_server
 from eduranker.errors import AccessDenied
-from eduranker.localservers import secantus_server
 from eduranker.store import connect, connection, ensure_indexes, jobs, retryable_on_mongo_errors
 from eduranker.store.connection import redact_url
 from tests.celery_worker import PATIENCE, ROOT

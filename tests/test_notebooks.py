@@ -11,9 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from eduranker import champion, demo
-from eduranker.cluster import child_env
-from eduranker.localservers import redis_server
+from console import demo
+from console.cluster import child_env
+from console.localservers import redis_server
+from eduranker import champion
 from eduranker.models_dir import version_dir
 from eduranker.store import ensure_indexes, versions
 from eduranker.store.clock import server_now

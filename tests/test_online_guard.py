@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from eduranker import champion, cli
+from console import cli
+from eduranker import champion
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, versions
 from producer.guard import Impression, LiveRate, Mode, compare, describe, judge
-from producer.online import refresh_online
+from producer.online_refresh import refresh_online
 from producer.sequential import Clustered, log_mixture_ratio, radius, ratio_estimate, sequential_test
 from tests.fake_versions import champion_link, make_version
 
@@ -203,7 +204,7 @@ def test_interleaved_results_the_champion_loses_roll_it_back_through_the_safe_sw
     rng = np.random.default_rng(1)
     after = promoted + timedelta(seconds=1)
     rates = {"v0002": 0.3, "v0001": 0.7}
-    # Anonymous searches count as a cluster per hour (producer.online.cluster_key), not one each: the
+    # Anonymous searches count as a cluster per hour (producer.online_refresh.cluster_key), not one each: the
     # 100-cluster floor is met by the users alone here.
     _serve(db, after, rng, versions_of=INTERLEAVED, like_rate=rates, users=130, searches=2, anonymous=0.2)
     decision = refresh_online(db, settings)
@@ -219,7 +220,7 @@ def test_interleaved_results_the_champion_loses_roll_it_back_through_the_safe_sw
     assert figures["high"] < 0 and figures["restored"] == "v0001" and len(demoted["guard_decisions"]) == 1
     assert 100 < figures["users"][0] < 135  # clustered by user_id; anonymous searches by their hour
     with pytest.raises(Exception, match="online guard"):  # never promoted again automatically
-        versions.promote(db, "v0002", by="job x", reason="x", expected_champion="v0001")
+        versions.record_promotion(db, "v0002", by="job x", reason="x", expected_champion="v0001")
     champion.promote(db, settings.models_dir, "v0002", by="cli", reason="checked by hand")  # an operator may
     again = versions.get_version(db, "v0002")
     assert again["status"] == "champion" and again["history"][-1]["reason"] == "checked by hand"

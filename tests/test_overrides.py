@@ -93,7 +93,7 @@ try:
     run_training_job(s, "hostile")
 except Exception as exc:
     print(json.dumps({"error": str(exc), "torch_loaded": "torch" in sys.modules,
-                      "pipeline_loaded": "worker.pipeline" in sys.modules}))
+                      "pipeline_loaded": "worker.steps" in sys.modules}))
 """
 
 

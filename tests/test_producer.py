@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from eduranker import demo
-from eduranker.localservers import mongo_url, redis_server, secantus_server
+from console import demo
+from console.localservers import mongo_url, redis_server, secantus_server
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs
 from producer.state import load_state, save_state

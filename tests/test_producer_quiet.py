@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import monitoring
 
-from eduranker import cli
+from console import cli
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs
 from eduranker.store.clock import server_now

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from eduranker import demo
-from eduranker.localservers import free_port, wait_for_port
+from console import demo
+from console.localservers import free_port, wait_for_port
 from eduranker.store import jobs
 from eduranker.store.feedback import count_labels
 from tests.celery_worker import PATIENCE, ROOT, settings_env, start_worker, stop_worker

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eduranker import champion, retention
+from eduranker import champion, pruning
 from eduranker.store import ensure_indexes, versions
 from eduranker.store.clock import server_now
 from tests.celery_worker import PATIENCE, ROOT, settings_env
@@ -55,7 +55,7 @@ except Exception as exc:
 PRUNER = """
 import json, os, signal
 from datetime import timedelta
-from eduranker import retention
+from eduranker import pruning
 from eduranker.settings import Settings
 from eduranker.store import connect
 from eduranker.store import retention as store
@@ -70,7 +70,7 @@ def paused(*args, **kwargs):
 store.mark_pruned = paused
 s = Settings.from_env()
 db = connect(s)
-print(json.dumps(retention.prune(db, s, now=server_now(db) + timedelta(days=1), by="test").as_dict()), flush=True)
+print(json.dumps(pruning.prune(db, s, now=server_now(db) + timedelta(days=1), by="test").as_dict()), flush=True)
 """
 
 
@@ -119,7 +119,7 @@ def test_a_prune_between_the_artifact_check_and_the_switch_makes_the_promotion_r
     promoter = _start(PROMOTER, s, "checked")
     try:
         _stopped(promoter)  # v0001's artifacts were checked; the switch has not happened
-        report = retention.prune(db, s, now=server_now(db) + timedelta(days=1), by="test")
+        report = pruning.prune(db, s, now=server_now(db) + timedelta(days=1), by="test")
         assert report.pruned == ["v0001"] and not (Path(s.models_dir) / "versions" / "v0001").exists()
         out = _resume(promoter)
     finally:
@@ -154,7 +154,7 @@ def test_a_prune_that_marks_between_the_switch_and_the_status_sync_is_refused(db
     assert (Path(s.models_dir) / "versions" / "v0001").is_dir() and champion_link(s) == "v0001"
     assert champion.pointer_problem(db, s.models_dir) is None
     # The next pass prunes what is prunable now, and never the champion.
-    later = retention.prune(db, s, now=server_now(db) + timedelta(days=1), by="test")
+    later = pruning.prune(db, s, now=server_now(db) + timedelta(days=1), by="test")
     assert "v0001" not in later.pruned and champion_link(s) == "v0001"
 
 
@@ -163,7 +163,7 @@ def test_a_champion_without_its_folder_is_reported_by_status_and_reconcile_goes_
     """A folder deleted by hand: the pointer does not dangle, `status` names the problem, reconcile goes on."""
     import shutil
 
-    from eduranker import cli
+    from console import cli
 
     s = retired_v1
     shutil.rmtree(Path(s.models_dir) / "versions" / "v0003")

@@ -65,7 +65,7 @@ def test_a_read_version_may_lack_every_field_but_its_name_and_declares_each_regi
 @pytest.mark.integration
 def test_a_version_registered_by_an_older_release_is_listed_and_shown(db, settings, capsys):
     """Only its name, job, status and times: what the first releases wrote, before metrics and gate."""
-    from eduranker import cli
+    from console import cli
 
     db.model_versions.insert_one({"version": "v0001", "job_id": "job-1", "status": "rejected",
                                   "created_at": datetime(2025, 1, 1, tzinfo=UTC)})  # fmt: skip

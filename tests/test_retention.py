@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eduranker.retention import RetentionRule, VersionView, prune, to_prune
+from eduranker.pruning import RetentionRule, VersionView, prune, to_prune
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OLD = NOW - timedelta(days=30)
@@ -121,7 +121,7 @@ def test_a_dry_run_changes_nothing_and_an_active_job_protects_what_it_may_use(db
 
 @pytest.mark.integration
 def test_eduranker_prune_dry_run_prints_and_deletes_nothing_then_prunes(db, settings, capsys):
-    from eduranker import cli
+    from console import cli
 
     s = settings.with_overrides(retain_versions=1, retain_champions=2, retain_days=0.0)
     for i in range(1, 4):
@@ -210,7 +210,7 @@ def test_a_version_rolled_back_an_hour_ago_keeps_its_folder_however_old_its_regi
 
 @pytest.mark.integration
 def test_one_bad_version_document_is_skipped_counted_and_shown_and_the_pass_goes_on(db, settings, capsys):
-    from eduranker import cli
+    from console import cli
     from eduranker.store import ensure_indexes
     from eduranker.store.clock import server_now
 

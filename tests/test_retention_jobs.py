@@ -30,9 +30,10 @@ def _folders(models_dir: str) -> set[str]:
 def test_thirty_trained_jobs_with_retention_keep_the_newest_five_the_chain_and_every_registration(
     db, settings, one_layer_model
 ):
-    from eduranker import champion, demo
+    from console import demo
+    from eduranker import champion
     from eduranker.models_dir import check_loadable
-    from eduranker.retention import prune
+    from eduranker.pruning import prune
     from eduranker.serving import ChampionReranker
     from eduranker.store import ensure_indexes, jobs, versions
     from eduranker.store.clock import server_now

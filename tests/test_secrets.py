@@ -67,7 +67,7 @@ def test_redacted_hides_only_the_password():
     "argv",
     [
         [sys.executable, "-m", "producer"],
-        [sys.executable, "-m", "eduranker.cli", "status"],
+        [sys.executable, "-m", "console.cli", "status"],
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training"],
     ],
     ids=["producer", "cli", "worker"],

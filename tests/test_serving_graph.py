@@ -15,7 +15,7 @@ import torch
 from eduranker.models_dir import point_champion, version_dir
 from eduranker.pipeline.model_io import load_cross_encoder, save_cross_encoder
 from eduranker.pipeline.precision import cpu_has_native_bf16
-from eduranker.pipeline.variants import build_variant, read_description
+from eduranker.pipeline.variant_io import build_variant, read_description
 from eduranker.serving import ChampionReranker
 from eduranker.serving import loaded as loaded_module
 from eduranker.serving.graph import GraphRunner

@@ -46,7 +46,7 @@ def _third_party_imports(files: list[Path]) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module.split(".")[0])
     return {name for name in found if name not in sys.stdlib_module_names and name not in {"eduranker", "producer",
-            "worker", "celeryconfig"}}  # fmt: skip
+            "worker", "console", "celeryconfig"}}  # fmt: skip
 
 
 def _distributions(modules: set[str]) -> set[str]:
@@ -87,7 +87,7 @@ def test_the_trainer_install_brings_every_distribution_the_trainer_imports():
     # What those distributions bring themselves (celery[redis] brings kombu and redis, for one).
     brought = {_name(r) for d in declared for r in metadata.requires(d) or ()}
     files = [*ROOT.glob("eduranker/**/*.py"), *ROOT.glob("producer/**/*.py"), *ROOT.glob("worker/**/*.py"),
-             ROOT / "celeryconfig.py"]  # fmt: skip
+             *ROOT.glob("console/**/*.py"), ROOT / "celeryconfig.py"]  # fmt: skip
     # The embedded local cluster runs from a checkout with the test extra (SecantusDB, the offline MiniLM).
     files = [f for f in files if f.name not in LOCAL_CLUSTER]
     # The reranking endpoints are the search API's side: base + the `api` extra (checked below).

@@ -10,7 +10,7 @@ import torch
 
 from eduranker.models_dir import point_champion, version_dir
 from eduranker.pipeline.model_io import load_cross_encoder, save_cross_encoder
-from eduranker.pipeline.variants import build_variant, read_description
+from eduranker.pipeline.variant_io import build_variant, read_description
 from eduranker.serving import ChampionReranker
 from eduranker.settings import Settings, load_or_exit
 from eduranker.variants import DEFAULT_SERVING_VARIANT, variant_dir

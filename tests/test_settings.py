@@ -79,7 +79,7 @@ def test_overrides_reject_unknown_names_and_bad_values():
     "argv",
     [
         [sys.executable, "-m", "producer"],
-        [sys.executable, "-m", "eduranker.cli", "status"],
+        [sys.executable, "-m", "console.cli", "status"],
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "training"],
     ],
     ids=["producer", "cli", "worker"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eduranker import cli, demo
+from console import cli, demo
 from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, fine_tune
 from eduranker.store import ensure_indexes, jobs

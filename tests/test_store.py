@@ -131,7 +131,7 @@ def _register(db, version):
 
 
 def _promote(db, version, **kw):
-    return versions.promote(db, version, by="test", reason="test", **kw)
+    return versions.record_promotion(db, version, by="test", reason="test", **kw)
 
 
 @pytest.mark.integration
@@ -153,14 +153,14 @@ def test_rollback_walks_back_through_the_champions_instead_of_swapping_two(db):
     assert _promote(db, "v0002") == "v0001"
     assert _promote(db, "v0003") == "v0002"
     assert versions.get_champion(db)["version"] == "v0003"
-    assert versions.rollback(db, by="test", reason="bad clicks") == ("v0003", "v0002")
-    assert versions.rollback(db, by="test", reason="still bad") == ("v0002", "v0001")
+    assert versions.record_rollback(db, by="test", reason="bad clicks") == ("v0003", "v0002")
+    assert versions.record_rollback(db, by="test", reason="still bad") == ("v0002", "v0001")
     assert db.model_versions.count_documents({"status": "champion"}) == 1
     v3 = versions.get_version(db, "v0003")
     assert v3["status"] == "rolled_back" and v3["rollback_reason"] == "bad clicks"
     assert [h["status"] for h in v3["history"]] == ["candidate", "champion", "rolled_back"]
     with pytest.raises(Refused, match="no previous champion"):
-        versions.rollback(db, by="test", reason="x")
+        versions.record_rollback(db, by="test", reason="x")
     with pytest.raises(UnknownVersion):
         _promote(db, "v0099")
 
@@ -189,7 +189,7 @@ def test_a_candidate_judged_against_a_champion_that_changed_is_not_promoted(db):
     with pytest.raises(StaleCandidate, match="from v0001 to v0002"):
         _promote(db, "v0003", expected_champion="v0001")
     assert versions.read_champion(db).version == "v0002"
-    versions.rollback(db, by="test", reason="x")  # back to v0001: the same champion as judged against
+    versions.record_rollback(db, by="test", reason="x")  # back to v0001: the same champion as judged against
     assert _promote(db, "v0003", expected_champion="v0001") == "v0001"
 
 
@@ -203,7 +203,7 @@ def test_a_switch_from_a_stale_read_changes_nothing(db):
     seen = versions.read_champion(db)
     _promote(db, "v0003")
     with pytest.raises(ChampionChanged) as raised:
-        versions.rollback(db, by="late operator", reason="x", seen=seen)
+        versions.record_rollback(db, by="late operator", reason="x", seen=seen)
     assert not isinstance(raised.value, StaleCandidate)  # no candidate was judged: a rollback lost a race
     assert versions.read_champion(db).version == "v0003"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eduranker.localcluster import shared_host_worker_threads
+from console.localcluster import shared_host_worker_threads
 
 
 @pytest.mark.parametrize(("cores", "worker"), [(1, 1), (2, 1), (4, 3), (16, 15)])

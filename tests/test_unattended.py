@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from eduranker import demo
+from console import demo
 from eduranker.store import jobs, versions
 from producer.outbox import request_training
 from tests.celery_worker import PATIENCE, ROOT, settings_env, start_worker, stop_worker, training, wait_for_job

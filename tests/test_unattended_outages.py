@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eduranker import demo
-from eduranker.localservers import mongo_url, secantus_server
+from console import demo
+from console.localservers import mongo_url, secantus_server
 from eduranker.store import connect, jobs
 from producer.outbox import request_training
 from tests.celery_worker import PATIENCE, training, wait_for_job

@@ -45,7 +45,7 @@ def test_at_most_max_waiting_jobs_wait_however_many_ask_at_once(db, settings):
 
 @pytest.mark.integration
 def test_a_bad_override_is_refused_when_the_job_is_asked_for_and_nothing_is_recorded(db, settings, capsys):
-    from eduranker import cli
+    from console import cli
 
     ensure_indexes(db)
     with pytest.raises(Refused, match="job override num_epochs=10000: must be between 1 and 50"):
@@ -57,7 +57,7 @@ def test_a_bad_override_is_refused_when_the_job_is_asked_for_and_nothing_is_reco
 
 @pytest.mark.integration
 def test_a_waiting_job_protects_no_folder_until_it_takes_the_slot(db, settings):
-    from eduranker.retention import prune
+    from eduranker.pruning import prune
     from eduranker.store.clock import server_now
     from tests.test_retention import _folders, _register
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eduranker import demo
+from console import demo
 from eduranker.errors import PermanentError
 from eduranker.store import jobs
 from eduranker.store.jobs import MAX_ATTEMPTS

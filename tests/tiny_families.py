@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from eduranker.demo import labelled_pairs
+from console.demo import labelled_pairs
 
 FAMILIES = ("bert", "xlm-roberta", "camembert", "deberta-v2")
 HIDDEN, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 32, 2, 2, 64, 256

@@ -16,7 +16,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from eduranker import demo
+from console import demo
 from eduranker.settings import Settings
 from eduranker.store import jobs
 

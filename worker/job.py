@@ -93,7 +93,7 @@ def run_training_job(
         run.stop_requested = stop_requested
     try:
         effective = apply_overrides(settings, job.get("overrides") or {})
-        from worker.pipeline import train_and_register  # torch lives behind this import
+        from worker.steps import train_and_register  # torch lives behind this import
 
         with run, retryable_on_mongo_errors():
             result = train_and_register(db, effective, run)

@@ -1,6 +1,6 @@
 """The stages of a training job, each a named function with typed inputs and outputs.
 
-`worker.pipeline.train_and_register` calls them in order; torch is imported by the modules they use,
+`worker.steps.train_and_register` calls them in order; torch is imported by the modules they use,
 which only the job's process loads.
 """
 
@@ -21,7 +21,7 @@ from eduranker.pipeline.bounds import Read, newest, read_newest_first
 from eduranker.pipeline.caps import ReactionCap
 from eduranker.pipeline.device import is_out_of_memory, release_memory
 from eduranker.pipeline.evaluation import compute_metrics
-from eduranker.pipeline.gate import Comparison, GateRule, insufficient
+from eduranker.pipeline.gate import GateRule, PairedScores, insufficient
 from eduranker.pipeline.model_io import load_cross_encoder
 from eduranker.pipeline.pairs import Pair, Snapshot, SnapshotBuilder
 from eduranker.pipeline.scoring import score_pairs
@@ -151,7 +151,7 @@ def split_for_judging(snapshot: Snapshot, s: Settings, run: Run, rule: GateRule,
     split = Split(train, test, key)
     run.update("recording the split", split=split.summary())
     labels = [p.label for p in test]
-    too_small = insufficient(Comparison(labels, labels, labels, [key.query_of(p.query) for p in test]), rule)
+    too_small = insufficient(PairedScores(labels, labels, labels, [key.query_of(p.query) for p in test]), rule)
     if too_small:
         raise JobRefused(
             f"{too_small} (from {n} usable pairs: the stable split holds out {len(test)} pairs of "
@@ -218,7 +218,7 @@ def fair_heldout(split: Split, lineage: list[SplitKey | None], rule: GateRule) -
     and the gate says that the champion may have seen some of them."""
     unseen, known = held_out_from_all(split.test, lineage)
     labels = [p.label for p in unseen]
-    enough = not insufficient(Comparison(labels, labels, labels, [split.key.query_of(p.query) for p in unseen]), rule)
+    enough = not insufficient(PairedScores(labels, labels, labels, [split.key.query_of(p.query) for p in unseen]), rule)
     fair = known and enough
     judged = unseen if fair else split.test
     fairness = {
@@ -258,7 +258,7 @@ def fine_tune_candidate(
     the batch and start again from the untouched start weights. A run that loses its job stops within
     a step (worker/stop_check.py) and raises StoppedTraining, saying how far it got."""
     source = baseline.source if (s.warm_start and baseline.champion_version) else s.base_model_name
-    config = config or s.config(TrainConfig)  # the job's, built once (worker/pipeline.py)
+    config = config or s.config(TrainConfig)  # the job's, built once (worker/steps.py)
     pairs, left_out = _capped(split.train, s.train_max_pairs)  # TRAIN_MAX_PAIRS, the newest
     run.update("recording the training cap", train_cap=left_out)
     oom_retries: list[dict[str, int]] = []
@@ -299,11 +299,11 @@ def judge_candidate(
     return Judged(scores, reference_scores, metrics_of(baseline.judged, scores, split.key))
 
 
-def comparisons(split: Split, baseline: Baseline, judged: Judged) -> tuple[Comparison, Comparison | None]:
+def comparisons(split: Split, baseline: Baseline, judged: Judged) -> tuple[PairedScores, PairedScores | None]:
     """(held-out, frozen reference) comparisons of champion and candidate for the gate."""
 
-    def compare(pairs: list[Pair], before: np.ndarray, after: np.ndarray) -> Comparison:
-        return Comparison([p.label for p in pairs], before.tolist(), after.tolist(),
+    def compare(pairs: list[Pair], before: np.ndarray, after: np.ndarray) -> PairedScores:
+        return PairedScores([p.label for p in pairs], before.tolist(), after.tolist(),
                           [split.key.query_of(p.query) for p in pairs], [p.slice for p in pairs])  # fmt: skip
 
     heldout = compare(baseline.judged, baseline.scores, judged.scores)

@@ -38,7 +38,7 @@ class GateRule:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PairedScores:
     """Champion and candidate scored on the same labelled pairs."""
 
     labels: Sequence[float]
@@ -67,7 +67,7 @@ class GateDecision:
         return not self.refused and not self.worse
 
 
-def _intervals(comparison: Comparison, rule: GateRule) -> dict[str, Interval]:
+def _intervals(comparison: PairedScores, rule: GateRule) -> dict[str, Interval]:
     return paired_bootstrap(
         comparison.labels,
         comparison.champion,
@@ -79,7 +79,7 @@ def _intervals(comparison: Comparison, rule: GateRule) -> dict[str, Interval]:
     )
 
 
-def insufficient(comparison: Comparison, rule: GateRule) -> str | None:
+def insufficient(comparison: PairedScores, rule: GateRule) -> str | None:
     """Why these held-out pairs cannot support a decision, or None if they can."""
     pairs, queries = comparison.size
     classes = len({label > 0.5 for label in comparison.labels})
@@ -104,8 +104,8 @@ def verdict(auc: Interval, rule: GateRule, size: str) -> tuple[bool, str]:
     return False, f"{auc.describe()} on {size}; lower bound does not clear +{rule.min_improvement} (within the noise)"
 
 
-def _subset(comparison: Comparison, keep: list[int]) -> Comparison:
-    return Comparison(
+def _subset(comparison: PairedScores, keep: list[int]) -> PairedScores:
+    return PairedScores(
         [comparison.labels[i] for i in keep],
         [comparison.champion[i] for i in keep],
         [comparison.candidate[i] for i in keep],
@@ -113,7 +113,7 @@ def _subset(comparison: Comparison, keep: list[int]) -> Comparison:
     )
 
 
-def judged_slices(comparison: Comparison, rule: GateRule) -> dict[str, Comparison]:
+def judged_slices(comparison: PairedScores, rule: GateRule) -> dict[str, PairedScores]:
     """The slices with enough held-out pairs, both classes and `min_queries` queries to be judged alone."""
     if comparison.slices is None:
         return {}
@@ -129,7 +129,7 @@ def judged_slices(comparison: Comparison, rule: GateRule) -> dict[str, Compariso
     return judged
 
 
-def slice_evidence(comparison: Comparison, rule: GateRule) -> tuple[dict[str, JudgedIntervalDoc], list[str]]:
+def slice_evidence(comparison: PairedScores, rule: GateRule) -> tuple[dict[str, JudgedIntervalDoc], list[str]]:
     """Per-slice ROC-AUC intervals (Bonferroni over the judged slices) and the slices significantly worse."""
     parts = judged_slices(comparison, rule)
     if not parts:
@@ -146,7 +146,7 @@ def slice_evidence(comparison: Comparison, rule: GateRule) -> tuple[dict[str, Ju
     return found, worse
 
 
-def _frozen_regression(reference: Comparison | None, rule: GateRule, evidence: GateEvidence) -> str | None:
+def _frozen_regression(reference: PairedScores | None, rule: GateRule, evidence: GateEvidence) -> str | None:
     if reference is None or len({label > 0.5 for label in reference.labels}) < 2:
         return None
     frozen = _intervals(reference, rule)[METRICS.primary.name]
@@ -160,9 +160,9 @@ def _frozen_regression(reference: Comparison | None, rule: GateRule, evidence: G
 
 
 def decide_promotion(
-    heldout: Comparison,
+    heldout: PairedScores,
     rule: GateRule,
-    reference: Comparison | None = None,
+    reference: PairedScores | None = None,
     fairness: dict[str, object] | None = None,
 ) -> GateDecision:
     """`heldout`: held-out pairs neither model trained on (where known). `reference`: the champion's

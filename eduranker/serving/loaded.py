@@ -29,7 +29,7 @@ from eduranker.pipeline.encoding import QUERY_TOKENS, EncodedPairs, encode_query
 from eduranker.pipeline.model_io import load_cross_encoder, quiet_hub
 from eduranker.pipeline.precision import cpu_has_native_bf16
 from eduranker.pipeline.scoring import near_ties, score_encoded
-from eduranker.pipeline.variants import load_int8, read_description
+from eduranker.pipeline.variant_io import load_int8, read_description
 from eduranker.serving.graph import GraphRunner, runtime_available
 from eduranker.variants import BF16, FP32, GRAPH_FILE, GRAPH_VARIANTS, INT8, ONNX, OPENVINO, variant_dir
 

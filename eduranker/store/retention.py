@@ -1,4 +1,4 @@
-"""The registry reads and writes of retention (`eduranker/retention.py` decides): the versions that must
+"""The registry reads and writes of retention (`eduranker/pruning.py` decides): the versions that must
 keep their folders, each version's status and age, the conditional `artifacts: "pruned"` mark, the
 TTL index that expires finished jobs, and the last pass's report (`retention_state`)."""
 

@@ -173,7 +173,7 @@ def sync_statuses(db: Db, *, by: str = "reconcile", reason: str | None = None, f
     raise RuntimeError("model_versions statuses kept changing while being synced")
 
 
-def promote(
+def record_promotion(
     db: Db,
     version: str,
     *,
@@ -229,7 +229,7 @@ def rollback_target(db: Db) -> tuple[ChampionRecord, str]:
     return record, record.previous
 
 
-def rollback(
+def record_rollback(
     db: Db, *, by: str, reason: str, seen: ChampionRecord | None = None, fence: LeaseFence | None = None
 ) -> tuple[str, str]:
     """Restore the champion before the current one and drop the current from the chain, so a second

@@ -1,6 +1,6 @@
 """The local cluster's processes: SecantusDB and redis-server (unless `MONGODB_URL` or `CELERY_BROKER_URL`
 point elsewhere), a worker, the producer and Flower on loopback, started and stopped in order
-(`eduranker/localcluster.py` runs them with the demo; tests and benchmarks start children with `child_env`).
+(`console/localcluster.py` runs them with the demo; tests and benchmarks start children with `child_env`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from eduranker.localservers import ServerProcess, mongo_url, redis_server, secantus_server, wait_for_port
+from console.localservers import ServerProcess, mongo_url, redis_server, secantus_server, wait_for_port
 from eduranker.records import JobDoc
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs

@@ -15,11 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from eduranker import challenge_view, champion, models_dir
-from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
-from eduranker.indexes import DEFAULT, describe_claim
-from eduranker.progress import follow_jobs
-from eduranker.registry_view import (
+from console import challenge_view
+from console.progress import follow_jobs
+from console.registry_view import (
     fmt,
     guard_lines,
     live,
@@ -29,6 +27,9 @@ from eduranker.registry_view import (
     version_row,
     versions_header,
 )
+from eduranker import champion, models_dir
+from eduranker.errors import AccessDenied, ChampionChanged, Refused, RetryableError, UnknownVersion, VersionUnusable
+from eduranker.indexes import DEFAULT, describe_claim
 from eduranker.settings import Settings, SettingsError, load_or_exit
 from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_errors, versions
 from eduranker.store.clock import server_now
@@ -207,7 +208,7 @@ def _print_retention(db: Db, settings: Settings) -> None:
 
 
 def cmd_prune(db: Db, settings: Settings, args: argparse.Namespace) -> int:
-    from eduranker.retention import prune  # docs/retention.md
+    from eduranker.pruning import prune  # docs/retention.md
 
     report = prune(db, settings, now=server_now(db), dry_run=args.dry_run, by="cli")
     verb = "would prune" if args.dry_run else "pruned"
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":  # the search API's side: no broker, a database only for resource ids
-        from eduranker.serve import run
+        from console.serve import run
 
         return run(settings, args)
     try:

@@ -23,7 +23,7 @@ from eduranker.pipeline.gate import GateDecision, GateRule, decide_promotion
 from eduranker.pipeline.model_io import save_cross_encoder
 from eduranker.pipeline.report import render_report, write_plots
 from eduranker.pipeline.training import TrainConfig
-from eduranker.pipeline.variants import build_variant
+from eduranker.pipeline.variant_io import build_variant
 from eduranker.settings import Settings
 from eduranker.store import jobs, versions
 from eduranker.store.types import Db

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eduranker import demo
-from eduranker.cluster import FLOWER_PASSWORD, FLOWER_USER, Cluster, default_base_model
-from eduranker.localservers import (
+from console import demo
+from console.cluster import FLOWER_PASSWORD, FLOWER_USER, Cluster, default_base_model
+from console.localservers import (
     free_port,
     port_in_use,
 )
-from eduranker.progress import Follower, follow_jobs
+from console.progress import Follower, follow_jobs
 from eduranker.settings import Settings, SettingsError, load_or_exit
 from eduranker.store import connect, jobs, versions
 from eduranker.store.types import Db
