@@ -34,9 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eduranker import demo  # noqa: E402
-from eduranker.cluster import child_env, default_base_model  # noqa: E402
-from eduranker.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
+from console import demo  # noqa: E402
+from console.cluster import child_env, default_base_model  # noqa: E402
+from console.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
 from eduranker.settings import Settings  # noqa: E402
 from eduranker.store import connect, ensure_indexes, jobs  # noqa: E402
 from eduranker.store.connection import USER_QUERIES  # noqa: E402

@@ -196,16 +196,10 @@ class Settings:
             raise SettingsError(f"index {self.index!r} is not configured (INDEXES names: "
                                 f"{', '.join(i.name for i in self.all_indexes)})")  # fmt: skip
 
-    @functools.cached_property
+    @property
     def all_indexes(self) -> tuple[Index, ...]:
         """The configured indexes, `default` first (eduranker/indexes.py); checked when settings are made."""
-        per_index = {f.name.upper(): f for f in fields(self) if f.name not in PROCESS_WIDE}
-        try:
-            rules = SettingRules(frozenset(per_index), lambda key, value: problem_of(per_index[key], value),
-                                 frozenset(name.upper() for name in PROCESS_WIDE))  # fmt: skip
-            return parse(self.indexes, rules)
-        except IndexConfigError as exc:
-            raise SettingsError(str(exc)) from None
+        return _indexes(self.indexes)
 
     @property
     def index_spec(self) -> Index:
@@ -323,6 +317,18 @@ PROCESS_WIDE = frozenset(
         "allowed_base_models",
     }
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _indexes(text: str) -> tuple[Index, ...]:
+    """INDEXES parsed and checked, once per text: each index's settings by the settings' own checks."""
+    per_index = {f.name.upper(): f for f in fields(Settings) if f.name not in PROCESS_WIDE}
+    rules = SettingRules(frozenset(per_index), lambda key, value: problem_of(per_index[key], value),
+                         frozenset(name.upper() for name in PROCESS_WIDE))  # fmt: skip
+    try:
+        return parse(text, rules)
+    except IndexConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _language_default(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from eduranker import demo
+from console import demo
 from eduranker.store import connect, jobs
 from producer.state import load_state
 from tests.celery_worker import PATIENCE, ROOT, settings_env

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from console.cli import main as cli
 from eduranker import models_dir
-from eduranker.cli import main as cli
 from eduranker.queue import make_celery
 from eduranker.store import connect, jobs, versions
 from eduranker.store.connection import CommandCounter

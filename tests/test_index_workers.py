@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eduranker import demo
+from console import demo
 from eduranker.settings import Settings
 from eduranker.store import connect, jobs, versions
 from eduranker.store.connection import INFERENCES, USER_QUERIES
