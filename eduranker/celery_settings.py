@@ -8,10 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from eduranker.indexes import DEFAULT, Index
 from eduranker.settings import Settings
 
 TASK_NAME = "eduranker.train_reranker"
 TRAINING_QUEUE = "training"
+
+
+def route_by_index(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
+) -> dict[str, str] | None:
+    """Celery's router: a training job goes to its index's queue (`training`, `training.<name>`), however
+    it is sent (the outbox, `delay(index=...)`, a retry, a message sent by name)."""
+    if name != TASK_NAME:
+        return None
+    return {"queue": Index((kwargs or {}).get("index") or DEFAULT).queue}
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:
@@ -53,7 +64,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         # Result-backend keys expire after a week (docs/retention.md): the outcome lives on in training_jobs.
         "result_expires": 7 * 24 * 3600,
-        "task_routes": {TASK_NAME: {"queue": TRAINING_QUEUE}},
+        "task_routes": (route_by_index,),
         # Keep trying the broker at start-up instead of exiting while redis is still booting.
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -17,7 +17,6 @@ def test_celery_accepts_json_only_and_acks_late():
     assert config["worker_prefetch_multiplier"] == 1
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"] == 1800
     assert config["task_soft_time_limit"] < config["task_time_limit"]
-    assert config["task_routes"] == {"eduranker.train_reranker": {"queue": "training"}}
     assert config["task_track_started"] and config["worker_send_task_events"]
     # A stopping worker waits this long, then cancels the job (which hands itself back).
     assert config["worker_soft_shutdown_timeout"] == Settings().worker_soft_shutdown_seconds > 0
@@ -72,3 +71,17 @@ def test_importing_the_module_reads_no_environment_and_a_bad_value_stops_with_on
 def test_unknown_names_are_attribute_errors_not_settings():
     with pytest.raises(AttributeError):
         celeryconfig.not_a_celery_setting  # noqa: B018
+
+
+@pytest.mark.parametrize(("kwargs", "queue"), [({"job_id": "x"}, "training"), ({"index": "default"}, "training"),
+                                               ({"job_id": "fr-x", "index": "fr"}, "training.fr")])  # fmt: skip
+def test_celery_routes_a_job_to_its_index_queue_however_it_is_sent(kwargs, queue):
+    """Celery's own router, as `send_task`, `delay()` and a retry consult it."""
+    from celery import Celery
+
+    app = Celery("routes")
+    app.conf.update(celeryconfig.from_settings(Settings()))
+    route = app.amqp.router.route({}, celeryconfig.TASK_NAME, args=(), kwargs=kwargs)
+    assert route["queue"].name == queue
+    explicit = app.amqp.router.route({"queue": "elsewhere"}, celeryconfig.TASK_NAME, args=(), kwargs=kwargs)
+    assert explicit["queue"].name == "elsewhere"  # a queue the sender names wins
