@@ -57,6 +57,7 @@ def loop(mongo_server_url, redis_url, tiny_model_path, tmp_path_factory):
     for producer in producers:
         assert producer.lease.acquire()
         decisions[producer.settings.index] = producer.evaluate()
+        producer.lease.release()  # as a stopped producer does: the next one leads at once
     outcomes = {}
     for name in SEEDS:
         s = base.for_index(name)
@@ -133,3 +134,26 @@ def test_a_reranker_of_one_index_serves_its_champion_and_names_its_index(loop):
         assert {f["model_version"] for f in result.inference_fields()} == {"c-v0001"}
     finally:
         ranker.close()
+
+
+@pytest.mark.integration
+def test_only_one_indexes_users_reacting_moves_only_that_index(loop):
+    """More feedback in search `a` alone: a's loop trains again; b's and c's see nothing new, run no job,
+    and their champions and records stay exactly as they were."""
+    base, written, _decisions, _outcomes = loop
+    untouched = {name: versions.read_champion(connect(base.for_index(name))) for name in ("b", "c")}
+    raw = MongoClient(base.mongodb_url, tz_aware=True)[base.mongodb_db]
+    more = seed_index(raw, "a", seed=11)
+    producers = {p.settings.index: p for p in leaders(base, connect(base), make_celery(base), CommandCounter())}
+    for producer in producers.values():
+        assert producer.lease.acquire()
+    assert not producers["b"].evaluate().train and not producers["c"].evaluate().train
+    assert producers["a"].evaluate().train
+    a = base.for_index("a")
+    (job,) = jobs.unfinished_jobs(connect(a))
+    run_training_job(a, job["_id"], worker_name="test-a")
+    assert versions.get_version(connect(a), "a-v0002")["snapshot"]["rows_seen"] == written["a"] + more
+    for name, record in untouched.items():
+        db = connect(base.for_index(name))
+        assert versions.read_champion(db) == record and jobs.unfinished_jobs(db) == []
+        assert [d["version"] for d in versions.list_versions(db)] == [f"{name}-v0001"]
