@@ -2,6 +2,7 @@
 two indexes, one of them broken (its champion record names a version its registry lacks), on real
 SecantusDB and redis."""
 
+import base64
 import json
 import signal
 import subprocess
@@ -79,3 +80,31 @@ def test_a_failing_duty_of_one_index_stops_no_other_index(db, settings, redis_ur
         assert proc.wait(30) == 0
     text = log_path.read_text()
     assert "index-b" in text and "index-a" in text  # each line names the index whose loop wrote it
+
+
+DELAY_IN_B = """
+import json
+from worker.tasks import train_reranker
+r = train_reranker.delay(index="b", reason="by hand in b")
+print(json.dumps({"id": r.id}), flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_manual_job_asked_for_one_index_is_that_indexes_on_its_queue(db, settings, redis_url):
+    """`train_reranker.delay(index="b")` from a shell, no worker running: the job is recorded among b's
+    jobs under a b- id, and its message waits on b's queue carrying its index."""
+    s = replace(settings, indexes=json.dumps({"b": {"owns": {"query.index": "b"}}}),
+                celery_broker_url=f"{redis_url}/10", celery_result_backend=f"{redis_url}/10")  # fmt: skip
+    queue = redis.Redis.from_url(s.celery_broker_url)
+    queue.flushdb()
+    out = subprocess.run([sys.executable, "-c", DELAY_IN_B], cwd=ROOT, env=settings_env(s), capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    job_id = json.loads(out.stdout.splitlines()[-1])["id"]
+    job = jobs.get_job(connect(s.for_index("b")), job_id)
+    assert job_id.startswith("b-manual-") and job is not None and job["trigger"]["reason"] == "by hand in b"
+    assert jobs.get_job(connect(s), job_id) is None  # not the default index's
+    (message,) = [json.loads(m) for m in queue.lrange("training.b", 0, -1)]
+    assert message["headers"]["id"] == job_id and queue.llen("training") == 0
+    assert json.loads(base64.b64decode(message["body"]))[1] == {"job_id": job_id, "index": "b"}

@@ -76,6 +76,7 @@ def test_each_index_runs_feedback_job_version_champion_on_its_own(loop):
         db = connect(s)
         assert decisions[name].train, decisions[name]
         assert outcomes[name]["job_id"].startswith(f"{name}-auto-")
+        assert outcomes[name]["index"] == name  # what Flower shows of the task's result
         assert outcomes[name]["version"] == f"{name}-v0001" and outcomes[name]["promoted"], outcomes[name]
         champion = versions.get_champion(db)
         assert champion is not None and champion["version"] == f"{name}-v0001"

@@ -20,6 +20,7 @@ from eduranker.errors import (
     RetryableError,
     Superseded,
 )
+from eduranker.indexes import DEFAULT
 from eduranker.overrides import FIELDS, OverrideRefused, checked_overrides
 from eduranker.records import JobDoc
 from eduranker.settings import Settings, SettingsError
@@ -81,7 +82,7 @@ def run_training_job(
     db = db if db is not None else connect(settings)
     job = claim(db, settings, job_id, worker_name)
     if job is None:
-        return outcome(jobs.get_job(db, job_id) or {"_id": job_id})
+        return outcome(jobs.get_job(db, job_id) or {"_id": job_id}, settings.index)
     attempt = job["attempts"]
     if jobs.runs_died(job) > jobs.MAX_ATTEMPTS:
         reason = f"gave up after {jobs.MAX_ATTEMPTS} attempts (the worker died each time)"
@@ -119,7 +120,7 @@ def run_training_job(
         reason = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
         _record(lambda: jobs.finish_job(db, job_id, attempt, jobs.FAILED, reason=reason), "recording the failure")
         raise
-    return outcome(jobs.get_job(db, job_id) or {"_id": job_id})
+    return outcome(jobs.get_job(db, job_id) or {"_id": job_id}, settings.index)
 
 
 def _record(write: Callable[[], T], what: str) -> T | None:
@@ -134,12 +135,13 @@ def _record(write: Callable[[], T], what: str) -> T | None:
     return None
 
 
-def outcome(job: JobDoc) -> dict[str, Any]:
+def outcome(job: JobDoc, index: str = DEFAULT) -> dict[str, Any]:
     """The task's result. `outcome` comes first: it is what Flower's task list shows of it, so a promotion,
-    a rejection by the gate and a failure read differently at a glance."""
+    a rejection by the gate and a failure read differently at a glance; `index` says whose job it was."""
     return {
         "outcome": jobs.headline(job),
         "job_id": job.get("_id"),
+        "index": index,
         "status": job.get("status", "unknown"),
         "version": job.get("version"),
         "promoted": job.get("promoted", False),

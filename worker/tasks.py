@@ -17,7 +17,7 @@ from eduranker.errors import JobBusy, RetryableError
 from eduranker.indexes import DEFAULT
 from eduranker.queue import TASK_NAME, hand_on
 from eduranker.store import connect, jobs
-from eduranker.store.types import Db
+from eduranker.store.types import Db, index_of
 from worker.app import app
 from worker.app import settings as worker_settings
 from worker.job import outcome, run_training_job
@@ -123,7 +123,7 @@ def end_of_run(db: Db, job_id: str) -> dict[str, Any]:
     job = jobs.get_job(db, job_id)
     end = task_end(job)
     if job is not None and end is TaskEnd.RESULT:
-        return outcome(job)
+        return outcome(job, index_of(db).name)
     if job is not None and end is TaskEnd.FAILURE:
         if job["status"] == jobs.CANCELLED:
             log.warning("job %s cancelled (%s); this run stopped without registering anything", job_id,
