@@ -28,6 +28,47 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class TriggerDoc(TypedDict, total=False):
+    """`training_jobs.trigger`: why the job was asked for, by whom, and (the producer's) on what feedback."""
+
+    reason: str
+    source: str  # "producer", "task", "request_training", "cli"
+    watermark: datetime  # the newest feedback counted when the producer recorded it
+    counts: dict[str, int]  # like, dislike
+
+
+class SnapshotSummary(TypedDict, total=False):
+    """What a job's snapshot was made of (`Snapshot.summary()`, with the read's and caps' reports added by
+    worker/stages.py): `training_jobs.snapshot` and `model_versions.snapshot`."""
+
+    rows_seen: int  # reactions of this index read
+    pairs: int
+    label_counts: dict[str, int]
+    skipped: dict[str, int]  # malformed rows by kind
+    skipped_total: int
+    duplicates_superseded: int
+    texts_truncated: int
+    future_dated: int
+    content_hash: str
+    watermark: datetime | None  # the newest feedback it holds
+    capped: dict[str, int]
+    read: dict[str, Any]
+    seconds: float
+
+
+class SplitSummary(TypedDict, total=False):
+    """The stable split a job used (`Split.summary()` and the lineage): `.split` of jobs and versions."""
+
+    train: int
+    test: int
+    test_queries: int
+    epoch: int
+    test_fraction: float
+    key_fingerprint: str
+    query_key_version: int
+    lineage: list[int]
+
+
 class JobDoc(TypedDict, total=False):
     """A `training_jobs` document as the store reads it (docs/collections.md): the store's reads return
     it, so a misspelt field is a type error, not a silent None. Fields appear as the job goes on; a
@@ -37,7 +78,7 @@ class JobDoc(TypedDict, total=False):
     status: JobStatus
     active: bool  # present (true) only while queued or running: the one-active-job index
     automatic: bool
-    trigger: dict[str, Any]  # reason, source, watermark, counts
+    trigger: TriggerDoc
     overrides: dict[str, Any]
     created_at: datetime
     sent_at: datetime | None  # the outbox: None until the broker took the message
@@ -52,8 +93,8 @@ class JobDoc(TypedDict, total=False):
     worker: str
     device: str  # what trained it, e.g. "cpu (2 threads)"
     progress: dict[str, Any]  # stage, epoch, step, total_steps, loss
-    snapshot: dict[str, Any]
-    split: dict[str, Any]
+    snapshot: SnapshotSummary
+    split: SplitSummary
     train_cap: dict[str, Any]
     metrics: dict[str, Any]  # before, after
     gate_refused: bool
@@ -142,14 +183,14 @@ class RegisteredVersion(TypedDict):
     parent_version: str | None  # the champion it was judged against (None: the base model)
     base_model: str
     warm_started: bool
-    snapshot: dict[str, Any]  # `Snapshot.summary()`
+    snapshot: SnapshotSummary
     metrics: dict[str, Any]  # `before`, `after`: each `evaluation.compute_metrics` of one model
     gate: StoredGate
     hyperparameters: dict[str, Any]
     device: str
     gate_reason: str
     artifact_path: str  # relative to MODELS_DIR
-    split: dict[str, Any]
+    split: SplitSummary
 
 
 class VersionEvent(TypedDict, total=False):
@@ -174,14 +215,14 @@ class VersionDoc(TypedDict, total=False):
     parent_version: str | None
     base_model: str
     warm_started: bool
-    snapshot: dict[str, Any]
+    snapshot: SnapshotSummary
     metrics: dict[str, Any]
     gate: StoredGate
     hyperparameters: dict[str, Any]
     device: str
     gate_reason: str
     artifact_path: str
-    split: dict[str, Any]
+    split: SplitSummary
 
     status: VersionStatus
     created_at: datetime

@@ -13,6 +13,7 @@ from eduranker.errors import Refused
 from eduranker.indexes import DEFAULT_INDEX, Index
 from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting, make_celery, send_unsent, send_with_retry
+from eduranker.records import TriggerDoc
 from eduranker.settings import Settings
 from eduranker.store import connect, ensure_indexes, jobs
 from eduranker.store.types import Db
@@ -31,7 +32,7 @@ def enqueue(
     app: Celery,
     db: Db,
     job_id: str,
-    trigger: dict[str, Any],
+    trigger: TriggerDoc,
     overrides: dict[str, Any],
     *,
     automatic: bool = False,
@@ -63,7 +64,7 @@ def request_training(reason: str = "manual", *, settings: Settings | None = None
     ensure_indexes(db)
     app = make_celery(settings, "eduranker-producer")
     job_id = settings.index_spec.named(f"manual-{uuid.uuid4().hex[:12]}")
-    trigger = {"reason": reason, "source": "request_training"}
+    trigger: TriggerDoc = {"reason": reason, "source": "request_training"}
     if enqueue(app, db, job_id, trigger, overrides, max_waiting=settings.max_waiting_jobs) == jobs.WAITING:
         active = jobs.active_job(db)
         announce_waiting(app, job_id, active["_id"] if active else None)

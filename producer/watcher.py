@@ -29,6 +29,7 @@ from typing import Any
 from celery import Celery
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
+from eduranker.records import TriggerDoc
 from eduranker.settings import Settings
 from eduranker.store import ensure_indexes, jobs
 from eduranker.store.clock import ServerClock
@@ -205,7 +206,12 @@ class Producer:
             job_id = job_id_for(watermark, index=self.settings.index_spec)
         # The fresh count is uncapped (trigger_state.count_cap): its split is the window's own.
         counts = {"like": count.counts.likes, "dislike": count.counts.dislikes}
-        trigger = {"reason": decision.reason, "source": "producer", "watermark": watermark, "counts": counts}
+        trigger: TriggerDoc = {
+            "reason": decision.reason,
+            "source": "producer",
+            "watermark": watermark,
+            "counts": counts,
+        }
         # The last check before a write that starts work: a producer that lost its lease stops here.
         if not self.lease.held():
             raise LeaseLost("lease lost before enqueue")

@@ -23,6 +23,7 @@ from eduranker.errors import Refused
 from eduranker.indexes import DEFAULT, DEFAULT_INDEX, Index
 from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting
+from eduranker.records import TriggerDoc
 from eduranker.settings import Settings, process_settings
 from eduranker.store import connect, ensure_indexes, jobs
 from eduranker.store.types import Db
@@ -43,8 +44,7 @@ def record_manual_job(db: Db, job_id: str, overrides: dict[str, Any], source: st
         checked_overrides(settings, overrides)
     except OverrideRefused as exc:
         raise Refused(str(exc)) from None
-    reason = overrides.get("reason") or "manual"
-    trigger = {"reason": reason, "source": source}
+    trigger: TriggerDoc = {"reason": str(overrides.get("reason") or "manual"), "source": source}
     return jobs.create_job(db, job_id, trigger=trigger, overrides=overrides, max_waiting=settings.max_waiting_jobs)
 
 

@@ -27,6 +27,7 @@ from eduranker.pipeline.pairs import Pair, Snapshot, SnapshotBuilder
 from eduranker.pipeline.scoring import score_pairs
 from eduranker.pipeline.split import SplitKey, is_heldout, stable_split, unseen_by
 from eduranker.pipeline.training import TrainConfig, TrainingStopped, TrainStats, fine_tune
+from eduranker.records import SplitSummary
 from eduranker.settings import Settings
 from eduranker.store import evaluation_epochs, versions
 from eduranker.store.clock import server_now
@@ -44,7 +45,7 @@ class Split:
     test: list[Pair]
     key: SplitKey
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SplitSummary:
         return {"train": len(self.train), "test": len(self.test), "test_queries": len(queries_of(self.test, self.key)),
                 **self.key.describe()}  # fmt: skip
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eduranker.pipeline.text import LATEST, clean_text, query_key
-from eduranker.records import LABELS
+from eduranker.records import LABELS, SnapshotSummary
 
 __all__ = ["SKIP_REASONS", "Pair", "Snapshot", "SnapshotBuilder", "build_snapshot", "classify_row", "clean_text",
            "query_key"]  # fmt: skip
@@ -66,7 +66,7 @@ class Snapshot:
         self._hashed = (self.pairs, digest.hexdigest())
         return self._hashed[1]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SnapshotSummary:
         return {
             "rows_seen": self.rows_seen,
             "pairs": len(self.pairs),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from eduranker.pipeline.pairs import Pair
 from eduranker.pipeline.text import LATEST, query_key
+from eduranker.records import SplitSummary
 
 _SCALE = float(2**64)
 
@@ -41,7 +42,7 @@ class SplitKey:
         """A short name for the key that reveals nothing of it (for metadata and logs)."""
         return hashlib.sha256(bytes.fromhex(self.key)).hexdigest()[:12]
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> SplitSummary:
         return {"epoch": self.epoch, "test_fraction": self.test_fraction, "key_fingerprint": self.fingerprint,
                 "query_key_version": self.query_key_version}  # fmt: skip
 

@@ -27,7 +27,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from eduranker.errors import Refused, Superseded
-from eduranker.records import JobDoc, JobStatus
+from eduranker.records import JobDoc, JobStatus, TriggerDoc
 from eduranker.store.clock import SERVER_NOW, literal, server_now
 from eduranker.store.connection import TRAINING_JOBS
 from eduranker.store.types import Db
@@ -63,7 +63,7 @@ def create_job(
     db: Db,
     job_id: str,
     *,
-    trigger: dict[str, Any],
+    trigger: TriggerDoc,
     overrides: dict[str, Any] | None = None,
     automatic: bool = False,
     sent: bool = False,
