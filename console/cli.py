@@ -238,9 +238,9 @@ def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
 INDEX_HELP = "the search index to act on (a name of INDEXES, docs/indexes.md; default: default)"
 
 
-def cmd_indexes(db: Db, settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_indexes(db: Db, _settings: Settings, args: argparse.Namespace) -> int:
     """Every configured index: what it owns, its queue and folder, its feedback, champion and jobs."""
-    for index in settings.each_index():
+    for index in args.process_settings.each_index():
         spec, own = index.index_spec, for_index(db, index.index_spec)
         totals = count_labels(own)
         record = versions.read_champion(own)
@@ -312,6 +312,7 @@ COMMANDS = {"status": cmd_status, "versions": cmd_versions, "train": cmd_train, 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings or load_or_exit()
+    args.process_settings = settings  # `indexes` lists every index from the process's own settings
     try:  # every command acts on one index's records, folder and queue
         settings = settings.for_index(args.index)
     except SettingsError as exc:

@@ -72,7 +72,8 @@ class Cluster:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         python = sys.executable
-        self._spawn([python, "-m", "celery", "-A", "worker", "worker", "-Q", "training", "-c", "1",
+        queues = ",".join(index.queue for index in s.all_indexes)  # one worker serves every index here
+        self._spawn([python, "-m", "celery", "-A", "worker", "worker", "-Q", queues, "-c", "1",
                      "-n", "local@%h", "--loglevel", "INFO"], env, logs / "worker.log")  # fmt: skip
         self._spawn([python, "-m", "producer"], env, logs / "producer.log")
         # Flower: no shelve state (pickle; the jobs live in MongoDB), no worker control or task sending
@@ -96,7 +97,8 @@ class Cluster:
         self._terminate(producer)
         try:
             if self.started_at is not None:
-                self._cancel_own_jobs(connect(self.settings, timeout_ms=3000), self.started_at)
+                for index in self.settings.each_index():
+                    self._cancel_own_jobs(connect(index, timeout_ms=3000), self.started_at)
         except PyMongoError:
             print("  could not record this run's active job as cancelled; the producer requeues it next time")
         self._terminate(others)

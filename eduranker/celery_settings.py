@@ -6,6 +6,7 @@ its own Settings (the producer, the CLI, tests) calls `from_settings(settings)` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from eduranker.indexes import DEFAULT, Index
@@ -15,14 +16,20 @@ TASK_NAME = "eduranker.train_reranker"
 TRAINING_QUEUE = "training"
 
 
-def route_by_index(
-    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
-) -> dict[str, str] | None:
+@dataclass(frozen=True)
+class RouteByIndex:
     """Celery's router: a training job goes to its index's queue (`training`, `training.<name>`), however
-    it is sent (the outbox, `delay(index=...)`, a retry, a message sent by name)."""
-    if name != TASK_NAME:
-        return None
-    return {"queue": Index((kwargs or {}).get("index") or DEFAULT).queue}
+    it is sent (the outbox, `delay(index=...)`, a retry, a message sent by name). A name no index has goes
+    to the default queue, where a worker fails it with the reason instead of it waiting on a queue no
+    worker serves."""
+
+    indexes: frozenset[str]
+
+    def __call__(self, name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> Any:
+        if name != TASK_NAME:
+            return None
+        index = (kwargs or {}).get("index") or DEFAULT
+        return {"queue": Index(index).queue if index in self.indexes else TRAINING_QUEUE}
 
 
 def from_settings(settings: Settings) -> dict[str, Any]:
@@ -64,7 +71,7 @@ def from_settings(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         # Result-backend keys expire after a week (docs/retention.md): the outcome lives on in training_jobs.
         "result_expires": 7 * 24 * 3600,
-        "task_routes": (route_by_index,),
+        "task_routes": (RouteByIndex(frozenset(i.name for i in settings.all_indexes)),),
         # Keep trying the broker at start-up instead of exiting while redis is still booting.
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -28,7 +28,8 @@ from typing import Any
 DEFAULT = "default"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Names the models folder already uses at its root (eduranker/models_dir.py), and version names.
-RESERVED = frozenset({"versions", "champion", "previous", "challenger", "staging"})
+# ... and `system`: MongoDB reserves the `system.` collections.
+RESERVED = frozenset({"versions", "champion", "previous", "challenger", "staging", "system"})
 SOURCES = {"query": "user_queries", "resource": "resources"}
 # Fields an index may not claim by: the texts, and ids (a claim is a kind of search, not one search).
 UNCLAIMABLE = frozenset({"_id", "query_text", "title", "description", "created_at"})
@@ -57,8 +58,12 @@ class Condition:
             return False
         value = doc.get(self.field)
         if isinstance(value, list):  # MongoDB's reading: an array matches when one element does
-            return any(v in self.values for v in value)
-        return value in self.values
+            return any(self._one_of(v) for v in value)
+        return self._one_of(value)
+
+    def _one_of(self, value: Any) -> bool:
+        # As MongoDB compares: a boolean equals only a boolean (Python's True == 1 does not hold there).
+        return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
 
     def match(self, prefix: str) -> dict[str, Any]:
         """The MongoDB filter on a joined document at `prefix` (`q` or `r`, an array of the one document

@@ -64,6 +64,8 @@ class Settings:
     # The index these settings are for: set by `for_index` (never read from the environment), which also
     # applies the index's own settings and points MODELS_DIR at its folder.
     index: str = setting(DEFAULT, name_problem, environment=False)
+    # True once made by `for_index`: an index's settings never derive another's (its values would leak).
+    bound: bool = setting(False, environment=False)
 
     # Training job (worker).
     base_model_name: str = setting("cross-encoder/ms-marco-MiniLM-L-6-v2", nonempty("a model"))
@@ -208,8 +210,8 @@ class Settings:
 
     def for_index(self, name: str) -> Settings:
         """The settings of index `name`: its own values over these, MODELS_DIR pointed at its folder."""
-        if self.index != DEFAULT:
-            raise ValueError(f"settings already for index {self.index!r}")
+        if self.bound:
+            raise ValueError(f"settings already for index {self.index!r}: derive another index's from the process's")
         found = [i for i in self.all_indexes if i.name == name]
         if not found:
             raise SettingsError(f"index {name!r} is not configured (INDEXES names: "
@@ -219,7 +221,7 @@ class Settings:
             base = default_base(values["base_language"])
             values.setdefault("base_model_name", base.name)
             values.setdefault("base_model_revision", base.revision)
-        return self.with_overrides(index=name, models_dir=found[0].models_dir(self.models_dir), **values)
+        return self.with_overrides(index=name, bound=True, models_dir=found[0].models_dir(self.models_dir), **values)
 
     @property
     def models_root(self) -> str:
@@ -301,6 +303,7 @@ PROCESS_WIDE = frozenset(
         "celery_broker_url",
         "celery_result_backend",
         "models_dir",
+        "bound",
         "indexes",
         "index",
         "metrics_port",

@@ -26,7 +26,7 @@ from producer.live_comparison import LeaseCheck
 from producer.online_refresh import refresh_online
 from producer.outbox import send_unsent
 from producer.state import save_state
-from producer.workers import workers_alive
+from producer.workers import workers_serving
 
 log = logging.getLogger(__name__)
 PRODUCER = "producer"  # who the champion pointer's repairs and retention's deletions are logged as
@@ -48,7 +48,7 @@ def add_duties(
     def resend(now: datetime) -> None:
         for job_id in jobs.resend_unclaimed(
             db, after_s=s.job_resend_after_seconds, max_sends=s.job_max_resends, at=now,
-            worker_alive=lambda: workers_alive(app),
+            worker_alive=lambda: workers_serving(app, s.index_spec.queue),
         ):  # fmt: skip
             log.warning("job %s: not claimed %.0f s after it was sent; resending (or failed)", job_id,
                         s.job_resend_after_seconds)  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery
 
 from eduranker.errors import Refused
-from eduranker.indexes import DEFAULT_INDEX, Index
+from eduranker.indexes import DEFAULT, DEFAULT_INDEX, Index
 from eduranker.overrides import OverrideRefused, checked_overrides
 from eduranker.queue import announce_waiting, make_celery, send_unsent, send_with_retry
 from eduranker.records import TriggerDoc
@@ -55,7 +55,7 @@ def enqueue(
 def request_training(reason: str = "manual", *, settings: Settings | None = None, **overrides: Any) -> str:
     """Record and send a training job by hand; returns its id. Goes through the same outbox; behind an
     active job it waits, and is sent when that job ends."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env().for_index(DEFAULT)
     try:  # checked when recorded, not only when a worker claims it: a refusal records nothing
         checked_overrides(settings, {**overrides, "reason": reason})
     except OverrideRefused as exc:

@@ -1,4 +1,5 @@
-"""Whether any Celery worker is alive: Celery's own `ping` broadcast over the broker.
+"""Whether a Celery worker serving a given queue (an index's) is alive: Celery's own `active_queues`
+broadcast over the broker.
 
 Asked only when a queued job has used up its resends, to tell "no worker is running" (wait, and say
 so) from "the message was lost" (fail with the reason).
@@ -14,12 +15,13 @@ log = logging.getLogger(__name__)
 PING_TIMEOUT_S = 1.0  # a worker busy training still answers: pings are handled by its main process
 
 
-def workers_alive(app: Celery, timeout_s: float = PING_TIMEOUT_S) -> bool:
-    """True when at least one worker answered within `timeout_s`; a broker that cannot be reached
-    counts as no answer (the job waits rather than fails)."""
+def workers_serving(app: Celery, queue: str, timeout_s: float = PING_TIMEOUT_S) -> bool:
+    """True when a worker that consumes `queue` answered within `timeout_s` (Celery's `active_queues`
+    broadcast): a worker of another index alive is no worker for this one. A broker that cannot be
+    reached counts as no answer (the job waits rather than fails)."""
     try:
-        replies = app.control.ping(timeout=timeout_s)
+        replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception:  # the broker is down: nothing can be sent or claimed anyway
-        log.warning("could not ping the workers", exc_info=True)
+        log.warning("could not ask the workers for their queues", exc_info=True)
         return False
-    return bool(replies)
+    return any(q.get("name") == queue for queues in replies.values() for q in queues or [])

@@ -74,13 +74,14 @@ def test_unknown_names_are_attribute_errors_not_settings():
 
 
 @pytest.mark.parametrize(("kwargs", "queue"), [({"job_id": "x"}, "training"), ({"index": "default"}, "training"),
-                                               ({"job_id": "fr-x", "index": "fr"}, "training.fr")])  # fmt: skip
+                                               ({"job_id": "fr-x", "index": "fr"}, "training.fr"),
+                                               ({"job_id": "de-x", "index": "de"}, "training")])  # fmt: skip
 def test_celery_routes_a_job_to_its_index_queue_however_it_is_sent(kwargs, queue):
     """Celery's own router, as `send_task`, `delay()` and a retry consult it."""
     from celery import Celery
 
     app = Celery("routes")
-    app.conf.update(celeryconfig.from_settings(Settings()))
+    app.conf.update(celeryconfig.from_settings(Settings(indexes='{"fr": {"owns": {"query.index": "fr"}}}')))
     route = app.amqp.router.route({}, celeryconfig.TASK_NAME, args=(), kwargs=kwargs)
     assert route["queue"].name == queue
     explicit = app.amqp.router.route({"queue": "elsewhere"}, celeryconfig.TASK_NAME, args=(), kwargs=kwargs)

@@ -84,7 +84,7 @@ def test_a_claim_owns_the_same_feedback_in_python_and_in_mongodb(mongo_server_ur
     random searches and results (fields missing, null, arrays, numbers; dangling references) the two
     agree, for a claim, its complement (the default index's) and a two-source claim."""
     rng = random.Random(3)
-    values = ["a", "b", None, 3, ["a", "c"]]
+    values = ["a", "b", None, 3, 3.0, True, 1, ["a", "c"]]
     client: MongoClient = MongoClient(mongo_server_url)
     db = client[f"claims_{rng.randrange(10**9)}"]
     try:
@@ -106,7 +106,7 @@ def test_a_claim_owns_the_same_feedback_in_python_and_in_mongodb(mongo_server_ur
         by_query = {d["_id"]: d for d in queries}
         by_resource = {d["_id"]: d for d in resources}
         a = (Condition("query", "index", ("a",)),)
-        b = (Condition("query", "index", ("b", None)), Condition("resource", "language", ("fr", None)))
+        b = (Condition("query", "index", ("b", None, 1)), Condition("resource", "language", ("fr", None)))
         for claim in (Claim(a), Claim(b), Claim(exclude=(a, b))):
             found = {d["_id"] for d in db.inferences.aggregate([*claimed(claim), {"$project": {"_id": 1}}])}
             held = {

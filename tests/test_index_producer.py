@@ -108,3 +108,22 @@ def test_a_manual_job_asked_for_one_index_is_that_indexes_on_its_queue(db, setti
     (message,) = [json.loads(m) for m in queue.lrange("training.b", 0, -1)]
     assert message["headers"]["id"] == job_id and queue.llen("training") == 0
     assert json.loads(base64.b64decode(message["body"]))[1] == {"job_id": job_id, "index": "b"}
+
+
+@pytest.mark.integration
+def test_a_worker_of_another_index_is_no_worker_for_this_one(settings, redis_url, tmp_path):
+    """The producer's check before it fails an unclaimed job asks the workers for their queues: a live
+    worker of index a is no worker for index b's jobs (which then wait, saying so, instead of failing)."""
+    from eduranker.queue import make_celery
+    from producer.workers import workers_serving
+    from tests.celery_worker import start_worker, stop_worker
+
+    two = {"a": {"owns": {"query.index": "a"}}, "b": {"owns": {"query.index": "b"}}}
+    s = replace(settings, indexes=json.dumps(two), celery_broker_url=f"{redis_url}/9")
+    app = make_celery(s)
+    worker = start_worker(s, tmp_path / "worker.log", name="only-a", queues="training.a")
+    try:
+        assert wait_for(lambda: workers_serving(app, "training.a")), (tmp_path / "worker.log").read_text()[-2000:]
+        assert not workers_serving(app, "training.b") and not workers_serving(app, "training")
+    finally:
+        stop_worker(worker)

@@ -85,7 +85,7 @@ class RecordsItsJob(Task):  # type: ignore[misc]  # Celery ships no types
             # If the broker is down this raises; the job stays recorded and unsent, and the outbox sends it.
             index = settings.index_spec
             sent = {"job_id": job_id} if index.is_default else {"job_id": job_id, "index": index.name}
-            result = super().apply_async(kwargs=sent, task_id=job_id, **{"queue": index.queue, **options})
+            result = super().apply_async(kwargs=sent, task_id=job_id, **{**options, "queue": index.queue})
             jobs.mark_sent(db, job_id)
             return result
         finally:

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from eduranker.store.types import Db, index_of
 from worker.app import app
 from worker.app import settings as worker_settings
 from worker.job import outcome, run_training_job
-from worker.manual import RecordsItsJob, record_manual_job, show_waiting
+from worker.manual import RecordsItsJob, new_manual_id, record_manual_job, show_waiting
 from worker.results import JobEnded, TaskEnd, failure_for, task_end
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def train_reranker(self: Task, job_id: str | None = None, index: str = DEFAULT, 
     settings = worker_settings.for_index(index)
     db = connect(settings)
     if job_id is None:
-        job_id = self.request.id or f"manual-{uuid.uuid4().hex}"
+        job_id = self.request.id or new_manual_id(settings.index_spec)
         if record_manual_job(db, job_id, overrides, source="task", settings=settings) == jobs.WAITING:
             show_waiting(self, job_id, db)
             raise Ignore()  # sent under this id once the slot frees (hand_on, the outbox); that run reports

@@ -60,7 +60,9 @@ def ensure_job_expiry(db: Db, days: float) -> None:
     except OperationFailure as exc:
         if exc.code not in (85, 86):  # the index exists with another expiry: change it in place
             raise
-        db.command({"collMod": TRAINING_JOBS, "index": {"name": JOB_EXPIRY_INDEX, "expireAfterSeconds": seconds}})
+        # The index's own collection (`fr.training_jobs`): a command names it, so not through `db[...]`.
+        collection = db[TRAINING_JOBS].name
+        db.command({"collMod": collection, "index": {"name": JOB_EXPIRY_INDEX, "expireAfterSeconds": seconds}})
 
 
 def mark_pruned(db: Db, version: str, *, by: str, record_seq: int) -> bool:
