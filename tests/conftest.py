@@ -34,6 +34,7 @@ LONGEST_FIRST = (
     "test_localcluster.py",  # 231: two local clusters with real jobs, one of them started twice
     "test_worker_crash.py",  # 200: a redelivery waits twice the task time limit
     "test_retention_jobs.py",  # 184: thirty real jobs
+    "test_indexes_loop.py",  # 60-260: three indexes' real jobs
     "test_job.py",  # 156
     "test_producer.py",  # 139
     "test_unattended_outages.py",  # 138
@@ -43,7 +44,6 @@ LONGEST_FIRST = (
     "test_job_indexes.py",  # 73
     "test_notebooks.py",  # 50-100: a real job run from a notebook, two kernels
     "test_api.py",  # 62: the trained demo image, a uvicorn process, a swap under load
-    "test_indexes_loop.py",  # 60: three indexes' real jobs
     "test_celery_e2e.py",  # 45
     "test_mongo_auth.py",  # 44
     "test_fenced_registration.py",  # 41

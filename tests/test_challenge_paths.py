@@ -229,25 +229,11 @@ def test_a_producer_paused_between_judging_and_writing_changes_nothing_when_the_
     """A real process looks at the challenge, judges "promote v0002", and is stopped (SIGSTOP) at its
     first write of the champion record; an operator promotes v0003 meanwhile. Resumed, its write finds
     another state: v0003 stays champion, v0002 is not promoted, and the next look voids the challenge."""
-    import os
-    import signal
-
-    from tests.celery_worker import PATIENCE
-    from tests.test_guard_decisions import spawn, stopped, wait_for
+    from tests.test_guard_decisions import run_paused
 
     write_interleaved(challenged, "v0001", "v0002", users=150, p_challenger=0.9, p_champion=0.1)
-    proc = spawn(isettings, "challenge", tmp_path / "challenge.log")
-    try:
-        assert wait_for(lambda: stopped(proc) or proc.poll() is not None), "the look never reached its write"
-        assert stopped(proc), (tmp_path / "challenge.log").read_text()
-        champion.promote(challenged, isettings.models_dir, "v0003", by="cli", reason="an operator's promotion")
-        os.kill(proc.pid, signal.SIGCONT)
-        assert proc.wait(60 * PATIENCE) == 0
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-    log = (tmp_path / "challenge.log").read_text()
+    by_hand = lambda: champion.promote(challenged, isettings.models_dir, "v0003", by="cli", reason="by hand")  # noqa: E731
+    log = run_paused(isettings, "challenge", tmp_path / "challenge.log", by_hand)
     assert "decision: users prefer the challenger" in log and "applied: False" in log, log
     assert challenge.read(challenged)[0].version == "v0003" and pointer(isettings, "champion") == "v0003"
     assert status(challenged, "v0002") == "challenger"  # judged on a state that is gone: nothing applied

@@ -51,6 +51,23 @@ def spawn(settings, mode: str, log: Path) -> subprocess.Popen:
                             stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
 
 
+def run_paused(settings, mode: str, log: Path, meanwhile) -> str:
+    """`tests.paused_guard MODE` in its own process, stopped (SIGSTOP) at its first write after judging;
+    `meanwhile()` runs while it is stopped; then it is resumed and must exit 0. Returns its log."""
+    proc = spawn(settings, mode, log)
+    try:
+        assert wait_for(lambda: stopped(proc) or proc.poll() is not None), f"{mode} never reached its write"
+        assert stopped(proc), log.read_text()
+        meanwhile()
+        os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(60 * PATIENCE) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+    return log.read_text()
+
+
 @pytest.fixture()
 def three_champions(db, settings):
     """v0001 → v0002 → v0003 promoted, v0004 registered; interleaved feedback on which v0003 clearly
@@ -78,18 +95,11 @@ def test_a_rollback_judged_before_another_promotion_changes_nothing(db, settings
     """Row 1: the refresh, in its own process, judged v0003 worse than v0002 and is paused before its
     switch; v0004 is promoted meanwhile. Resumed, it drops its decision: v0004 stays champion and no
     version is marked."""
-    proc = spawn(settings, "refresh", tmp_path / "refresh.log")
-    try:
-        assert wait_for(lambda: stopped(proc) or proc.poll() is not None), "the refresh never reached its write"
-        assert stopped(proc), (tmp_path / "refresh.log").read_text()
+
+    def by_hand() -> None:
         champion.promote(db, settings.models_dir, "v0004", by="cli", reason="an operator's promotion")
-        os.kill(proc.pid, signal.SIGCONT)
-        assert proc.wait(60 * PATIENCE) == 0
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-    log = (tmp_path / "refresh.log").read_text()
+
+    log = run_paused(settings, "refresh", tmp_path / "refresh.log", by_hand)
     assert "decision: champion worse with users" in log, log  # it did judge v0003 worse
     record = versions.read_champion(db)
     assert record.version == "v0004" and record.chain == ["v0001", "v0002", "v0003", "v0004"]

@@ -139,8 +139,8 @@ def test_a_reranker_of_one_index_serves_its_champion_and_names_its_index(loop):
 
 @pytest.mark.integration
 def test_only_one_indexes_users_reacting_moves_only_that_index(loop):
-    """More feedback in search `a` alone: a's loop trains again; b's and c's see nothing new, run no job,
-    and their champions and records stay exactly as they were."""
+    """More feedback in search `a` alone: a's loop asks for a job; b's and c's see nothing new, ask for
+    none, and their champions and records stay exactly as they were."""
     base, written, _decisions, _outcomes = loop
     untouched = {name: versions.read_champion(connect(base.for_index(name))) for name in ("b", "c")}
     raw = MongoClient(base.mongodb_url, tz_aware=True)[base.mongodb_db]
@@ -150,10 +150,8 @@ def test_only_one_indexes_users_reacting_moves_only_that_index(loop):
         assert producer.lease.acquire()
     assert not producers["b"].evaluate().train and not producers["c"].evaluate().train
     assert producers["a"].evaluate().train
-    a = base.for_index("a")
-    (job,) = jobs.unfinished_jobs(connect(a))
-    run_training_job(a, job["_id"], worker_name="test-a")
-    assert versions.get_version(connect(a), "a-v0002")["snapshot"]["rows_seen"] == written["a"] + more
+    (job,) = jobs.unfinished_jobs(connect(base.for_index("a")))
+    assert job["trigger"]["counts"]["like"] + job["trigger"]["counts"]["dislike"] == more  # a's new feedback alone
     for name, record in untouched.items():
         db = connect(base.for_index(name))
         assert versions.read_champion(db) == record and jobs.unfinished_jobs(db) == []

@@ -99,4 +99,5 @@ def test_every_setting_declares_its_default_and_check_in_one_place():
     undeclared = [f.name for f in fields(Settings) if "check" not in f.metadata or f.default is MISSING]
     assert undeclared == []
     unchecked = sorted(f.name for f in fields(Settings) if f.metadata["check"] is None)
-    assert unchecked == ["freeze_embeddings", "online_guard", "warm_start"]  # true or false: the type is the check
+    # true or false: the type is the check
+    assert unchecked == ["bound", "freeze_embeddings", "online_guard", "warm_start"]
