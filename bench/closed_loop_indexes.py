@@ -23,6 +23,9 @@ are the producer's own (TRAIN_MIN_FEEDBACK = TRAIN_NEW_FEEDBACK = `--min-feedbac
 Per round and index: the reactions, the jobs run, the champion before and after, its true NDCG@10 on the
 index's never-served test queries (`bench/closed_loop_truth.py`) and, for an index whose users did not
 react, whether its champion moved (it must not: the run exits 1 if it did, or if it ran a job).
+With `--promotion interleave` a candidate that passes the screen becomes a challenger, and the
+producer's own challenge duty decides it on the interleaved searches of the rounds that follow (the
+figures in docs/languages.md are from the default, offline).
 """
 
 from __future__ import annotations
@@ -144,15 +147,22 @@ def follow(side: Side, timeout_s: float = 60) -> None:
 
 
 def job_text(side: Side, job: dict[str, Any]) -> str:
-    """A job in a few words: its id, outcome, version and the version's true NDCG@10, the first clause of
-    why it was not promoted, and how many of the version's held-out queries are not this index's own."""
+    """A job in a few words: its id, outcome and version, the gate's ROC-AUC gain [95% CI] on its held-out
+    pairs, the version's true NDCG@10, how many of its held-out queries are not this index's own; a job
+    with no version, the first clause of its reason."""
     version = job.get("version")
     outcome = "promoted" if job.get("promoted") else job.get("status")
     text = f"{job['_id']}: {outcome}" + (f" {version}" if version else "")
-    if version:
-        text += f" (true NDCG@10 {side.ndcg(version):.3f}, {foreign_queries(side, version)} foreign held-out queries)"
-    reason = str(job.get("reason") or job.get("gate_reason") or "")
-    return f"{text}: {reason.split(':')[0].split(' (')[0]}" if reason and not job.get("promoted") else text
+    if not version:
+        reason = str(job.get("reason") or "")
+        return f"{text}: {reason.split(':')[0]}" if reason else text
+    meta = json.loads((Path(side.settings.models_dir) / "versions" / version / "training_metadata.json").read_text())
+    gate = meta.get("gate") or {}
+    auc = (gate.get("intervals") or {}).get("roc_auc") or {}
+    if auc.get("delta") is not None:
+        text += (f", gate ROC-AUC {auc['delta']:+.3f} [{auc['low']:+.3f}, {auc['high']:+.3f}] on "
+                 f"{gate.get('heldout_pairs')} pairs")  # fmt: skip
+    return f"{text}, true NDCG@10 {side.ndcg(version):.3f}, {foreign_queries(side, version)} foreign held-out queries"
 
 
 def foreign_queries(side: Side, version: str) -> int:
