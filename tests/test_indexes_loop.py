@@ -25,7 +25,7 @@ from worker.job import run_training_job
 INDEXES = {
     "a": {"owns": {"query.index": "a"}},
     "b": {"owns": {"query.index": "b"}, "TRAIN_MIN_FEEDBACK": 150},
-    "c": {"owns": {"query.index": "c"}, "NUM_EPOCHS": 4},
+    "c": {"owns": {"query.index": "c"}, "NUM_EPOCHS": 2},
 }
 SEEDS = {"a": 1, "b": 2, "c": 3}
 
@@ -46,7 +46,8 @@ def loop(mongo_server_url, redis_url, tiny_model_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("indexes")
     base = make_settings(mongo_server_url, str(root / "models"), tiny_model_path).with_overrides(
         indexes=json.dumps(INDEXES), celery_broker_url=f"{redis_url}/13", train_min_feedback=100,
-        train_cooldown_seconds=0, metrics_port=0, min_heldout_queries=5, min_heldout_pairs=30, num_epochs=3,
+        train_cooldown_seconds=0, metrics_port=0, min_heldout_queries=5, min_heldout_pairs=30, num_epochs=1,
+        gate_confidence=0.6, min_improvement=0.0,  # a mechanics test: one epoch, a lenient gate
     )  # fmt: skip
     redis.Redis.from_url(base.celery_broker_url).flushdb()
     raw = MongoClient(base.mongodb_url, tz_aware=True)[base.mongodb_db]
