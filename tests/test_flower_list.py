@@ -33,6 +33,22 @@ def _rows(port):
         return json.loads(response.read())["data"]
 
 
+def _flower_hears_the_worker(port, timeout=300):
+    """Flower's event capture is connected once a worker's own events (its heartbeats) reached it: events
+    are not stored by the broker, so a task sent before then would never show in its list."""
+
+    def heard() -> bool:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/workers?json=1")
+        request.add_header("Authorization", "Basic " + base64.b64encode(LOGIN.encode()).decode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return any(str(w.get("hostname", "")).startswith("test@") for w in json.loads(response.read())["data"])
+
+    deadline = time.monotonic() + timeout * PATIENCE
+    while not heard():
+        assert time.monotonic() < deadline, "Flower never heard from the worker"
+        time.sleep(0.5)
+
+
 def _wait_rows(port, predicate, timeout=60):
     deadline = time.monotonic() + timeout * PATIENCE
     while True:
@@ -55,6 +71,7 @@ def test_a_cancelled_job_shows_its_outcome_and_a_waiting_job_sorts_with_the_newe
     worker = start_worker(s, tmp_path / "worker.log")
     try:
         wait_for_port(port, 60, flower)
+        _flower_hears_the_worker(port)
         # An operator cancels a job; its run ends in FAILURE with the outcome as its message.
         assert jobs.create_job(db, "job-cancelled", trigger={"reason": "test"})
         assert jobs.cancel_job(db, "job-cancelled", "an operator stopped it")
