@@ -23,6 +23,7 @@ from console.registry_view import (
     live,
     print_comparison,
     print_housekeeping,
+    print_indexes,
     print_slices,
     version_row,
     versions_header,
@@ -35,7 +36,7 @@ from eduranker.store import connect, ensure_indexes, jobs, retryable_on_mongo_er
 from eduranker.store.clock import server_now
 from eduranker.store.connection import redact_url
 from eduranker.store.feedback import count_future_dated, count_labels
-from eduranker.store.types import Db, for_index
+from eduranker.store.types import Db
 from eduranker.unreachable import unreachable_line
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -239,16 +240,7 @@ INDEX_HELP = "the search index to act on (a name of INDEXES, docs/indexes.md; de
 
 
 def cmd_indexes(db: Db, _settings: Settings, args: argparse.Namespace) -> int:
-    """Every configured index: what it owns, its queue and folder, its feedback, champion and jobs."""
-    for index in args.process_settings.each_index():
-        spec, own = index.index_spec, for_index(db, index.index_spec)
-        totals = count_labels(own)
-        record = versions.read_champion(own)
-        active = jobs.unfinished_jobs(own)
-        print(f"{spec.name}: {describe_claim(spec)}")
-        print(f"  queue {spec.queue}, models {index.models_dir}, base {index.base_model_name}")
-        print(f"  feedback {sum(totals.values())} (like {totals['like']}, dislike {totals['dislike']}); champion "
-              f"{record.version or 'none (the base model)'}; jobs unfinished {len(active)}")  # fmt: skip
+    print_indexes(db, args.process_settings)
     return EXIT_OK
 
 

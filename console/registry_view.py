@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from eduranker.indexes import describe_claim
 from eduranker.records import VersionDoc
-from eduranker.store import versions
-from eduranker.store.types import Db
+from eduranker.settings import Settings
+from eduranker.store import jobs, versions
+from eduranker.store.feedback import count_labels
+from eduranker.store.types import Db, for_index
 
 
 def fmt(value: Any) -> str:
@@ -107,3 +110,17 @@ def print_slices(v: VersionDoc) -> None:
     ]
     if shown:
         print("    slices (Δ auc): " + "; ".join(shown))
+
+
+def print_indexes(db: Db, settings: Settings) -> None:
+    """Every configured index (`eduranker indexes`): what it owns, its queue and folder, its feedback,
+    champion and unfinished jobs. `settings`: the process's, not one index's."""
+    for index in settings.each_index():
+        spec, own = index.index_spec, for_index(db, index.index_spec)
+        totals = count_labels(own)
+        record = versions.read_champion(own)
+        active = jobs.unfinished_jobs(own)
+        print(f"{spec.name}: {describe_claim(spec)}")
+        print(f"  queue {spec.queue}, models {index.models_dir}, base {index.base_model_name}")
+        print(f"  feedback {sum(totals.values())} (like {totals['like']}, dislike {totals['dislike']}); champion "
+              f"{record.version or 'none (the base model)'}; jobs unfinished {len(active)}")  # fmt: skip

@@ -13,6 +13,7 @@ an operator pins them with `BASE_MODEL_REVISION`, read from the hub where it can
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 # Any language without a row of its own (ISO 639-1 or -3 codes, lower case).
@@ -64,3 +65,15 @@ def default_base(language: str, tier: str = "default") -> BaseModel:
     if table is None:
         raise ValueError(f"tier {tier!r}: must be default or quality")
     return table.get(language) or table[OTHER]
+
+
+def base_settings(language: str, named: Collection[str]) -> dict[str, str]:
+    """`base_model_name` and `base_model_revision` from `language`'s default base, for whichever of the two
+    `named` (the settings given explicitly) lacks; nothing when the name is given (its revision is then
+    the operator's to give)."""
+    if "base_model_name" in named:
+        return {}
+    base = default_base(language)
+    return {"base_model_name": base.name} | (
+        {} if "base_model_revision" in named else {"base_model_revision": base.revision}
+    )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from eduranker.base_models import default_base, language_problem
+from eduranker.base_models import base_settings, language_problem
 from eduranker.indexes import DEFAULT, Index, IndexConfigError, SettingRules, name_problem, parse
 from eduranker.secrets import SecretFileError, shown, with_secret_files
 from eduranker.setting_checks import (
@@ -217,10 +217,8 @@ class Settings:
             raise SettingsError(f"index {name!r} is not configured (INDEXES names: "
                                 f"{', '.join(i.name for i in self.all_indexes)})")  # fmt: skip
         values = dict(found[0].overrides)
-        if "base_language" in values and "base_model_name" not in values:
-            base = default_base(values["base_language"])
-            values.setdefault("base_model_name", base.name)
-            values.setdefault("base_model_revision", base.revision)
+        if "base_language" in values:  # the index's own language picks its base, as BASE_LANGUAGE does
+            values.update(base_settings(values["base_language"], values))
         return self.with_overrides(index=name, bound=True, models_dir=found[0].models_dir(self.models_dir), **values)
 
     @property
@@ -281,7 +279,8 @@ class Settings:
             problem = problem_of(f, values[f.name])
             if problem:  # named with the text as written, not as parsed
                 raise SettingsError(f"{f.name.upper()}={shown(f.name, raw)}: {problem}")
-        values.update(_language_default(values, env))
+        # BASE_LANGUAGE's default base, where BASE_MODEL_NAME (and BASE_MODEL_REVISION) are not set.
+        values.update(base_settings(values.get("base_language", "en"), {name.lower() for name in env}))
         values.update(overrides)
         return cls(**values)
 
@@ -332,16 +331,6 @@ def _indexes(text: str) -> tuple[Index, ...]:
         return parse(text, rules)
     except IndexConfigError as exc:
         raise SettingsError(str(exc)) from None
-
-
-def _language_default(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """BASE_MODEL_NAME and BASE_MODEL_REVISION from BASE_LANGUAGE's default base, where they are not set."""
-    if "BASE_MODEL_NAME" in env:
-        return {}
-    base = default_base(values.get("base_language", "en"))
-    return {"base_model_name": base.name} | (
-        {} if "BASE_MODEL_REVISION" in env else {"base_model_revision": base.revision}
-    )
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
