@@ -51,6 +51,7 @@ def test_each_index_is_named_in_its_collections_versions_queue_folder_and_settin
         ({"Fr": FR}, "bad index name 'Fr'"),
         ({"champion": FR}, "a name the models folder uses"),
         ({"v12": FR}, "a name the models folder uses"),
+        ({"system": FR}, "a name the models folder uses"),  # MongoDB's own `system.` collections
         ({"fr": {**FR, "TRAIN_MIN_FEEDBAK": 3}}, "INDEXES[fr]: unknown field 'TRAIN_MIN_FEEDBAK'"),
         ({"fr": {**FR, "MONGODB_URL": "mongodb://x"}}, "MONGODB_URL is a setting of the whole process"),
         ({"fr": {**FR, "TRAIN_MIN_FEEDBACK": "many"}}, "INDEXES[fr].TRAIN_MIN_FEEDBACK='many': expected a whole"),
@@ -69,6 +70,15 @@ def test_a_bad_index_configuration_is_one_line_naming_it(config, problem):
     with pytest.raises(SettingsError, match=None) as raised:
         indexes(config).all_indexes  # noqa: B018 - the property parses and checks
     assert problem in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_indexes_settings_never_derive_another_indexes():
+    """The default index's own values (here a French base and a threshold) must not leak into en's."""
+    s = indexes({"default": {"TRAIN_MIN_FEEDBACK": 5, "BASE_LANGUAGE": "fr"}, "en": EN})
+    assert s.for_index("en").train_min_feedback == s.train_min_feedback
+    assert s.for_index("en").base_model_name == s.base_model_name
+    with pytest.raises(ValueError, match="settings already for index 'default'"):
+        s.for_index("default").for_index("en")
 
 
 def test_claims_that_share_a_field_with_disjoint_values_never_overlap():
@@ -134,3 +144,32 @@ def test_an_unknown_index_on_the_command_line_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "console.cli", "--index", "de", "status"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "index 'de' is not configured (INDEXES names: default, fr)" in out.stderr
+
+
+@pytest.mark.integration
+def test_an_indexes_live_impressions_leave_another_indexes_base_results_out(mongo_server_url):
+    """Before their first champions both indexes serve the base model (`model_version` null): the
+    impressions index a compares are its searches, told apart by the `index` its reranker writes."""
+    from datetime import UTC, datetime, timedelta
+
+    from eduranker.store.online import impression_rows
+    from eduranker.store.types import IndexDb
+
+    two = {"a": {"owns": {"query.index": "a"}}, "b": {"owns": {"query.index": "b"}}}
+    s = Settings(
+        mongodb_url=mongo_server_url, mongodb_db=f"impressions_{random.randrange(10**9)}", indexes=json.dumps(two)
+    )
+    client: MongoClient = MongoClient(mongo_server_url, tz_aware=True)
+    try:
+        raw, now = client[s.mongodb_db], datetime.now(UTC)
+        for index in ("a", "b"):
+            query = raw.user_queries.insert_one({"query_text": index, "index": index, "user_id": f"u-{index}"})
+            raw.inferences.insert_many([{"query_id": query.inserted_id, "model_version": None, "index": index,
+                                         "feedback": "like", "created_at": now} for _ in range(2)])  # fmt: skip
+        searches = [d["_id"] for d in raw.user_queries.find()]
+        a = IndexDb(client, s.mongodb_db, s.for_index("a").index_spec)
+        rows = impression_rows(a, [None, "a-v0001"], searches, now - timedelta(minutes=1))
+        assert [row.user_id for row in rows] == ["u-a"] and rows[0].likes == {None: 2}
+    finally:
+        client.drop_database(s.mongodb_db)
+        client.close()
