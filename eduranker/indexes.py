@@ -136,6 +136,11 @@ class Index:
             return {}
         return {"index": None if self.is_default else self.name}
 
+    def serves(self, result: Mapping[str, Any]) -> bool:
+        """Whether a served result (an inference) can be this index's: any named version's (names are
+        unique to an index), or the base model's when it carries this index's `base_tag`."""
+        return result.get("model_version") is not None or all(result.get(k) == v for k, v in self.base_tag.items())
+
     @property
     def queue(self) -> str:
         return "training" if self.is_default else f"training.{self.name}"

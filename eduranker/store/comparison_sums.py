@@ -28,6 +28,7 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import OperationFailure
 
 from eduranker.errors import EduRankerError
+from eduranker.indexes import Index
 from eduranker.store.clock import as_utc, server_now
 from eduranker.store.connection import INFERENCES, ensure_index
 from eduranker.store.lease import LeaseFence, fenced
@@ -126,7 +127,7 @@ def changes(db: Db, token: Mapping[str, Any], since: datetime, *, batch: int, li
                 touched.token, touched.caught_up = stream.resume_token, True
                 out.append(touched)
                 break
-            _note(touched, event, since, index_of(db).base_tag)
+            _note(touched, event, since, index_of(db))
             if touched.events >= batch:
                 touched.token = stream.resume_token
                 out.append(touched)
@@ -134,7 +135,7 @@ def changes(db: Db, token: Mapping[str, Any], since: datetime, *, batch: int, li
     return out
 
 
-def _note(touched: Touched, event: Document, since: datetime, tag: Mapping[str, Any]) -> None:
+def _note(touched: Touched, event: Document, since: datetime, index: Index) -> None:
     touched.events += 1
     kind, key = event["operationType"], event.get("documentKey", {}).get("_id")
     doc = event.get("fullDocument")
@@ -145,7 +146,7 @@ def _note(touched: Touched, event: Document, since: datetime, tag: Mapping[str, 
             created = doc.get("created_at")
             if isinstance(created, datetime) and as_utc(created) >= as_utc(since):
                 version = doc.get("model_version")
-                if version is not None or all(doc.get(k) == v for k, v in tag.items()):  # not another index's base
+                if index.serves(doc):  # not another index's base
                     touched.served[version] = touched.served.get(version, 0) + 1
             if doc.get("feedback") is None:
                 return  # a result without a reaction changes no contribution

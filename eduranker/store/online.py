@@ -130,7 +130,7 @@ def impression_rows(
     """`impressions` for the searches `query_ids` alone (those without feedback on `compared` versions
     since `since` are left out): reads their results and their users, a thousand searches per command."""
     rows: dict[Any, ImpressionRow] = {}
-    tag = index_of(db).base_tag
+    index = index_of(db)
     for chunk in _chunks(list(query_ids)):
         found = {"query_id": {"$in": chunk}}
         fields = {"query_id": 1, "model_version": 1, "feedback": 1, "created_at": 1, "index": 1}
@@ -138,7 +138,7 @@ def impression_rows(
         results: dict[Any, list[Any]] = {}
         for doc in db[INFERENCES].find(found, fields):
             query, version = doc.get("query_id"), doc.get("model_version")
-            if version is None and any(doc.get(k) != v for k, v in tag.items()):
+            if not index.serves(doc):
                 continue  # another index's base model served it: not this index's impression
             served.setdefault(query, set()).add(version)
             results.setdefault(query, []).append(doc["_id"])
