@@ -18,8 +18,17 @@ def test_a_running_challenge_interleaves_every_request_and_names_each_contributo
         assert ranker.challenger == "v0002"
         results = [ranker.rerank("how do plants make food", MANY_DOCS) for _ in range(10)]
         single = ranker.rerank("q", MANY_DOCS[:1])
+        own = {}  # each version's own scores, served alone
+        remove_pointer(models, "challenger")
+        for version in ("v0001", "v0002"):
+            point_champion(models, version)
+            assert ranker.refresh() and ranker.version == version
+            own[version] = ranker.rerank("how do plants make food", MANY_DOCS).scores
     finally:
         ranker.close()
+    for result in results:  # a document's score is the one its contributor gives it alone
+        for doc, version in zip(result.order, result.versions, strict=True):
+            assert result.scores[doc] == pytest.approx(own[version][doc], abs=1e-5)
     for result in results:
         assert result.interleaved and result.challenger == "v0002" and result.version == "v0001"
         assert sorted(result.order) == list(range(len(MANY_DOCS)))

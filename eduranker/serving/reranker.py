@@ -44,7 +44,7 @@ import torch
 from eduranker.indexes import DEFAULT, Index, name_problem
 from eduranker.models_dir import CHALLENGER, POINTER, PREVIOUS, champion_target, version_dir
 from eduranker.serving.interleave import team_draft
-from eduranker.serving.loaded import LoadedModel, load_checked
+from eduranker.serving.loaded import LoadedModel, load_checked, score_both
 from eduranker.variants import DEFAULT_SERVING_VARIANT, variant_problem
 
 log = logging.getLogger(__name__)
@@ -269,9 +269,10 @@ def _interleaved(
     *,
     challenge: bool = False,
 ) -> RerankResult:
-    """Both versions score the documents; the list is their team draft. Each document's score is the
-    one its contributing version gave it."""
-    mine, theirs = champion.score(query, documents), other.score(query, documents)
+    """Both versions score the documents (`score_both`: one encoding where they read text alike, the
+    second scoring beside the first where a core is free); the list is their team draft. Each
+    document's score is the one its contributing version gave it."""
+    mine, theirs = score_both(champion, other, query, documents)
     order, teams = team_draft(_ranking(mine), _ranking(theirs), coins)
     by_doc = {doc: team for doc, team in zip(order, teams, strict=True)}
     scores = [float(theirs[i] if by_doc[i] else mine[i]) for i in range(len(documents))]
