@@ -3,7 +3,9 @@
     .venv/bin/python bench/closed_loop.py [--rounds 5] [--searches 250] [--warm-start] [--explore 0.1]
                                           [--seed 0] [--split-key HEX] [--no-oracle]
                                           [--train-max-pairs N] [--sampling newest|recency]
-                                          [--corpus en|fr]
+                                          [--corpus en|fr] [--promotion interleave|offline]
+                                          [--look-every 25] [--challenge-searches 4000]
+                                          [--out rows.json] [--no-memo]
 
 Real services: SecantusDB and redis-server on loopback, a real Celery worker (`-c 1`) running each job,
 and `ChampionReranker` serving (it follows each promotion). The corpus is real human-written text:
@@ -22,6 +24,8 @@ SPLIT_KEY is derived from --seed (or given), so that two arms of a comparison ho
 --train-max-pairs sets TRAIN_MAX_PAIRS; --sampling recency runs the worker of `bench/sampling_worker.py`,
 which trains on a recency-weighted sample of that many pairs instead of the newest ones.
 --corpus fr runs on Debian's French package descriptions (`bench/french_corpus.py`) instead.
+A version scores a repeated search once (`bench/score_memo.py`: the same scores, read back); --no-memo
+scores every search anew.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from closed_loop_challenge import run_challenge  # noqa: E402
 from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, source_of  # noqa: E402
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
 from packages_corpus import SHIPPED, load_shipped  # noqa: E402
+from score_memo import ScoreMemo  # noqa: E402
 
 from console.cluster import child_env, default_base_model  # noqa: E402
 from console.localservers import mongo_url, redis_server, secantus_server  # noqa: E402
@@ -160,6 +165,16 @@ def print_row(row: dict[str, Any]) -> None:
               f"{f.get('estimate', float('nan')):+.3f} {interval}{cost}")  # fmt: skip
 
 
+def replaced_by_as_good(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether `row`'s challenger was still under test when the next round's candidate replaced it,
+    and that candidate is truly at least as good: users then judge the newer one instead."""
+    challenge = row.get("challenge") or {}
+    later = next((r for r in rows if r["round"] == row["round"] + 1), None)
+    if challenge.get("outcome") not in ("running", "replaced") or later is None or "true_candidate" not in later:
+        return False
+    return bool(later.get("challenge")) and later["true_candidate"][0] >= row["true_candidate"][0]
+
+
 def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
     judged = [r for r in rows if "true_delta" in r]
     promoted = [r for r in judged if r["promoted"]]
@@ -168,7 +183,10 @@ def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
     missed = [
         r["round"]
         for r in judged
-        if r["true_delta"][0] >= 0.03 and (challenged or (r["heldout_pairs"] or 0) >= 200) and not r["promoted"]
+        if r["true_delta"][0] >= 0.03
+        and (challenged or (r["heldout_pairs"] or 0) >= 200)
+        and not r["promoted"]
+        and not replaced_by_as_good(r, rows)
     ]
     first = next((r["round"] for r in rows if r.get("serving_after")), None)
     shown = [(c["shown"], c["alone"]) for r in rows if (c := r.get("challenge")) and c["shown"] is not None]
@@ -187,7 +205,8 @@ def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
         "the final champion is within 0.01 of the best candidate the run trained": final_ndcg >= best - 0.01,
         "every candidate truly better by >= 0.03 NDCG@10"
         + ("" if challenged else " with >= 200 held-out pairs")
-        + " is promoted": not missed,
+        + " is promoted"
+        + (", unless an as good one replaced it" if challenged else ""): not missed,
     }
     if challenged:
         verdicts[f"the first model serves by the end of round 1 (it served after round {first})"] = (
@@ -250,7 +269,12 @@ def main() -> int:
     parser.add_argument("--look-every", type=int, default=25, help="searches between two looks at a challenge")
     parser.add_argument("--challenge-searches", type=int, default=4000, help="searches a challenge may take")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="en", help="the package descriptions' language")
+    parser.add_argument("--out", default="", help="write each round's row here (JSON) as it ends")
+    parser.add_argument("--no-memo", action="store_true", help="score every request anew (bench/score_memo.py)")
     args = parser.parse_args()
+    memo = ScoreMemo()
+    if not args.no_memo:
+        memo.install()  # a version scores a repeated request once: the same scores, far less time
 
     torch.set_num_threads(args.threads)  # serving and the worker share the cores: no oversubscription
     world = make_world(args.seed, args.candidates, args.test_queries, load_shipped(CORPORA[args.corpus]))
@@ -300,6 +324,9 @@ def main() -> int:
         for r in range(args.rounds):
             rows.append(run_round(r, ctx))
             print_row(rows[-1])
+            if args.out:  # each round as it ends: a run stopped early keeps what it measured
+                Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
+        print(f"scorings: {memo.misses} computed, {memo.hits} repeats read from the memo")
         final = source_of(ctx["models_dir"], reranker.version, settings.base_model_name)
         goals(rows, float(ctx["quality"].per_query(final).mean(axis=0)[0]))
         if not args.no_oracle:
