@@ -38,8 +38,7 @@ pay, on the same challenger:
      resamples (1,000), each with the propensity re-estimated on Poisson-resampled counts, so that it
      carries the propensity's error as well; rejected when it lies wholly below zero, at the gate's
      95% and at a stricter 99%. A self-normalised estimate divides each resample by the sum of its
-     (positive) weights, so it rejects on exactly the same resamples. (Counting dislikes against, a
-     click utility, blocked fewer worse candidates in a trial run: left out.)
+     (positive) weights, so it rejects on exactly the same resamples. The estimate counts likes only.
    - the same estimate with the true examination probabilities and no exploration at all: the most
      any amount of logged exploration could buy this estimator.
 2. **The challenge**, for a candidate that passes: `challenge_decisions.interleaving_run` (team draft,
