@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from closed_loop_challenge import run_challenge  # noqa: E402
+from closed_loop_report import goals, print_row  # noqa: E402
 from closed_loop_truth import TrueQuality, feedback_queries, leakage, oracle, source_of  # noqa: E402
 from closed_loop_users import insert_resources, make_world, serve_round  # noqa: E402
 from packages_corpus import SHIPPED, load_shipped  # noqa: E402
@@ -132,91 +132,6 @@ def run_round(r: int, ctx: dict[str, Any]) -> dict[str, Any]:
         reranker.refresh()
         time.sleep(0.5)
     return row
-
-
-def print_row(row: dict[str, Any]) -> None:
-    line = f"round {row['round']}: {row['reactions']} reactions ({row['top3']:.0%} at ranks 1-3) → {row['status']}"
-    if "gate" in row and row["gate"][0] is not None:
-        d, lo, hi = row["gate"]
-        line += f" {row.get('version')}: gate ROC-AUC {d:+.3f} [{lo:+.3f}, {hi:+.3f}] on {row['heldout_pairs']} pairs"
-    print(line)
-    if "true_champion" in row:
-        (c_ndcg, c_mrr), (n_ndcg, n_mrr) = row["true_champion"], row["true_candidate"]
-        d, lo, hi = row["true_delta"]
-        print(
-            f"    true NDCG@10 champion {c_ndcg:.3f} → candidate {n_ndcg:.3f} ({d:+.3f} [{lo:+.3f}, {hi:+.3f}]);"
-            f" MRR {c_mrr:.3f} → {n_mrr:.3f}; leakage: {row['judged_seen']} held-out queries the champion "
-            f"trained on, {row['reference_leaked']} reference queries the candidate trained on"
-        )
-    if "never_judged" in row:
-        (share, n), (share_heldout, n_heldout) = row["never_judged"]
-        print(
-            f"    relevant document never judged: {share:.0%} of the {n} queries searched so far, "
-            f"{share_heldout:.0%} of the {n_heldout} held-out ones"
-        )
-    print(f"    reason: {row['reason']}")
-    c = row.get("challenge")
-    if c:
-        f = c["figures"]
-        interval = f"[{f['low']:+.3f}, {f['high']:+.3f}]" if "low" in f else "(no interval yet)"
-        cost = "" if c["shown"] is None else f"; true NDCG@10 shown {c['shown']:.3f} vs champion alone {c['alone']:.3f}"
-        print(f"    challenge {c['outcome']} after {c['searches']} searches: {f.get('impressions', 0)} interleaved "
-              f"with feedback ({f.get('feedback', 0)} feedbacks, {f.get('users', [0])[0]} users), credit "
-              f"{f.get('estimate', float('nan')):+.3f} {interval}{cost}")  # fmt: skip
-
-
-def replaced_by_as_good(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """Whether `row`'s challenger was still under test when the next round's candidate replaced it,
-    and that candidate is truly at least as good: users then judge the newer one instead."""
-    challenge = row.get("challenge") or {}
-    later = next((r for r in rows if r["round"] == row["round"] + 1), None)
-    if challenge.get("outcome") not in ("running", "replaced") or later is None or "true_candidate" not in later:
-        return False
-    return bool(later.get("challenge")) and later["true_candidate"][0] >= row["true_candidate"][0]
-
-
-def goals(rows: list[dict[str, Any]], final_ndcg: float) -> None:
-    judged = [r for r in rows if "true_delta" in r]
-    promoted = [r for r in judged if r["promoted"]]
-    worst = min((r["true_delta"][0] for r in promoted), default=0.0)
-    challenged = any("challenge" in r for r in rows)
-    missed = [
-        r["round"]
-        for r in judged
-        if r["true_delta"][0] >= 0.03
-        and (challenged or (r["heldout_pairs"] or 0) >= 200)
-        and not r["promoted"]
-        and not replaced_by_as_good(r, rows)
-    ]
-    first = next((r["round"] for r in rows if r.get("serving_after")), None)
-    shown = [(c["shown"], c["alone"]) for r in rows if (c := r.get("challenge")) and c["shown"] is not None]
-    cost = float(np.mean([a - s for s, a in shown])) if shown else 0.0
-    best = max((r["true_candidate"][0] for r in judged), default=0.0)
-    print(
-        f"goals: leakage {sum(r['judged_seen'] for r in judged)} / {sum(r['reference_leaked'] for r in judged)}"
-        f" (want 0 / 0); worst promotion {worst:+.3f} NDCG@10 (want ≥ −0.01); final champion {final_ndcg:.3f} vs "
-        f"best candidate {best:.3f} (want within 0.01); truly better by ≥ 0.03 with ≥ 200 held-out pairs but not "
-        f"promoted: rounds {missed or 'none'}"
-    )
-    leaked = sum(r["judged_seen"] + r["reference_leaked"] for r in judged)
-    verdicts = {
-        "0 held-out queries the judged champion trained on, 0 reference queries the candidate trained on": leaked == 0,
-        "no promotion lowers the champion's true NDCG@10 by more than 0.01": worst >= -0.01,
-        "the final champion is within 0.01 of the best candidate the run trained": final_ndcg >= best - 0.01,
-        "every candidate truly better by >= 0.03 NDCG@10"
-        + ("" if challenged else " with >= 200 held-out pairs")
-        + " is promoted"
-        + (", unless an as good one replaced it" if challenged else ""): not missed,
-    }
-    if challenged:
-        verdicts[f"the first model serves by the end of round 1 (it served after round {first})"] = (
-            first is not None and first <= 1
-        )
-        verdicts[f"what users were shown during challenges is within 0.01 of the champion alone ({-cost:+.3f})"] = (
-            cost <= 0.01
-        )
-    for goal, met in verdicts.items():
-        print(f"    done-when: {goal}: {'met' if met else 'NOT met'}")
 
 
 def start(tmp: Path, args: argparse.Namespace) -> tuple[Any, Any, Settings]:
